@@ -1,0 +1,109 @@
+"""Where a variant's weights come from: `emulated[:size]`, a local folder, or a Hugging Face id.
+
+Both workers go through `load_pipeline`, which is `Flux2KleinPipeline.from_pretrained` with
+the parts they do not need left out, so emulated and real weights share one code path.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from diffusers import Flux2KleinPipeline
+
+from deployments.emulation import SETTINGS_FILENAME, emulated_checkpoint, get_size
+from deployments.registry import ModelVariant
+
+EMULATED_PREFIX = "emulated"
+
+
+class WeightsError(ValueError):
+    """Weights that cannot be found or loaded."""
+
+
+@dataclass(frozen=True)
+class ResolvedWeights:
+    """What backs a variant, and the text settings its encoder and denoiser must agree on."""
+
+    variant: str
+    source: str
+    emulated: bool
+    description: str
+    text_encoder_family: str
+    max_sequence_length: int
+    text_encoder_out_layers: tuple[int, ...]
+
+
+def resolve_weights(variant: ModelVariant, weights: str, cache_dir: Path | None = None) -> ResolvedWeights:
+    """Turn a `weights:` setting into a source for `from_pretrained` plus its text settings."""
+    if weights == EMULATED_PREFIX or weights.startswith(EMULATED_PREFIX + ":"):
+        size = weights.partition(":")[2] or "tiny"
+        get_size(size)
+        return _from_folder(variant, emulated_checkpoint(variant, size, cache_dir))
+    path = Path(weights).expanduser()
+    if path.exists():
+        if not (path / "model_index.json").exists():
+            raise WeightsError(
+                f"{weights!r} is a folder without model_index.json; point weights at a diffusers "
+                "checkpoint folder (the one save_pretrained writes)."
+            )
+        return _from_folder(variant, path)
+    if weights.count("/") != 1 or weights.startswith((".", "/", "~")):
+        raise WeightsError(
+            f"weights {weights!r} is neither 'emulated[:tiny|small]', an existing folder, nor a "
+            "Hugging Face id like 'black-forest-labs/FLUX.2-klein-4B'."
+        )
+    return ResolvedWeights(
+        variant=variant.name,
+        source=weights,
+        emulated=False,
+        description=f"{weights} (Hugging Face hub)",
+        text_encoder_family=variant.text_encoder.family,
+        max_sequence_length=variant.text_encoder.max_sequence_length,
+        text_encoder_out_layers=variant.text_encoder.out_layers,
+    )
+
+
+def _from_folder(variant: ModelVariant, folder: Path) -> ResolvedWeights:
+    settings_file = folder / SETTINGS_FILENAME
+    settings = json.loads(settings_file.read_text()) if settings_file.exists() else {}
+    return ResolvedWeights(
+        variant=variant.name,
+        source=str(folder),
+        emulated=bool(settings.get("emulated", False)),
+        description=settings.get("description", f"local checkpoint {folder}"),
+        text_encoder_family=settings.get("text_encoder_family", variant.text_encoder.family),
+        max_sequence_length=int(settings.get("max_sequence_length", variant.text_encoder.max_sequence_length)),
+        text_encoder_out_layers=tuple(settings.get("text_encoder_out_layers", variant.text_encoder.out_layers)),
+    )
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def pick_dtype(device: torch.device, dtype: str = "auto") -> torch.dtype:
+    """bf16 on GPU as the model cards use; fp32 on CPU, where bf16 matmuls are slow."""
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return getattr(torch, dtype)
+
+
+def load_pipeline(
+    weights: ResolvedWeights, device: torch.device, dtype: torch.dtype, **left_out: None
+) -> Flux2KleinPipeline:
+    """`from_pretrained` with the components named in `left_out` (e.g. transformer=None) skipped."""
+    try:
+        pipeline = Flux2KleinPipeline.from_pretrained(weights.source, dtype=dtype, **left_out)
+    except (OSError, ValueError) as error:
+        raise WeightsError(
+            f"Could not load weights for {weights.variant} from {weights.source!r}: {error}. "
+            "Download them first (huggingface-cli download ...) and set weights to the local "
+            "folder, or use weights: emulated."
+        ) from error
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline.to(device)

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Create .venv and install flux-serve with its test tools. Safe to run again.
+# PyTorch is installed first and pinned: the CPU build by default; on a GPU machine install
+# the CUDA build of torch into .venv beforehand (or set TORCH_SPEC) and it is kept.
+set -euo pipefail
+cd "$(dirname "$0")"
+PYTHON="${PYTHON:-python3}"
+TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
+
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install --quiet --upgrade pip 2>/dev/null
+if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+  .venv/bin/python -m pip install --quiet $TORCH_SPEC
+fi
+.venv/bin/python -m pip install --quiet -e ".[test]"
+.venv/bin/python -c "import torch, diffusers, ray; print(f'flux-serve ready: torch {torch.__version__}, diffusers {diffusers.__version__}, ray {ray.__version__}')"

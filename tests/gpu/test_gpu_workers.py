@@ -1,0 +1,25 @@
+"""The same workers on a real GPU (bf16); skipped where none is present."""
+
+import io
+
+import pytest
+import torch
+from PIL import Image
+
+from deployments.denoiser import Denoiser
+from deployments.encoder import TextEncoder
+from deployments.params import GenerationRequest
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+]
+
+
+def test_generate_on_gpu_in_bf16():
+    encoder = TextEncoder("flux-2-klein-4b", weights="emulated:small")
+    denoiser = Denoiser("flux-2-klein-4b", weights="emulated:small")
+    assert denoiser.device.type == "cuda" and denoiser.dtype == torch.bfloat16
+    [embedding] = encoder.encode(["a red circle"])
+    [result] = denoiser.generate([GenerationRequest(prompt=embedding, width=512, height=512, seed=1, num_images=4)])
+    assert [Image.open(io.BytesIO(b)).size for b in result.images] == [(512, 512)] * 4

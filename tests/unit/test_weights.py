@@ -1,0 +1,37 @@
+"""Resolving the `weights:` setting, without loading anything heavy."""
+
+import pytest
+
+from deployments.emulation import UnknownEmulationSizeError
+from deployments.registry import get_variant
+from deployments.weights import WeightsError, resolve_weights
+
+VARIANT = get_variant("flux-2-klein-4b")
+
+
+def test_emulated_says_so_and_carries_its_text_settings():
+    resolved = resolve_weights(VARIANT, "emulated")
+    assert resolved.emulated and "emulated" in resolved.description
+    assert resolved.max_sequence_length == 64 and resolved.text_encoder_out_layers == (1, 2, 3)
+
+
+def test_hugging_face_id_keeps_the_real_text_settings():
+    resolved = resolve_weights(VARIANT, "black-forest-labs/FLUX.2-klein-4B")
+    assert not resolved.emulated
+    assert resolved.max_sequence_length == 512 and resolved.text_encoder_out_layers == (9, 18, 27)
+
+
+def test_unknown_emulation_size():
+    with pytest.raises(UnknownEmulationSizeError, match="tiny, small"):
+        resolve_weights(VARIANT, "emulated:huge")
+
+
+@pytest.mark.parametrize("weights", ["not a model", "/no/such/folder", "a/b/c"])
+def test_unusable_weights_say_what_to_write(weights):
+    with pytest.raises(WeightsError, match="Hugging Face id"):
+        resolve_weights(VARIANT, weights)
+
+
+def test_folder_without_model_index(tmp_path):
+    with pytest.raises(WeightsError, match="model_index.json"):
+        resolve_weights(VARIANT, str(tmp_path))
