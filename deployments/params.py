@@ -13,7 +13,7 @@ MIN_STEPS = 1
 MAX_STEPS = 50
 MIN_IMAGES = 1
 MAX_IMAGES = 12
-MAX_SEED = 2**63 - 1 - MAX_IMAGES
+MAX_SEED = 2**32 - 1  # JSON-safe in every client; image i uses seed + i
 OUTPUT_FORMATS = ("jpeg", "png", "webp")
 
 

@@ -66,6 +66,21 @@ def resolve_weights(variant: ModelVariant, weights: str, cache_dir: Path | None 
     )
 
 
+def describe_weights(weights: str) -> tuple[bool, str]:
+    """(emulated?, plain words) for a `weights:` setting, without building or loading anything."""
+    if weights == EMULATED_PREFIX or weights.startswith(EMULATED_PREFIX + ":"):
+        size = weights.partition(":")[2] or "tiny"
+        return True, (
+            f"emulated ({size}): the real FLUX.2 [klein] architecture at a tiny size with random "
+            "weights, built offline; images are noise, code paths and timings are real"
+        )
+    settings_file = Path(weights).expanduser() / SETTINGS_FILENAME
+    if settings_file.exists():
+        settings = json.loads(settings_file.read_text())
+        return bool(settings.get("emulated")), settings.get("description", weights)
+    return False, f"real weights from {weights}"
+
+
 def _from_folder(variant: ModelVariant, folder: Path) -> ResolvedWeights:
     settings_file = folder / SETTINGS_FILENAME
     settings = json.loads(settings_file.read_text()) if settings_file.exists() else {}

@@ -1,0 +1,114 @@
+"""`flux-serve run`: a local Ray (logical GPUs when none is physical) serving serve_config.yaml."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import secrets
+import signal
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from deployments.registry import get_variant
+from serve_apps.auth import KEYS_ENV
+from serve_apps.builder import build_app, validate_args
+
+DEV_KEY_FILE = Path(os.environ.get("FLUX_SERVE_KEY_FILE", Path.home() / ".config" / "flux-serve" / "api-key"))
+RAY_TOKEN_FILE = Path.home() / ".ray" / "auth_token"
+
+
+def local_api_key() -> str:
+    """FLUX_API_KEYS' first key, or a key generated once for this machine and kept in DEV_KEY_FILE."""
+    configured = [key.strip() for key in os.environ.get(KEYS_ENV, "").split(",") if key.strip()]
+    if configured:
+        return configured[0]
+    if DEV_KEY_FILE.exists():
+        key = DEV_KEY_FILE.read_text().strip()
+    else:
+        key = "fsk_" + secrets.token_urlsafe(24)
+        DEV_KEY_FILE.parent.mkdir(parents=True, exist_ok=True)
+        DEV_KEY_FILE.write_text(key + "\n")
+        DEV_KEY_FILE.chmod(0o600)
+    os.environ[KEYS_ENV] = key
+    return key
+
+
+def logical_gpus_needed(applications: list[dict]) -> int:
+    """Enough logical GPUs for every replica at its max, so placement is really scheduled."""
+    total = 0.0
+    for application in applications:
+        args = validate_args(application.get("args", {}))
+        total += sum(m.num_gpus * m.autoscaling.max_replicas for m in args.models.values())
+        families = {get_variant(model).text_encoder.family for model in args.models}
+        total += args.encoder.num_gpus * args.encoder.autoscaling.max_replicas * len(families)
+    return max(1, math.ceil(total))
+
+
+def run(config_path: Path, num_gpus: int | None) -> None:
+    import ray
+    import torch
+    from ray import serve
+
+    config = yaml.safe_load(config_path.read_text())
+    applications = config["applications"]
+    key = local_api_key()
+    physical_gpus = torch.cuda.device_count()
+    gpus = physical_gpus or num_gpus or logical_gpus_needed(applications)
+    http = config.get("http_options", {})
+    host, port = http.get("host", "127.0.0.1"), int(http.get("port", 8000))
+
+    context = ray.init(num_gpus=gpus, dashboard_host="127.0.0.1", include_dashboard=True)
+    serve.start(http_options={"host": host, "port": port})
+    for application in applications:
+        serve.run(
+            build_app(application.get("args", {})),
+            name=application["name"],
+            route_prefix=application.get("route_prefix", "/"),
+            blocking=False,
+        )
+    base = f"http://{host}:{port}"
+    kind = "physical" if physical_gpus else "logical (emulated; models run on the CPU)"
+    print(
+        f"""
+flux-serve is up.
+  API:        {base}   (docs: {base}/docs)
+  API key:    {key}   (send as x-key; set {KEYS_ENV} to choose your own)
+  GPUs:       {gpus} {kind}
+  Dashboard:  http://{context.dashboard_url}   (token: `ray get-auth-token`, or the file {RAY_TOKEN_FILE})
+
+Try:
+  curl -s -X POST {base}/v1/flux-2-klein-4b -H "x-key: {key}" -H "Content-Type: application/json" \\
+       -d '{{"prompt": "a red circle on a blue background", "width": 512, "height": 512}}'
+Ctrl-C stops it.""",
+        flush=True,
+    )
+    stop = {"now": False}
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    try:
+        while not stop["now"]:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    serve.shutdown()
+    ray.shutdown()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="flux-serve", description="Self-hosted FLUX.2 [klein] on Ray Serve")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run_parser = commands.add_parser("run", help="start a local Ray and serve serve_config.yaml")
+    run_parser.add_argument("--config", type=Path, default=Path("serve_config.yaml"))
+    run_parser.add_argument("--num-gpus", type=int, default=None, help="logical GPUs when none is physical")
+    options = parser.parse_args(argv)
+    if options.command == "run":
+        if not options.config.exists():
+            sys.exit(f"{options.config} not found: run from the project folder or pass --config PATH.")
+        run(options.config, options.num_gpus)
+
+
+if __name__ == "__main__":
+    main()

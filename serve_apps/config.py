@@ -1,0 +1,112 @@
+"""The validated `args:` of serve_config.yaml: what the builder turns into deployments."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from deployments.registry import VARIANTS
+
+DEFAULT_STORAGE_URL = os.environ.get("FLUX_SERVE_STORAGE", "~/.local/share/flux-serve")
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AutoscalingArgs(StrictModel):
+    """Ray Serve autoscaling, per deployment. min_replicas 0 scales to zero when idle."""
+
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(1, ge=1)
+    target_ongoing_requests: float = Field(2.0, gt=0)
+    upscale_delay_s: float = Field(5.0, ge=0)
+    downscale_delay_s: float = Field(60.0, ge=0)
+
+    @model_validator(mode="after")
+    def _min_not_above_max(self) -> AutoscalingArgs:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"min_replicas ({self.min_replicas}) is above max_replicas ({self.max_replicas})"
+            )
+        return self
+
+
+class BatchingArgs(StrictModel):
+    """Live knobs of @serve.batch, sent as user_config so they change without a restart."""
+
+    max_batch_size: int = Field(8, ge=1, le=64)
+    batch_wait_timeout_s: float = Field(0.05, ge=0, le=10)
+
+
+class ModelArgs(StrictModel):
+    """One denoiser deployment: a model variant with its weights and placement."""
+
+    weights: str = "emulated"
+    num_gpus: float = Field(0.5, ge=0, le=8)
+    num_cpus: float = Field(1.0, ge=0)
+    max_images_per_forward: int = Field(12, ge=1, le=64)
+    device: str = "auto"
+    dtype: str = "auto"
+    batching: BatchingArgs = BatchingArgs()
+    autoscaling: AutoscalingArgs = AutoscalingArgs()
+
+
+class EncoderArgs(StrictModel):
+    """Text encoder deployments, one per encoder family."""
+
+    num_gpus: float = Field(0.0, ge=0, le=8)
+    num_cpus: float = Field(0.5, ge=0)
+    cache_size: int = Field(1024, ge=1)
+    batching: BatchingArgs = BatchingArgs(max_batch_size=16, batch_wait_timeout_s=0.01)
+    autoscaling: AutoscalingArgs = AutoscalingArgs()
+
+
+class IngressArgs(StrictModel):
+    num_cpus: float = Field(0.5, ge=0)
+    autoscaling: AutoscalingArgs = AutoscalingArgs()
+
+
+class JobArgs(StrictModel):
+    """How long a job may take, and how often it is retried when a worker dies under it."""
+
+    timeout_s: float = Field(600.0, gt=0)
+    max_attempts: int = Field(2, ge=1, le=10)
+    heartbeat_s: float = Field(2.0, gt=0)
+    stale_after_s: float = Field(30.0, gt=0)
+
+
+class AppArgs(StrictModel):
+    """Everything under `args:` in serve_config.yaml."""
+
+    models: dict[str, ModelArgs] = Field(default_factory=lambda: {name: ModelArgs() for name in VARIANTS})
+    encoder: EncoderArgs = EncoderArgs()
+    ingress: IngressArgs = IngressArgs()
+    jobs: JobArgs = JobArgs()
+    storage_url: str = DEFAULT_STORAGE_URL
+    keys_file: str | None = None
+
+    @field_validator("models")
+    @classmethod
+    def _known_models(cls, models: dict[str, ModelArgs]) -> dict[str, ModelArgs]:
+        unknown = sorted(set(models) - set(VARIANTS))
+        if unknown:
+            raise ValueError(f"unknown model(s) {unknown}; known: {sorted(VARIANTS)}")
+        if not models:
+            raise ValueError("configure at least one model")
+        return models
+
+    @field_validator("storage_url")
+    @classmethod
+    def _absolute_local_path(cls, url: str) -> str:
+        """Replicas run in other working directories, so local paths are made absolute here."""
+        if "://" in url and not url.startswith("file://"):
+            return url
+        return str(Path(url.removeprefix("file://")).expanduser().resolve())
+
+    @field_validator("keys_file")
+    @classmethod
+    def _absolute_keys_file(cls, path: str | None) -> str | None:
+        return None if path is None else str(Path(path).expanduser().resolve())

@@ -1,0 +1,82 @@
+"""The Ingress replica: wires storage, keys and worker handles into the FastAPI app."""
+
+from __future__ import annotations
+
+import logging
+
+from ray import serve
+
+from deployments.registry import get_variant
+from deployments.weights import describe_weights
+from serve_apps.auth import ApiKeys
+from serve_apps.config import AppArgs
+from serve_apps.jobs import JobService
+from serve_apps.protocol import DEFAULT_SIDE_PX, ModelInfo
+from serve_apps.routes import create_app
+from serve_apps.storage import JobStore
+
+logger = logging.getLogger("flux_serve.ingress")
+
+
+def denoiser_deployment_name(model: str) -> str:
+    return f"Denoiser-{model}"
+
+
+def encoder_deployment_name(family: str) -> str:
+    return f"TextEncoder-{family}"
+
+
+class Ingress:
+    def __init__(self, encoders: dict, denoisers: dict, args: dict):
+        self.args = AppArgs.model_validate(args)
+        self.keys = ApiKeys.from_environment(self.args.keys_file)
+        if not self.keys.key_hashes:
+            logger.warning("no API keys configured: every request will get 401 until FLUX_API_KEYS is set")
+        self.service = JobService(JobStore(self.args.storage_url), encoders, denoisers, self.args)
+
+    def describe_models(self) -> list[ModelInfo]:
+        running = self._running_replicas()
+        infos = []
+        for name, model_args in self.args.models.items():
+            variant = get_variant(name)
+            emulated, description = describe_weights(model_args.weights)
+            infos.append(
+                ModelInfo(
+                    id=name,
+                    weights=model_args.weights,
+                    emulated=emulated,
+                    description=description,
+                    license=variant.license,
+                    commercial_use=variant.commercial_use,
+                    text_encoder=variant.text_encoder.hf_repo,
+                    defaults={
+                        "steps": variant.default_steps,
+                        "guidance": variant.default_guidance,
+                        "guidance_ignored": variant.distilled,
+                        "width": DEFAULT_SIDE_PX,
+                        "height": DEFAULT_SIDE_PX,
+                    },
+                    replicas={
+                        "running": running.get(denoiser_deployment_name(name)),
+                        "min": model_args.autoscaling.min_replicas,
+                        "max": model_args.autoscaling.max_replicas,
+                        "num_gpus_each": model_args.num_gpus,
+                    },
+                )
+            )
+        return infos
+
+    @staticmethod
+    def _running_replicas() -> dict[str, int]:
+        try:
+            status = serve.status()
+        except Exception:
+            return {}
+        counts = {}
+        for application in status.applications.values():
+            for name, deployment in application.deployments.items():
+                counts[name] = int(deployment.replica_states.get("RUNNING", 0))
+        return counts
+
+    def __serve_build_asgi_app__(self):
+        return create_app(self.service, self.keys, self.describe_models)

@@ -1,0 +1,142 @@
+"""HTTP schemas of the v1 API, apart from routes. Field names follow Black Forest Labs' API."""
+
+from __future__ import annotations
+
+import math
+from enum import Enum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from deployments.params import MAX_IMAGES, MAX_SEED, MAX_SIDE_PX, MAX_STEPS, MIN_SIDE_PX, MIN_STEPS, SIDE_MULTIPLE_PX
+
+PROMPT_MAX_CHARS = 10_000
+DEFAULT_SIDE_PX = 1024
+ASPECT_RATIO_AREA_PX = DEFAULT_SIDE_PX * DEFAULT_SIDE_PX
+
+
+class JobStatus(str, Enum):
+    PENDING = "Pending"
+    READY = "Ready"
+    ERROR = "Error"
+    NOT_FOUND = "Task not found"
+
+
+def side_from_aspect(aspect_ratio: str) -> tuple[int, int]:
+    """'16:9' -> the (width, height) of about one megapixel, each a multiple of 16."""
+    try:
+        w_part, h_part = aspect_ratio.split(":")
+        w_ratio, h_ratio = float(w_part), float(h_part)
+    except ValueError:
+        raise ValueError(f"aspect_ratio {aspect_ratio!r} must look like '16:9'") from None
+    if not (w_ratio > 0 and h_ratio > 0) or max(w_ratio / h_ratio, h_ratio / w_ratio) > 4:
+        raise ValueError(f"aspect_ratio {aspect_ratio!r} must be positive and between 1:4 and 4:1")
+    height = math.sqrt(ASPECT_RATIO_AREA_PX * h_ratio / w_ratio)
+    width = height * w_ratio / h_ratio
+    return (
+        int(round(width / SIDE_MULTIPLE_PX)) * SIDE_MULTIPLE_PX,
+        int(round(height / SIDE_MULTIPLE_PX)) * SIDE_MULTIPLE_PX,
+    )
+
+
+class GenerateRequest(BaseModel):
+    """POST /v1/{model}. Unknown fields are refused so a typo does not pass silently."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(min_length=1, max_length=PROMPT_MAX_CHARS)
+    width: int | None = Field(None, ge=MIN_SIDE_PX, le=MAX_SIDE_PX, description=f"multiple of {SIDE_MULTIPLE_PX}")
+    height: int | None = Field(None, ge=MIN_SIDE_PX, le=MAX_SIDE_PX, description=f"multiple of {SIDE_MULTIPLE_PX}")
+    aspect_ratio: str | None = Field(None, description="e.g. '16:9'; about one megapixel; instead of width/height")
+    steps: int | None = Field(None, ge=MIN_STEPS, le=MAX_STEPS, description="default: the model's (4 for klein)")
+    guidance: float | None = Field(None, ge=0, le=20, description="ignored by distilled models")
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
+    num_images: int = Field(1, ge=1, le=MAX_IMAGES)
+    output_format: Literal["jpeg", "png", "webp"] = "jpeg"
+    safety_tolerance: int = Field(2, ge=0, le=6, description="accepted for BFL compatibility")
+    prompt_upsampling: bool = Field(False, description="accepted for BFL compatibility; not applied")
+
+    @field_validator("width", "height")
+    @classmethod
+    def _multiple_of_16(cls, value: int | None) -> int | None:
+        if value is not None and value % SIDE_MULTIPLE_PX:
+            raise ValueError(f"must be a multiple of {SIDE_MULTIPLE_PX}, e.g. {value - value % SIDE_MULTIPLE_PX}")
+        return value
+
+    @field_validator("prompt")
+    @classmethod
+    def _not_blank(cls, prompt: str) -> str:
+        if not prompt.strip():
+            raise ValueError("must contain some text")
+        return prompt
+
+    @model_validator(mode="after")
+    def _resolve_size(self) -> GenerateRequest:
+        if self.aspect_ratio is not None:
+            if self.width is not None or self.height is not None:
+                raise ValueError("give either aspect_ratio or width/height, not both")
+            self.width, self.height = side_from_aspect(self.aspect_ratio)
+        self.width = self.width or DEFAULT_SIDE_PX
+        self.height = self.height or DEFAULT_SIDE_PX
+        return self
+
+
+class SubmitResponse(BaseModel):
+    id: str
+    polling_url: str
+
+
+class ResultPayload(BaseModel):
+    sample: str = Field(description="URL of the first image")
+    samples: list[str] = Field(description="URLs of all images")
+    seed: int
+    prompt: str
+    width: int
+    height: int
+    output_format: str
+
+
+class GetResultResponse(BaseModel):
+    id: str
+    status: JobStatus
+    result: ResultPayload | None = None
+    progress: float | None = Field(None, description="0..1 while Pending")
+    details: dict | None = None
+
+
+class Progress(BaseModel):
+    step: int
+    total: int
+
+
+class JobResponse(BaseModel):
+    id: str
+    model: str
+    status: JobStatus
+    stage: str = Field(description="queued, encoding, denoising, done")
+    progress: Progress | None = None
+    seed: int | None = None
+    images: list[str] = []
+    timings_s: dict[str, float] = {}
+    batch: dict[str, int] = {}
+    attempts: int = 0
+    error: str | None = None
+    created_at: float
+    updated_at: float
+    request: dict
+
+
+class ModelInfo(BaseModel):
+    id: str
+    weights: str
+    emulated: bool
+    description: str
+    license: str
+    commercial_use: bool
+    text_encoder: str
+    defaults: dict
+    replicas: dict
+
+
+class ErrorResponse(BaseModel):
+    detail: str

@@ -1,0 +1,107 @@
+"""Thin Ray Serve wrappers over the plain model workers: batching, live knobs, storage.
+
+`@serve.batch` sits on a thin async method that hands the whole batch to the worker's pure
+batch function in a thread, so the replica keeps collecting the next batch meanwhile.
+The builder turns these classes into deployments.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+from ray import serve
+
+from deployments.denoiser import Denoiser
+from deployments.encoder import PromptEmbedding, TextEncoder
+from deployments.params import GenerationRequest
+from serve_apps.storage import JobStore
+
+
+@dataclass
+class DenoiseJob:
+    job_id: str
+    request: GenerationRequest
+    submitted_at: float = field(default_factory=time.time)
+
+
+@dataclass
+class DenoiseOutcome:
+    images: list[str]
+    seed: int
+    timings_s: dict[str, float]
+    batch: dict[str, int]
+    cancelled: bool = False
+
+
+def apply_batching(batched_method, user_config: dict) -> None:
+    """Apply `user_config` {max_batch_size, batch_wait_timeout_s} to a @serve.batch method."""
+    if "max_batch_size" in user_config:
+        batched_method.set_max_batch_size(int(user_config["max_batch_size"]))
+    if "batch_wait_timeout_s" in user_config:
+        batched_method.set_batch_wait_timeout_s(float(user_config["batch_wait_timeout_s"]))
+
+
+class EncoderServer:
+    def __init__(self, model: str, weights: str, cache_size: int, device: str = "auto", dtype: str = "auto"):
+        self.encoder = TextEncoder(model, weights=weights, cache_size=cache_size, device=device, dtype=dtype)
+
+    def reconfigure(self, user_config: dict) -> None:
+        apply_batching(self.encode, user_config)
+
+    @serve.batch
+    async def encode(self, prompts: list[str]) -> list[PromptEmbedding]:
+        return await asyncio.to_thread(self.encoder.encode, prompts)
+
+
+class DenoiserServer:
+    def __init__(
+        self,
+        model: str,
+        weights: str,
+        storage_url: str,
+        max_images_per_forward: int = 12,
+        device: str = "auto",
+        dtype: str = "auto",
+    ):
+        self.denoiser = Denoiser(
+            model, weights=weights, max_images_per_forward=max_images_per_forward, device=device, dtype=dtype
+        )
+        self.store = JobStore(storage_url)
+
+    def reconfigure(self, user_config: dict) -> None:
+        apply_batching(self.generate, user_config)
+
+    @serve.batch
+    async def generate(self, jobs: list[DenoiseJob]) -> list[DenoiseOutcome]:
+        return await asyncio.to_thread(self.generate_batch, jobs)
+
+    def generate_batch(self, jobs: list[DenoiseJob]) -> list[DenoiseOutcome]:
+        """Denoise a batch, write progress and images to storage, return what each job needs."""
+        started = time.time()
+
+        def on_progress(index: int, step: int, total: int) -> None:
+            self.store.save_progress(jobs[index].job_id, {"step": step, "total": total, "updated_at": time.time()})
+
+        results = self.denoiser.generate([job.request for job in jobs], on_progress=on_progress)
+        outcomes = []
+        for job, result in zip(jobs, results):
+            stored_at = time.perf_counter()
+            names = []
+            for number, image in enumerate(result.images):
+                name = f"{number}.{result.output_format}"
+                self.store.save_image(job.job_id, name, image)
+                names.append(name)
+            timings = {"queue": max(0.0, started - job.submitted_at), **result.timings_s}
+            timings["store"] = time.perf_counter() - stored_at
+            outcomes.append(
+                DenoiseOutcome(
+                    images=names,
+                    seed=result.seed,
+                    timings_s=timings,
+                    batch={"images": result.batch_images, "requests": result.batch_requests},
+                    cancelled=result.cancelled,
+                )
+            )
+        return outcomes
