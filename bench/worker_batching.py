@@ -61,12 +61,12 @@ def main() -> None:
     encode_one_s = best_of(args.repeats, lambda: encode_uncached(1))
 
     print(f"model {args.model}, weights {args.weights}, {args.size}x{args.size}, 4 steps, best of {args.repeats}")
-    print("| measurement | seconds | ratio |")
+    print("| measurement | seconds | speed-up |")
     print("|---|---|---|")
     print(f"| 8 single-image requests, one after another | {sequential_s:.2f} | 1.00 |")
-    print(f"| 8 single-image requests, one latent batch | {batched_s:.2f} | {sequential_s / batched_s:.2f}x faster |")
+    print(f"| 8 single-image requests, one latent batch | {batched_s:.2f} | {sequential_s / batched_s:.2f}x |")
     print(f"| encode 12 times + 12 images | {encode_twelve_s:.2f} | 1.00 |")
-    print(f"| encode once + 12 images | {encode_once_s:.2f} | {encode_twelve_s / encode_once_s:.2f}x faster |")
+    print(f"| encode once + 12 images | {encode_once_s:.2f} | {encode_twelve_s / encode_once_s:.2f}x |")
     print(f"| one prompt encoding (uncached) | {encode_one_s:.3f} | |")
 
 

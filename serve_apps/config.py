@@ -85,7 +85,7 @@ class AppArgs(StrictModel):
     encoder: EncoderArgs = EncoderArgs()
     ingress: IngressArgs = IngressArgs()
     jobs: JobArgs = JobArgs()
-    storage_url: str = DEFAULT_STORAGE_URL
+    storage_url: str = Field(DEFAULT_STORAGE_URL, validate_default=True)
     keys_file: str | None = None
 
     @field_validator("models")
