@@ -104,13 +104,13 @@ class Denoiser:
         return not self.distilled and self._guidance(request) > 1.0
 
     def _steps(self, request: GenerationRequest) -> int:
-        return request.steps if request.steps is not None else self.variant.default_steps
+        return request.steps if request.steps is not None else self.weights.defaults.steps
 
     def _guidance(self, request: GenerationRequest) -> float:
         """Distilled models ignore guidance, so all their requests share one value (and passes)."""
         if self.distilled:
             return 1.0
-        return request.guidance if request.guidance is not None else self.variant.default_guidance
+        return request.guidance if request.guidance is not None else self.weights.defaults.guidance
 
     # -- generation -------------------------------------------------------------------
 

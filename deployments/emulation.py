@@ -86,6 +86,17 @@ SIZES: dict[str, EmulatedSize] = {
         vae=VaeShape((16, 32, 32, 32), norm_num_groups=8, latent_channels=16),
         max_sequence_length=512,
     ),
+    # The offline default model trained on the shapes world (deployments/shapes_model.py):
+    # 64x64 images are 16 image tokens, captions fit in 32 text tokens.
+    "shapes": EmulatedSize(
+        encoders={"qwen3-4b": EncoderShape(64, 4, 4, 16, 128), "qwen3-8b": EncoderShape(64, 4, 4, 16, 128)},
+        transformers={
+            "flux-2-klein-4b": TransformerShape(3, 64, 2, 5),
+            "flux-2-klein-9b": TransformerShape(3, 64, 2, 5),
+        },
+        vae=VaeShape((16, 32, 64, 64), norm_num_groups=8, latent_channels=8),
+        max_sequence_length=32,
+    ),
 }
 
 
@@ -182,6 +193,7 @@ def build_checkpoint(variant: ModelVariant, size: str, out_dir: Path) -> Path:
         "variant": variant.name,
         "size": size,
         "text_encoder_family": variant.text_encoder.family,
+        "distilled": variant.distilled,
         "max_sequence_length": get_size(size).max_sequence_length,
         "text_encoder_out_layers": list(
             encoder_out_layers(get_size(size).encoders[variant.text_encoder.family].num_layers)

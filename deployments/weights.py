@@ -17,6 +17,7 @@ from deployments.emulation import SETTINGS_FILENAME, emulated_checkpoint, get_si
 from deployments.registry import ModelVariant
 
 EMULATED_PREFIX = "emulated"
+TRAINED_CHECKPOINT = Path(__file__).parent / "checkpoints" / "flux2-klein-shapes"
 
 
 class WeightsError(ValueError):
@@ -24,8 +25,19 @@ class WeightsError(ValueError):
 
 
 @dataclass(frozen=True)
+class GenerationDefaults:
+    """What a request that leaves these out gets; a trained checkpoint brings its own."""
+
+    steps: int
+    guidance: float
+    distilled: bool
+    width: int = 1024
+    height: int = 1024
+
+
+@dataclass(frozen=True)
 class ResolvedWeights:
-    """What backs a variant, and the text settings its encoder and denoiser must agree on."""
+    """What backs a variant, and the settings its encoder and denoiser must agree on."""
 
     variant: str
     source: str
@@ -34,12 +46,25 @@ class ResolvedWeights:
     text_encoder_family: str
     max_sequence_length: int
     text_encoder_out_layers: tuple[int, ...]
+    defaults: GenerationDefaults
+
+
+def _is_emulated(weights: str) -> bool:
+    return weights == EMULATED_PREFIX or weights.startswith(EMULATED_PREFIX + ":")
+
+
+def _trained_or_random(weights: str) -> str | None:
+    """`emulated` means the shipped trained model; `emulated:SIZE` a random-weight checkpoint."""
+    size = weights.partition(":")[2]
+    return size or None
 
 
 def resolve_weights(variant: ModelVariant, weights: str, cache_dir: Path | None = None) -> ResolvedWeights:
-    """Turn a `weights:` setting into a source for `from_pretrained` plus its text settings."""
-    if weights == EMULATED_PREFIX or weights.startswith(EMULATED_PREFIX + ":"):
-        size = weights.partition(":")[2] or "tiny"
+    """Turn a `weights:` setting into a source for `from_pretrained` plus its settings."""
+    if _is_emulated(weights):
+        size = _trained_or_random(weights)
+        if size is None:
+            return _from_folder(variant, TRAINED_CHECKPOINT)
         get_size(size)
         return _from_folder(variant, emulated_checkpoint(variant, size, cache_dir))
     path = Path(weights).expanduser()
@@ -52,46 +77,51 @@ def resolve_weights(variant: ModelVariant, weights: str, cache_dir: Path | None 
         return _from_folder(variant, path)
     if weights.count("/") != 1 or weights.startswith((".", "/", "~")):
         raise WeightsError(
-            f"weights {weights!r} is neither 'emulated[:tiny|small]', an existing folder, nor a "
-            "Hugging Face id like 'black-forest-labs/FLUX.2-klein-4B'."
+            f"weights {weights!r} is neither 'emulated', 'emulated:tiny|small', an existing folder, "
+            "nor a Hugging Face id like 'black-forest-labs/FLUX.2-klein-4B'."
         )
-    return ResolvedWeights(
-        variant=variant.name,
-        source=weights,
-        emulated=False,
-        description=f"{weights} (Hugging Face hub)",
-        text_encoder_family=variant.text_encoder.family,
-        max_sequence_length=variant.text_encoder.max_sequence_length,
-        text_encoder_out_layers=variant.text_encoder.out_layers,
-    )
+    return _settings_to_weights(variant, weights, {}, f"{weights} (Hugging Face hub)")
 
 
-def describe_weights(weights: str) -> tuple[bool, str]:
-    """(emulated?, plain words) for a `weights:` setting, without building or loading anything."""
-    if weights == EMULATED_PREFIX or weights.startswith(EMULATED_PREFIX + ":"):
-        size = weights.partition(":")[2] or "tiny"
-        return True, (
+def describe_weights(variant: ModelVariant, weights: str) -> ResolvedWeights:
+    """What `resolve_weights` would say, without building or loading anything (for the ingress)."""
+    if _is_emulated(weights) and _trained_or_random(weights) is None:
+        return _from_folder(variant, TRAINED_CHECKPOINT)
+    if _is_emulated(weights):
+        size = _trained_or_random(weights)
+        description = (
             f"emulated ({size}): the real FLUX.2 [klein] architecture at a tiny size with random "
             "weights, built offline; images are noise, code paths and timings are real"
         )
-    settings_file = Path(weights).expanduser() / SETTINGS_FILENAME
-    if settings_file.exists():
-        settings = json.loads(settings_file.read_text())
-        return bool(settings.get("emulated")), settings.get("description", weights)
-    return False, f"real weights from {weights}"
+        return _settings_to_weights(variant, weights, {"emulated": True, "distilled": variant.distilled}, description)
+    if (Path(weights).expanduser() / "model_index.json").exists():
+        return _from_folder(variant, Path(weights).expanduser())
+    return _settings_to_weights(variant, weights, {}, f"real weights from {weights}")
 
 
 def _from_folder(variant: ModelVariant, folder: Path) -> ResolvedWeights:
     settings_file = folder / SETTINGS_FILENAME
     settings = json.loads(settings_file.read_text()) if settings_file.exists() else {}
+    return _settings_to_weights(variant, str(folder), settings, settings.get("description", f"local checkpoint {folder}"))
+
+
+def _settings_to_weights(variant: ModelVariant, source: str, settings: dict, description: str) -> ResolvedWeights:
+    native_side_px = int(settings.get("native_side_px", 1024))
     return ResolvedWeights(
         variant=variant.name,
-        source=str(folder),
+        source=source,
         emulated=bool(settings.get("emulated", False)),
-        description=settings.get("description", f"local checkpoint {folder}"),
+        description=description,
         text_encoder_family=settings.get("text_encoder_family", variant.text_encoder.family),
         max_sequence_length=int(settings.get("max_sequence_length", variant.text_encoder.max_sequence_length)),
         text_encoder_out_layers=tuple(settings.get("text_encoder_out_layers", variant.text_encoder.out_layers)),
+        defaults=GenerationDefaults(
+            steps=int(settings.get("default_steps", variant.default_steps)),
+            guidance=float(settings.get("default_guidance", variant.default_guidance)),
+            distilled=bool(settings.get("distilled", variant.distilled)),
+            width=native_side_px,
+            height=native_side_px,
+        ),
     )
 
 

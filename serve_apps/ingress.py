@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 
 from ray import serve
 
@@ -11,7 +12,7 @@ from deployments.weights import describe_weights
 from serve_apps.auth import ApiKeys
 from serve_apps.config import AppArgs
 from serve_apps.jobs import JobService
-from serve_apps.protocol import DEFAULT_SIDE_PX, ModelInfo
+from serve_apps.protocol import ModelInfo
 from serve_apps.routes import create_app
 from serve_apps.storage import JobStore
 
@@ -32,30 +33,28 @@ class Ingress:
         self.keys = ApiKeys.from_environment(self.args.keys_file)
         if not self.keys.key_hashes:
             logger.warning("no API keys configured: every request will get 401 until FLUX_API_KEYS is set")
-        self.service = JobService(JobStore(self.args.storage_url), encoders, denoisers, self.args)
+        self.weights = {
+            name: describe_weights(get_variant(name), model_args.weights) for name, model_args in self.args.models.items()
+        }
+        defaults = {name: weights.defaults for name, weights in self.weights.items()}
+        self.service = JobService(JobStore(self.args.storage_url), encoders, denoisers, self.args, defaults)
 
     def describe_models(self) -> list[ModelInfo]:
         running = self._running_replicas()
         infos = []
         for name, model_args in self.args.models.items():
             variant = get_variant(name)
-            emulated, description = describe_weights(model_args.weights)
+            weights = self.weights[name]
             infos.append(
                 ModelInfo(
                     id=name,
                     weights=model_args.weights,
-                    emulated=emulated,
-                    description=description,
+                    emulated=weights.emulated,
+                    description=weights.description,
                     license=variant.license,
                     commercial_use=variant.commercial_use,
                     text_encoder=variant.text_encoder.hf_repo,
-                    defaults={
-                        "steps": variant.default_steps,
-                        "guidance": variant.default_guidance,
-                        "guidance_ignored": variant.distilled,
-                        "width": DEFAULT_SIDE_PX,
-                        "height": DEFAULT_SIDE_PX,
-                    },
+                    defaults=asdict(weights.defaults),
                     replicas={
                         "running": running.get(denoiser_deployment_name(name)),
                         "min": model_args.autoscaling.min_replicas,

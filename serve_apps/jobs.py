@@ -27,9 +27,11 @@ logger = logging.getLogger("flux_serve.jobs")
 
 
 class JobService:
-    def __init__(self, store: JobStore, encoders: dict, denoisers: dict, args: AppArgs):
-        """`encoders` and `denoisers` map a model name to its deployment handle."""
+    def __init__(self, store: JobStore, encoders: dict, denoisers: dict, args: AppArgs, defaults: dict):
+        """`encoders` and `denoisers` map a model name to its deployment handle, `defaults` to
+        its GenerationDefaults."""
         self.store = store
+        self.defaults = defaults
         self.encoders = encoders
         self.denoisers = denoisers
         self.args = args
@@ -56,8 +58,18 @@ class JobService:
 
     async def submit(self, model: str, request: GenerateRequest, key_id: str) -> dict:
         now = time.time()
-        params = request.model_dump(include={"prompt", "width", "height", "steps", "guidance", "num_images", "output_format"})
-        params["seed"] = request.seed if request.seed is not None else random.randint(0, MAX_SEED)
+        defaults = self.defaults[model]
+        width, height = request.size(defaults.width, defaults.height)
+        params = {
+            "prompt": request.prompt,
+            "width": width,
+            "height": height,
+            "steps": request.steps if request.steps is not None else defaults.steps,
+            "guidance": None if defaults.distilled else (request.guidance if request.guidance is not None else defaults.guidance),
+            "num_images": request.num_images,
+            "output_format": request.output_format,
+            "seed": request.seed if request.seed is not None else random.randint(0, MAX_SEED),
+        }
         record = {
             "id": new_job_id(),
             "model": model,

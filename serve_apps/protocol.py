@@ -11,8 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from deployments.params import MAX_IMAGES, MAX_SEED, MAX_SIDE_PX, MAX_STEPS, MIN_SIDE_PX, MIN_STEPS, SIDE_MULTIPLE_PX
 
 PROMPT_MAX_CHARS = 10_000
-DEFAULT_SIDE_PX = 1024
-ASPECT_RATIO_AREA_PX = DEFAULT_SIDE_PX * DEFAULT_SIDE_PX
+MEGAPIXEL = 1024 * 1024
 
 
 class JobStatus(str, Enum):
@@ -22,8 +21,8 @@ class JobStatus(str, Enum):
     NOT_FOUND = "Task not found"
 
 
-def side_from_aspect(aspect_ratio: str) -> tuple[int, int]:
-    """'16:9' -> the (width, height) of about one megapixel, each a multiple of 16."""
+def side_from_aspect(aspect_ratio: str, area_px: int = MEGAPIXEL) -> tuple[int, int]:
+    """'16:9' -> the (width, height) covering about `area_px`, each a multiple of 16."""
     try:
         w_part, h_part = aspect_ratio.split(":")
         w_ratio, h_ratio = float(w_part), float(h_part)
@@ -31,11 +30,11 @@ def side_from_aspect(aspect_ratio: str) -> tuple[int, int]:
         raise ValueError(f"aspect_ratio {aspect_ratio!r} must look like '16:9'") from None
     if not (w_ratio > 0 and h_ratio > 0) or max(w_ratio / h_ratio, h_ratio / w_ratio) > 4:
         raise ValueError(f"aspect_ratio {aspect_ratio!r} must be positive and between 1:4 and 4:1")
-    height = math.sqrt(ASPECT_RATIO_AREA_PX * h_ratio / w_ratio)
+    height = math.sqrt(area_px * h_ratio / w_ratio)
     width = height * w_ratio / h_ratio
-    return (
-        int(round(width / SIDE_MULTIPLE_PX)) * SIDE_MULTIPLE_PX,
-        int(round(height / SIDE_MULTIPLE_PX)) * SIDE_MULTIPLE_PX,
+    return tuple(
+        min(MAX_SIDE_PX, max(MIN_SIDE_PX, int(round(side / SIDE_MULTIPLE_PX)) * SIDE_MULTIPLE_PX))
+        for side in (width, height)
     )
 
 
@@ -45,9 +44,15 @@ class GenerateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     prompt: str = Field(min_length=1, max_length=PROMPT_MAX_CHARS)
-    width: int | None = Field(None, ge=MIN_SIDE_PX, le=MAX_SIDE_PX, description=f"multiple of {SIDE_MULTIPLE_PX}")
-    height: int | None = Field(None, ge=MIN_SIDE_PX, le=MAX_SIDE_PX, description=f"multiple of {SIDE_MULTIPLE_PX}")
-    aspect_ratio: str | None = Field(None, description="e.g. '16:9'; about one megapixel; instead of width/height")
+    width: int | None = Field(
+        None, ge=MIN_SIDE_PX, le=MAX_SIDE_PX, description=f"multiple of {SIDE_MULTIPLE_PX}; default: the model's"
+    )
+    height: int | None = Field(
+        None, ge=MIN_SIDE_PX, le=MAX_SIDE_PX, description=f"multiple of {SIDE_MULTIPLE_PX}; default: the model's"
+    )
+    aspect_ratio: str | None = Field(
+        None, description="e.g. '16:9': the model's default area in that shape; instead of width/height"
+    )
     steps: int | None = Field(None, ge=MIN_STEPS, le=MAX_STEPS, description="default: the model's (4 for klein)")
     guidance: float | None = Field(None, ge=0, le=20, description="ignored by distilled models")
     seed: int | None = Field(None, ge=0, le=MAX_SEED)
@@ -71,14 +76,18 @@ class GenerateRequest(BaseModel):
         return prompt
 
     @model_validator(mode="after")
-    def _resolve_size(self) -> GenerateRequest:
+    def _one_way_to_give_the_size(self) -> GenerateRequest:
         if self.aspect_ratio is not None:
             if self.width is not None or self.height is not None:
                 raise ValueError("give either aspect_ratio or width/height, not both")
-            self.width, self.height = side_from_aspect(self.aspect_ratio)
-        self.width = self.width or DEFAULT_SIDE_PX
-        self.height = self.height or DEFAULT_SIDE_PX
+            side_from_aspect(self.aspect_ratio)
         return self
+
+    def size(self, default_width: int, default_height: int) -> tuple[int, int]:
+        """(width, height): as given, from aspect_ratio over the model's default area, or the default."""
+        if self.aspect_ratio is not None:
+            return side_from_aspect(self.aspect_ratio, default_width * default_height)
+        return self.width or default_width, self.height or default_height
 
 
 class SubmitResponse(BaseModel):

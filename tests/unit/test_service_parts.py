@@ -37,13 +37,20 @@ def test_default_config_serves_both_variants_on_half_a_gpu_each():
 @pytest.mark.parametrize(("ratio", "size"), [("1:1", (1024, 1024)), ("16:9", (1360, 768)), ("9:16", (768, 1360)), ("3:2", (1248, 832))])
 def test_aspect_ratio_gives_about_a_megapixel_in_multiples_of_16(ratio, size):
     assert side_from_aspect(ratio) == size
-    request = GenerateRequest(prompt="x", aspect_ratio=ratio)
-    assert (request.width, request.height) == size
+    assert GenerateRequest(prompt="x", aspect_ratio=ratio).size(1024, 1024) == size
+
+
+def test_aspect_ratio_follows_the_models_default_area():
+    assert GenerateRequest(prompt="x", aspect_ratio="16:9").size(64, 64) == (80, 64), "clamped to 64 px"
+    assert GenerateRequest(prompt="x", aspect_ratio="16:9").size(512, 512) == (688, 384)
+    assert GenerateRequest(prompt="x", aspect_ratio="1:4").size(64, 64) == (64, 128)
 
 
 def test_request_defaults_and_limits():
     request = GenerateRequest(prompt="a cat")
-    assert (request.width, request.height, request.num_images, request.output_format) == (1024, 1024, 1, "jpeg")
+    assert request.size(1024, 1024) == (1024, 1024) and request.size(64, 64) == (64, 64)
+    assert GenerateRequest(prompt="a cat", width=512).size(64, 64) == (512, 64)
+    assert (request.num_images, request.output_format) == (1, "jpeg")
     with pytest.raises(ValidationError, match="multiple of 16"):
         GenerateRequest(prompt="a cat", height=1000)
 

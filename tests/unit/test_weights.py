@@ -4,13 +4,13 @@ import pytest
 
 from deployments.emulation import UnknownEmulationSizeError
 from deployments.registry import get_variant
-from deployments.weights import WeightsError, resolve_weights
+from deployments.weights import WeightsError, describe_weights, resolve_weights
 
 VARIANT = get_variant("flux-2-klein-4b")
 
 
-def test_emulated_says_so_and_carries_its_text_settings():
-    resolved = resolve_weights(VARIANT, "emulated")
+def test_emulated_tiny_says_so_and_carries_its_text_settings():
+    resolved = resolve_weights(VARIANT, "emulated:tiny")
     assert resolved.emulated and "emulated" in resolved.description
     assert resolved.max_sequence_length == 64 and resolved.text_encoder_out_layers == (1, 2, 3)
 
@@ -19,6 +19,12 @@ def test_hugging_face_id_keeps_the_real_text_settings():
     resolved = resolve_weights(VARIANT, "black-forest-labs/FLUX.2-klein-4B")
     assert not resolved.emulated
     assert resolved.max_sequence_length == 512 and resolved.text_encoder_out_layers == (9, 18, 27)
+    assert (resolved.defaults.steps, resolved.defaults.distilled) == (4, True)
+
+
+@pytest.mark.parametrize("weights", ["emulated:tiny", "black-forest-labs/FLUX.2-klein-4B"])
+def test_describe_agrees_with_resolve_without_building(weights):
+    assert describe_weights(VARIANT, weights).defaults == resolve_weights(VARIANT, weights).defaults
 
 
 def test_unknown_emulation_size():

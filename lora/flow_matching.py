@@ -1,0 +1,71 @@
+"""FLUX's rectified-flow objective on the real diffusers components, shared by all training.
+
+Latents follow the pipeline's own path (VAE -> patchify 2x2 -> batch-norm statistics -> pack
+into tokens), so what a model learns here is what `Flux2KleinPipeline` samples from. Noise
+levels are in [0, 1]; the transformer scales them by 1000 itself.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import AutoencoderKLFlux2, Flux2KleinPipeline, Flux2Transformer2DModel
+
+
+def images_to_tokens(vae: AutoencoderKLFlux2, pixels: torch.Tensor, sample: bool = False) -> torch.Tensor:
+    """Pixels in [-1, 1] (B, 3, H, W) -> normalised latent tokens (B, H/16 * W/16, C*4)."""
+    posterior = vae.encode(pixels).latent_dist
+    latents = posterior.sample() if sample else posterior.mode()
+    patches = Flux2KleinPipeline._patchify_latents(latents)
+    mean = vae.bn.running_mean.view(1, -1, 1, 1)
+    std = torch.sqrt(vae.bn.running_var.view(1, -1, 1, 1) + vae.config.batch_norm_eps)
+    return Flux2KleinPipeline._pack_latents((patches - mean) / std)
+
+
+@torch.no_grad()
+def set_latent_statistics(vae: AutoencoderKLFlux2, pixels: torch.Tensor, batch_size: int = 64) -> None:
+    """Store per-channel mean/var of patchified latents in `vae.bn`, which `encode` never sets."""
+    patches = torch.cat(
+        [
+            Flux2KleinPipeline._patchify_latents(vae.encode(pixels[i : i + batch_size]).latent_dist.mode())
+            for i in range(0, len(pixels), batch_size)
+        ]
+    )
+    vae.bn.running_mean.copy_(patches.mean(dim=(0, 2, 3)))
+    vae.bn.running_var.copy_(patches.var(dim=(0, 2, 3)))
+
+
+def token_ids(batch_size: int, height_tokens: int, width_tokens: int, text_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Position ids for image and text tokens, as the pipeline builds them."""
+    grid = torch.zeros(batch_size, 1, height_tokens, width_tokens)
+    image_ids = Flux2KleinPipeline._prepare_latent_ids(grid)
+    text_ids = Flux2KleinPipeline._prepare_text_ids(torch.zeros(batch_size, text_tokens, 1))
+    return image_ids, text_ids
+
+
+def sample_noise_levels(batch_size: int, generator: torch.Generator) -> torch.Tensor:
+    """Logit-normal noise levels in (0, 1), which weight the middle of the path as SD3/FLUX do."""
+    return torch.sigmoid(torch.randn(batch_size, generator=generator))
+
+
+def flow_matching_loss(
+    transformer: Flux2Transformer2DModel,
+    clean_tokens: torch.Tensor,
+    prompt_embeds: torch.Tensor,
+    image_ids: torch.Tensor,
+    text_ids: torch.Tensor,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """MSE between the predicted and true velocity (noise - data) at a random noise level."""
+    sigmas = sample_noise_levels(clean_tokens.shape[0], generator).to(clean_tokens.device, clean_tokens.dtype)
+    noise = torch.randn(clean_tokens.shape, generator=generator).to(clean_tokens.device, clean_tokens.dtype)
+    noisy = (1 - sigmas.view(-1, 1, 1)) * clean_tokens + sigmas.view(-1, 1, 1) * noise
+    predicted = transformer(
+        hidden_states=noisy,
+        timestep=sigmas,
+        guidance=None,
+        encoder_hidden_states=prompt_embeds,
+        txt_ids=text_ids,
+        img_ids=image_ids,
+        return_dict=False,
+    )[0]
+    return torch.nn.functional.mse_loss(predicted.float(), (noise - clean_tokens).float())
