@@ -22,19 +22,52 @@ def key_id(key_hash: str) -> str:
     return key_hash[:12]
 
 
+def read_keys_file(keys_file: Path) -> list[dict]:
+    """Entries of a keys file: `<sha256 hex> <name> <created>` per line, `#` comments."""
+    entries = []
+    if keys_file.exists():
+        for line in keys_file.read_text().splitlines():
+            fields = line.split("#", 1)[0].split()
+            if fields:
+                entries.append({"hash": fields[0].lower(), "name": fields[1] if len(fields) > 1 else "", "created": fields[2] if len(fields) > 2 else ""})
+    return entries
+
+
+def write_keys_file(keys_file: Path, entries: list[dict]) -> None:
+    keys_file.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["# flux-serve API keys: SHA-256 of each key, a name, when it was made. Keys themselves are never stored."]
+    lines += [f"{entry['hash']} {entry['name']} {entry['created']}".rstrip() for entry in entries]
+    keys_file.write_text("\n".join(lines) + "\n")
+    keys_file.chmod(0o600)
+
+
 class ApiKeys:
-    def __init__(self, key_hashes: set[str]):
-        self.key_hashes = key_hashes
+    """Valid key hashes from FLUX_API_KEYS and the keys file, which is re-read when it changes."""
+
+    def __init__(self, key_hashes: set[str], keys_file: str | None = None):
+        self.env_hashes = key_hashes
+        self.keys_file = Path(keys_file) if keys_file else None
+        self._file_mtime: float | None = None
+        self._file_hashes: set[str] = set()
+        self._reload_if_changed()
 
     @classmethod
     def from_environment(cls, keys_file: str | None = None) -> ApiKeys:
         hashes = {hash_key(key.strip()) for key in os.environ.get(KEYS_ENV, "").split(",") if key.strip()}
-        if keys_file and Path(keys_file).exists():
-            for line in Path(keys_file).read_text().splitlines():
-                line = line.split("#", 1)[0].strip()
-                if line:
-                    hashes.add(line.split()[0].removeprefix("sha256:").lower())
-        return cls(hashes)
+        return cls(hashes, keys_file)
+
+    def _reload_if_changed(self) -> None:
+        if self.keys_file is None:
+            return
+        mtime = self.keys_file.stat().st_mtime if self.keys_file.exists() else None
+        if mtime != self._file_mtime:
+            self._file_mtime = mtime
+            self._file_hashes = {entry["hash"] for entry in read_keys_file(self.keys_file)}
+
+    @property
+    def key_hashes(self) -> set[str]:
+        self._reload_if_changed()
+        return self.env_hashes | self._file_hashes
 
     def identify(self, key: str | None) -> str | None:
         """The key's id if it is valid, else None (constant-time comparison)."""

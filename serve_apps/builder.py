@@ -13,6 +13,7 @@ from ray.serve import Application
 from deployments.registry import get_variant
 from serve_apps.config import AppArgs, AutoscalingArgs
 from serve_apps.ingress import Ingress, denoiser_deployment_name, encoder_deployment_name
+from serve_apps.limits import KeyLimiter
 from serve_apps.workers import DenoiserServer, EncoderServer
 
 INGRESS_MAX_ONGOING_REQUESTS = 256
@@ -76,15 +77,25 @@ def build_app(args: dict | AppArgs) -> Application:
                 model=model,
                 weights=model_args.weights,
                 storage_url=app_args.storage_url,
+                storage_options=app_args.storage_options,
                 max_images_per_forward=model_args.max_images_per_forward,
                 device=model_args.device,
                 dtype=model_args.dtype,
             )
         )
+    limiter = (
+        serve.deployment(KeyLimiter)
+        .options(name="KeyLimiter", num_replicas=1, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000)
+        .bind(
+            concurrent_jobs=app_args.limits.concurrent_jobs_per_key,
+            requests_per_minute=app_args.limits.submits_per_minute_per_key,
+            lease_s=app_args.jobs.timeout_s * app_args.jobs.max_attempts,
+        )
+    )
     ingress = serve.deployment(serve.ingress()(Ingress)).options(
         name="Ingress",
         ray_actor_options={"num_cpus": app_args.ingress.num_cpus},
         autoscaling_config=_autoscaling(app_args.ingress.autoscaling),
         max_ongoing_requests=INGRESS_MAX_ONGOING_REQUESTS,
     )
-    return ingress.bind(encoders, denoisers, app_args.model_dump())
+    return ingress.bind(encoders, denoisers, limiter, app_args.model_dump())

@@ -9,13 +9,17 @@ import secrets
 import signal
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
 
 from deployments.registry import get_variant
-from serve_apps.auth import KEYS_ENV
+from serve_apps.auth import KEYS_ENV, hash_key, key_id, read_keys_file, write_keys_file
 from serve_apps.builder import build_app, validate_args
+from serve_apps.config import AppArgs
+from serve_apps.history import export_history
+from serve_apps.storage import JobStore
 
 DEV_KEY_FILE = Path(os.environ.get("FLUX_SERVE_KEY_FILE", Path.home() / ".config" / "flux-serve" / "api-key"))
 RAY_TOKEN_FILE = Path.home() / ".ray" / "auth_token"
@@ -97,17 +101,71 @@ Ctrl-C stops it.""",
     ray.shutdown()
 
 
+def app_args_from(config_path: Path) -> AppArgs:
+    """The validated args of the config's first application."""
+    if not config_path.exists():
+        sys.exit(f"{config_path} not found: run from the project folder or pass --config PATH.")
+    applications = yaml.safe_load(config_path.read_text())["applications"]
+    return validate_args(applications[0].get("args", {}))
+
+
+def keys_file_of(config_path: Path) -> Path:
+    args = app_args_from(config_path)
+    if args.keys_file is None:
+        sys.exit(f"{config_path} sets no keys_file under args:; add one (e.g. ~/.config/flux-serve/keys).")
+    return Path(args.keys_file)
+
+
+def keys_command(options) -> None:
+    keys_file = keys_file_of(options.config)
+    entries = read_keys_file(keys_file)
+    if options.keys_command == "create":
+        key = "fsk_" + secrets.token_urlsafe(24)
+        created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        write_keys_file(keys_file, entries + [{"hash": hash_key(key), "name": options.name, "created": created}])
+        print(f"{key}\n(key id {key_id(hash_key(key))}; shown once: only its hash is kept in {keys_file})")
+    elif options.keys_command == "list":
+        for entry in entries:
+            print(f"{key_id(entry['hash'])}  {entry['name']:<20} {entry['created']}")
+    else:
+        kept = [e for e in entries if key_id(e["hash"]) != options.key_id and e["name"] != options.key_id]
+        if len(kept) == len(entries):
+            sys.exit(f"No key with id or name {options.key_id!r}; see `flux-serve keys list`.")
+        write_keys_file(keys_file, kept)
+        print(f"revoked {len(entries) - len(kept)} key(s); running servers stop accepting them at once")
+
+
+def history_command(options) -> None:
+    args = app_args_from(options.config)
+    store = JobStore(args.storage_url, args.storage_options)
+    count = export_history(store, options.out, key_id(hash_key(options.key)) if options.key else None)
+    print(f"wrote {count} job(s) to {options.out}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="flux-serve", description="Self-hosted FLUX.2 [klein] on Ray Serve")
+    parser.add_argument("--config", type=Path, default=Path("serve_config.yaml"))
     commands = parser.add_subparsers(dest="command", required=True)
     run_parser = commands.add_parser("run", help="start a local Ray and serve serve_config.yaml")
-    run_parser.add_argument("--config", type=Path, default=Path("serve_config.yaml"))
     run_parser.add_argument("--num-gpus", type=int, default=None, help="logical GPUs when none is physical")
+    keys_parser = commands.add_parser("keys", help="manage API keys in the config's keys_file (hashes only)")
+    key_commands = keys_parser.add_subparsers(dest="keys_command", required=True)
+    key_commands.add_parser("create", help="make a key and print it once").add_argument("--name", required=True)
+    key_commands.add_parser("list", help="key ids, names and dates")
+    key_commands.add_parser("revoke", help="remove a key by id or name").add_argument("key_id")
+    history_parser = commands.add_parser("history", help="job history")
+    history_commands = history_parser.add_subparsers(dest="history_command", required=True)
+    export_parser = history_commands.add_parser("export", help="write job records to Parquet")
+    export_parser.add_argument("--out", type=Path, required=True)
+    export_parser.add_argument("--key", help="only this API key's jobs")
     options = parser.parse_args(argv)
     if options.command == "run":
-        if not options.config.exists():
-            sys.exit(f"{options.config} not found: run from the project folder or pass --config PATH.")
+        app_args_from(options.config)
         run(options.config, options.num_gpus)
+    elif options.command == "keys":
+        keys_command(options)
+    else:
+        history_command(options)
 
 
 if __name__ == "__main__":

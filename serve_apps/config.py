@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import re
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from deployments.registry import VARIANTS
@@ -78,6 +80,35 @@ class JobArgs(StrictModel):
     stale_after_s: float = Field(30.0, gt=0)
 
 
+class LimitArgs(StrictModel):
+    """Per API key; over them a submit gets 429 with Retry-After."""
+
+    concurrent_jobs_per_key: int = Field(24, ge=1)
+    submits_per_minute_per_key: int = Field(600, ge=1)
+
+
+class WebhookArgs(StrictModel):
+    max_attempts: int = Field(5, ge=1, le=20)
+    initial_backoff_s: float = Field(1.0, ge=0)
+    timeout_s: float = Field(10.0, gt=0)
+
+
+class ModerationArgs(StrictModel):
+    """Prompts matching any of these case-insensitive regular expressions end Request Moderated."""
+
+    blocked_patterns: list[str] = []
+
+    @field_validator("blocked_patterns")
+    @classmethod
+    def _compiles(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as error:
+                raise ValueError(f"blocked pattern {pattern!r} is not a regular expression: {error}") from None
+        return patterns
+
+
 class AppArgs(StrictModel):
     """Everything under `args:` in serve_config.yaml."""
 
@@ -85,7 +116,12 @@ class AppArgs(StrictModel):
     encoder: EncoderArgs = EncoderArgs()
     ingress: IngressArgs = IngressArgs()
     jobs: JobArgs = JobArgs()
+    limits: LimitArgs = LimitArgs()
+    webhooks: WebhookArgs = WebhookArgs()
+    moderation: ModerationArgs = ModerationArgs()
+    result_url_ttl_s: float = Field(600.0, gt=0, description="how long signed image URLs stay valid")
     storage_url: str = Field(DEFAULT_STORAGE_URL, validate_default=True)
+    storage_options: dict = Field(default_factory=dict, description="passed to fsspec, e.g. S3 endpoint_url")
     keys_file: str | None = None
 
     @field_validator("models")

@@ -14,7 +14,9 @@ from serve_apps.config import AppArgs
 from serve_apps.jobs import JobService
 from serve_apps.protocol import ModelInfo
 from serve_apps.routes import create_app
+from serve_apps.signing import UrlSigner, load_signing_key
 from serve_apps.storage import JobStore
+from serve_apps.views import JobViews
 
 logger = logging.getLogger("flux_serve.ingress")
 
@@ -28,7 +30,7 @@ def encoder_deployment_name(family: str) -> str:
 
 
 class Ingress:
-    def __init__(self, encoders: dict, denoisers: dict, args: dict):
+    def __init__(self, encoders: dict, denoisers: dict, limiter, args: dict):
         self.args = AppArgs.model_validate(args)
         self.keys = ApiKeys.from_environment(self.args.keys_file)
         if not self.keys.key_hashes:
@@ -37,7 +39,10 @@ class Ingress:
             name: describe_weights(get_variant(name), model_args.weights) for name, model_args in self.args.models.items()
         }
         defaults = {name: weights.defaults for name, weights in self.weights.items()}
-        self.service = JobService(JobStore(self.args.storage_url), encoders, denoisers, self.args, defaults)
+        store = JobStore(self.args.storage_url, self.args.storage_options)
+        self.signer = UrlSigner(load_signing_key(store), self.args.result_url_ttl_s)
+        self.views = JobViews(self.signer)
+        self.service = JobService(store, encoders, denoisers, self.args, defaults, self.views, limiter)
 
     def describe_models(self) -> list[ModelInfo]:
         running = self._running_replicas()
@@ -78,4 +83,4 @@ class Ingress:
         return counts
 
     def __serve_build_asgi_app__(self):
-        return create_app(self.service, self.keys, self.describe_models)
+        return create_app(self.service, self.keys, self.signer, self.views, self.describe_models)

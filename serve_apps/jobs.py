@@ -1,4 +1,4 @@
-"""JobService: durable async jobs from submit to Ready or Error, whatever dies on the way.
+"""JobService: durable async jobs from submit to a final status, whatever dies on the way.
 
 A job is a record in storage. The ingress replica that owns it runs encode -> denoise and
 refreshes a heartbeat while it waits. If a denoiser replica dies under a job, the attempt
@@ -19,22 +19,42 @@ import uuid
 
 from deployments.params import MAX_SEED, GenerationRequest, InvalidRequestError
 from serve_apps.config import AppArgs
+from serve_apps.moderation import PromptPolicy
 from serve_apps.protocol import GenerateRequest, JobStatus
 from serve_apps.storage import JobStore, new_job_id
+from serve_apps.views import JobViews
+from serve_apps.webhooks import deliver
 from serve_apps.workers import DenoiseJob
 
 logger = logging.getLogger("flux_serve.jobs")
 
+FINAL_STATUSES = {JobStatus.READY.value, JobStatus.ERROR.value, JobStatus.CANCELLED.value, JobStatus.REQUEST_MODERATED.value}
+
+
+class JobCancelled(Exception):
+    """The job was cancelled before it reached the denoiser."""
+
+
+class LimitExceeded(Exception):
+    def __init__(self, reason: str, retry_after_s: int):
+        super().__init__(reason)
+        self.retry_after_s = retry_after_s
+
 
 class JobService:
-    def __init__(self, store: JobStore, encoders: dict, denoisers: dict, args: AppArgs, defaults: dict):
-        """`encoders` and `denoisers` map a model name to its deployment handle, `defaults` to
-        its GenerationDefaults."""
+    def __init__(
+        self, store: JobStore, encoders: dict, denoisers: dict, args: AppArgs, defaults: dict, views: JobViews, limiter=None
+    ):
+        """`encoders`/`denoisers` map a model name to its deployment handle, `defaults` to its
+        GenerationDefaults; `limiter` is the KeyLimiter deployment handle (None: no limits)."""
         self.store = store
-        self.defaults = defaults
+        self.views = views
         self.encoders = encoders
         self.denoisers = denoisers
         self.args = args
+        self.defaults = defaults
+        self.limiter = limiter
+        self.policy = PromptPolicy(args.moderation.blocked_patterns)
         self.replica_id = uuid.uuid4().hex[:12]
         self.tasks: dict[str, asyncio.Task] = {}
         self._sweeper: asyncio.Task | None = None
@@ -45,8 +65,12 @@ class JobService:
         record["updated_at"] = time.time()
         await asyncio.to_thread(self.store.save_job, copy.deepcopy(record))
 
-    async def load(self, job_id: str) -> dict | None:
-        return await asyncio.to_thread(self.store.load_job, job_id)
+    async def load(self, job_id: str, key_id: str | None = None) -> dict | None:
+        """The record, or None if there is none or it belongs to another key."""
+        record = await asyncio.to_thread(self.store.load_job, job_id)
+        if record is None or (key_id is not None and record.get("key_id") != key_id):
+            return None
+        return record
 
     async def load_progress(self, job_id: str) -> dict | None:
         return await asyncio.to_thread(self.store.load_progress, job_id)
@@ -54,30 +78,41 @@ class JobService:
     async def load_image(self, job_id: str, name: str) -> bytes | None:
         return await asyncio.to_thread(self.store.load_image, job_id, name)
 
-    # -- submit and run -----------------------------------------------------------------
+    # -- submit -------------------------------------------------------------------------
 
-    async def submit(self, model: str, request: GenerateRequest, key_id: str) -> dict:
-        now = time.time()
+    def resolve_params(self, model: str, request: GenerateRequest) -> dict:
+        """The request with every default filled in, so the record says exactly what ran."""
         defaults = self.defaults[model]
         width, height = request.size(defaults.width, defaults.height)
-        params = {
+        guidance = request.guidance if request.guidance is not None else defaults.guidance
+        return {
             "prompt": request.prompt,
             "width": width,
             "height": height,
             "steps": request.steps if request.steps is not None else defaults.steps,
-            "guidance": None if defaults.distilled else (request.guidance if request.guidance is not None else defaults.guidance),
+            "guidance": None if defaults.distilled else guidance,
             "num_images": request.num_images,
             "output_format": request.output_format,
             "seed": request.seed if request.seed is not None else random.randint(0, MAX_SEED),
         }
+
+    async def submit(
+        self, model: str, request: GenerateRequest, key_id: str, base_url: str, idempotency_key: str | None = None
+    ) -> dict:
+        if idempotency_key:
+            existing_id = await asyncio.to_thread(self.store.find_idempotent, key_id, idempotency_key)
+            existing = existing_id and await self.load(existing_id, key_id)
+            if existing:
+                return existing
+        now = time.time()
         record = {
             "id": new_job_id(),
             "model": model,
             "key_id": key_id,
+            "base_url": base_url,
             "status": JobStatus.PENDING.value,
             "stage": "queued",
-            "request": params,
-            "seed": params["seed"],
+            "request": self.resolve_params(model, request),
             "attempts": 0,
             "owner": self.replica_id,
             "heartbeat_at": now,
@@ -87,11 +122,37 @@ class JobService:
             "timings_s": {},
             "batch": {},
             "error": None,
+            "webhook": {"url": request.webhook_url, "secret": request.webhook_secret, "deliveries": []}
+            if request.webhook_url
+            else None,
         }
+        record["seed"] = record["request"]["seed"]
+        refusal = self.policy.refusal(request.prompt)
+        if refusal is None and self.limiter is not None:
+            over = await self.limiter.admit.remote(key_id, record["id"])
+            if over:
+                raise LimitExceeded(over["reason"], over["retry_after_s"])
+        await asyncio.to_thread(self.store.add_history, key_id, record["id"], now)
+        if idempotency_key:
+            await asyncio.to_thread(self.store.remember_idempotent, key_id, idempotency_key, record["id"])
+        if refusal is not None:
+            record.update(status=JobStatus.REQUEST_MODERATED.value, stage="done", error=refusal)
+            await self._save(record)
+            self._after_finish(record)
+            return record
         await self._save(record)
         await asyncio.to_thread(self.store.mark_pending, record["id"])
         self._start(record)
         return record
+
+    async def wait(self, job_id: str, key_id: str) -> dict:
+        """Wait for a job this replica runs (the synchronous OpenAI route) and return its record."""
+        task = self.tasks.get(job_id)
+        if task is not None:
+            await asyncio.shield(task)
+        return await self.load(job_id, key_id)
+
+    # -- run ----------------------------------------------------------------------------
 
     def _start(self, record: dict) -> None:
         job_id = record["id"]
@@ -107,15 +168,17 @@ class JobService:
                 try:
                     await asyncio.wait_for(self._attempt(record), timeout=self.args.jobs.timeout_s)
                     return
+                except JobCancelled:
+                    return await self._end(record, JobStatus.CANCELLED, "cancelled by the user")
                 except InvalidRequestError as error:
-                    return await self._fail(record, f"invalid request: {error}")
+                    return await self._end(record, JobStatus.ERROR, f"invalid request: {error}")
                 except asyncio.TimeoutError:
-                    return await self._fail(record, f"timed out after {self.args.jobs.timeout_s:.0f} s")
+                    return await self._end(record, JobStatus.ERROR, f"timed out after {self.args.jobs.timeout_s:.0f} s")
                 except Exception as error:  # a dead replica, lost actor, or a crash in a worker
                     reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
                     if record["attempts"] >= self.args.jobs.max_attempts:
-                        return await self._fail(
-                            record, f"worker failed after {record['attempts']} attempt(s): {reason}"
+                        return await self._end(
+                            record, JobStatus.ERROR, f"worker failed after {record['attempts']} attempt(s): {reason}"
                         )
                     logger.warning("job %s attempt %d failed (%s); retrying", record["id"], record["attempts"], reason)
         finally:
@@ -127,9 +190,14 @@ class JobService:
             record["heartbeat_at"] = time.time()
             await self._save(record)
 
+    async def _check_cancel(self, job_id: str) -> None:
+        if await asyncio.to_thread(self.store.is_cancel_requested, job_id):
+            raise JobCancelled()
+
     async def _attempt(self, record: dict) -> None:
         params = record["request"]
         model = record["model"]
+        await self._check_cancel(record["id"])
         record["stage"] = "encoding"
         await self._save(record)
         encode_started = time.perf_counter()
@@ -139,6 +207,7 @@ class JobService:
             negative = await self.encoders[model].encode.remote("")
         encode_s = time.perf_counter() - encode_started
 
+        await self._check_cancel(record["id"])
         record["stage"] = "denoising"
         await self._save(record)
         request = GenerationRequest(
@@ -154,24 +223,79 @@ class JobService:
             request_id=record["id"],
         )
         outcome = await self.denoisers[model].generate.remote(DenoiseJob(record["id"], request))
+        if outcome.cancelled:
+            raise JobCancelled()
         record.update(
-            status=JobStatus.READY.value,
-            stage="done",
             images=outcome.images,
             seed=outcome.seed,
             batch=outcome.batch,
             timings_s={"encode": encode_s, **outcome.timings_s, "total": time.time() - record["created_at"]},
         )
-        await self._finish(record)
+        await self._end(record, JobStatus.READY)
 
-    async def _fail(self, record: dict, reason: str) -> None:
-        logger.error("job %s failed: %s", record["id"], reason)
-        record.update(status=JobStatus.ERROR.value, stage="done", error=reason)
-        await self._finish(record)
-
-    async def _finish(self, record: dict) -> None:
+    async def _end(self, record: dict, status: JobStatus, reason: str | None = None) -> None:
+        if reason:
+            logger.warning("job %s ended %s: %s", record["id"], status.value, reason)
+        record.update(status=status.value, stage="done", error=reason)
         await self._save(record)
         await asyncio.to_thread(self.store.clear_pending, record["id"])
+        self._after_finish(record)
+
+    def _after_finish(self, record: dict) -> None:
+        if self.limiter is not None:
+            self.limiter.release.remote(record["key_id"], record["id"])
+        if record.get("webhook"):
+            asyncio.create_task(self._send_webhook(record))
+
+    async def _send_webhook(self, record: dict) -> None:
+        webhook = record["webhook"]
+
+        async def remember(attempt: dict) -> None:
+            webhook["deliveries"].append(attempt)
+            await self._save(record)
+
+        await deliver(
+            webhook["url"],
+            self.views.webhook_payload(record),
+            webhook["secret"],
+            webhook_id=record["id"],
+            max_attempts=self.args.webhooks.max_attempts,
+            initial_backoff_s=self.args.webhooks.initial_backoff_s,
+            timeout_s=self.args.webhooks.timeout_s,
+            on_attempt=remember,
+        )
+
+    # -- cancel, queue, history ---------------------------------------------------------
+
+    async def history(self, key_id: str, limit: int, cursor: str | None) -> tuple[list[str], str | None]:
+        return await asyncio.to_thread(self.store.list_history, key_id, limit, cursor)
+
+    async def cancel(self, record: dict) -> dict:
+        """Ask a job to stop: a queued one never runs, a running one stops at its next step."""
+        if record["status"] in FINAL_STATUSES:
+            return record
+        await asyncio.to_thread(self.store.request_cancel, record["id"])
+        if record["id"] not in self.tasks and record["stage"] == "queued":
+            await self._end(record, JobStatus.CANCELLED, "cancelled by the user")
+        return record
+
+    async def queue_position(self, record: dict) -> int | None:
+        """How many jobs of the same model were submitted earlier and have not started denoising."""
+        if record["status"] != JobStatus.PENDING.value or record["stage"] == "denoising":
+            return None
+        ahead = 0
+        for job_id in await asyncio.to_thread(self.store.pending_job_ids):
+            other = await self.load(job_id)
+            if (
+                other
+                and other["id"] != record["id"]
+                and other["model"] == record["model"]
+                and other["status"] == JobStatus.PENDING.value
+                and other["stage"] != "denoising"
+                and other["created_at"] < record["created_at"]
+            ):
+                ahead += 1
+        return ahead
 
     # -- orphans ------------------------------------------------------------------------
 
@@ -187,7 +311,7 @@ class JobService:
         if not self.is_stale(record):
             return record
         if record["attempts"] >= self.args.jobs.max_attempts:
-            await self._fail(record, f"the replica running it stopped after {record['attempts']} attempt(s)")
+            await self._end(record, JobStatus.ERROR, f"the replica running it stopped after {record['attempts']} attempt(s)")
             return record
         logger.warning("adopting stale job %s from replica %s", record["id"], record["owner"])
         record.update(owner=self.replica_id, heartbeat_at=time.time(), stage="queued")
@@ -198,9 +322,7 @@ class JobService:
     async def sweep(self) -> None:
         for job_id in await asyncio.to_thread(self.store.pending_job_ids):
             record = await self.load(job_id)
-            if record is None:
-                await asyncio.to_thread(self.store.clear_pending, job_id)
-            elif record["status"] != JobStatus.PENDING.value:
+            if record is None or record["status"] != JobStatus.PENDING.value:
                 await asyncio.to_thread(self.store.clear_pending, job_id)
             else:
                 await self.adopt_if_stale(record)

@@ -6,7 +6,7 @@ import math
 from enum import Enum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 
 from deployments.params import MAX_IMAGES, MAX_SEED, MAX_SIDE_PX, MAX_STEPS, MIN_SIDE_PX, MIN_STEPS, SIDE_MULTIPLE_PX
 
@@ -15,9 +15,14 @@ MEGAPIXEL = 1024 * 1024
 
 
 class JobStatus(str, Enum):
+    """BFL's statuses, plus Cancelled (which get_result reports as Error for BFL clients)."""
+
     PENDING = "Pending"
     READY = "Ready"
     ERROR = "Error"
+    REQUEST_MODERATED = "Request Moderated"
+    CONTENT_MODERATED = "Content Moderated"
+    CANCELLED = "Cancelled"
     NOT_FOUND = "Task not found"
 
 
@@ -60,6 +65,13 @@ class GenerateRequest(BaseModel):
     output_format: Literal["jpeg", "png", "webp"] = "jpeg"
     safety_tolerance: int = Field(2, ge=0, le=6, description="accepted for BFL compatibility")
     prompt_upsampling: bool = Field(False, description="accepted for BFL compatibility; not applied")
+    webhook_url: HttpUrl | None = Field(None, description="POSTed the job result when it ends, signed if webhook_secret")
+    webhook_secret: str | None = Field(None, min_length=8, max_length=256)
+
+    @field_validator("webhook_url", mode="after")
+    @classmethod
+    def _as_text(cls, url):
+        return None if url is None else str(url)
 
     @field_validator("width", "height")
     @classmethod
@@ -124,6 +136,7 @@ class JobResponse(BaseModel):
     status: JobStatus
     stage: str = Field(description="queued, encoding, denoising, done")
     progress: Progress | None = None
+    queue_position: int | None = Field(None, description="jobs of this model ahead of this one, while queued")
     seed: int | None = None
     images: list[str] = []
     timings_s: dict[str, float] = {}
@@ -133,6 +146,56 @@ class JobResponse(BaseModel):
     created_at: float
     updated_at: float
     request: dict
+    webhook_deliveries: list[dict] | None = None
+
+
+class JobListResponse(BaseModel):
+    jobs: list[JobResponse]
+    next_cursor: str | None = Field(None, description="pass as cursor= for the next page; null at the end")
+
+
+class OpenAIImageRequest(BaseModel):
+    """POST /v1/images/generations, as the `openai` client sends it. Unknown fields are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    prompt: str = Field(min_length=1, max_length=PROMPT_MAX_CHARS)
+    model: str | None = Field(None, description="one of /v1/models; default: the first served")
+    n: int = Field(1, ge=1, le=MAX_IMAGES)
+    size: str | None = Field(None, description="'WIDTHxHEIGHT' or 'auto'")
+    response_format: Literal["url", "b64_json"] = "url"
+    output_format: Literal["png", "jpeg", "webp"] = "png"
+
+    @field_validator("size")
+    @classmethod
+    def _size_shape(cls, size: str | None) -> str | None:
+        if size in (None, "auto"):
+            return size
+        try:
+            width, height = (int(part) for part in size.lower().split("x"))
+        except ValueError:
+            raise ValueError(f"size {size!r} must look like '1024x1024'") from None
+        GenerateRequest(prompt="size check", width=width, height=height)
+        return size
+
+    def to_generate_request(self) -> GenerateRequest:
+        width = height = None
+        if self.size not in (None, "auto"):
+            width, height = (int(part) for part in self.size.lower().split("x"))
+        return GenerateRequest(
+            prompt=self.prompt, width=width, height=height, num_images=self.n, output_format=self.output_format
+        )
+
+
+class OpenAIImage(BaseModel):
+    url: str | None = None
+    b64_json: str | None = None
+    revised_prompt: str
+
+
+class OpenAIImagesResponse(BaseModel):
+    created: int
+    data: list[OpenAIImage]
 
 
 class ModelInfo(BaseModel):

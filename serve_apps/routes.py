@@ -2,30 +2,48 @@
 
 from __future__ import annotations
 
-from fastapi import Depends, FastAPI, HTTPException, Request
+import base64
+import time
+
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from deployments.images import MEDIA_TYPES
 from deployments.registry import VARIANTS
 from serve_apps.auth import ApiKeys, key_from_headers
-from serve_apps.jobs import JobService
+from serve_apps.jobs import JobService, LimitExceeded
 from serve_apps.protocol import (
     ErrorResponse,
     GenerateRequest,
     GetResultResponse,
+    JobListResponse,
     JobResponse,
     JobStatus,
     ModelInfo,
-    Progress,
-    ResultPayload,
+    OpenAIImage,
+    OpenAIImageRequest,
+    OpenAIImagesResponse,
     SubmitResponse,
 )
+from serve_apps.signing import UrlSigner
+from serve_apps.views import JobViews
 
+BAD_REQUEST = 400
 UNAUTHORIZED = 401
+FORBIDDEN = 403
 NOT_FOUND = 404
+TOO_MANY_REQUESTS = 429
+BAD_GATEWAY = 502
+MAX_IDEMPOTENCY_KEY_CHARS = 255
+
+ERRORS = {
+    UNAUTHORIZED: {"model": ErrorResponse, "description": "missing or invalid API key"},
+    NOT_FOUND: {"model": ErrorResponse},
+    TOO_MANY_REQUESTS: {"model": ErrorResponse, "description": "over a per-key limit; see Retry-After"},
+}
 
 
-def create_app(service: JobService, keys: ApiKeys, describe_models) -> FastAPI:
+def create_app(service: JobService, keys: ApiKeys, signer: UrlSigner, views: JobViews, describe_models) -> FastAPI:
     """`describe_models()` returns the list of ModelInfo for /v1/models."""
     app = FastAPI(
         title="flux-serve",
@@ -47,15 +65,34 @@ def create_app(service: JobService, keys: ApiKeys, describe_models) -> FastAPI:
             raise HTTPException(UNAUTHORIZED, message)
         return key_id
 
-    def image_urls(request: Request, record: dict) -> list[str]:
-        base = str(request.base_url).rstrip("/")
-        return [f"{base}/v1/images/{record['id']}/{name}" for name in record["images"]]
+    async def own_job(job_id: str, key_id: str) -> dict:
+        record = await service.load(job_id, key_id)
+        if record is None:
+            raise HTTPException(NOT_FOUND, f"No job {job_id!r} for this key: check the id returned by the submit.")
+        return await service.adopt_if_stale(record)
+
+    def served_model(model: str) -> str:
+        if model not in service.denoisers:
+            served = ", ".join(sorted(service.denoisers))
+            hint = " (known but not deployed here)" if model in VARIANTS else ""
+            raise HTTPException(NOT_FOUND, f"Unknown model {model!r}{hint}. This server serves: {served}.")
+        return model
+
+    async def submit_job(request: Request, model: str, body: GenerateRequest, key_id: str, idempotency_key: str | None) -> dict:
+        if idempotency_key is not None and not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_CHARS:
+            raise HTTPException(BAD_REQUEST, f"Idempotency-Key must be 1..{MAX_IDEMPOTENCY_KEY_CHARS} characters.")
+        try:
+            return await service.submit(model, body, key_id, str(request.base_url), idempotency_key)
+        except LimitExceeded as over:
+            raise HTTPException(
+                TOO_MANY_REQUESTS, f"Too many requests: {over}.", headers={"Retry-After": str(over.retry_after_s)}
+            ) from None
 
     @app.get("/ping", response_class=PlainTextResponse, tags=["meta"])
     async def ping() -> str:
         return "it works"
 
-    @app.post("/v1/echo", tags=["meta"])
+    @app.post("/v1/echo", tags=["meta"], responses=ERRORS)
     async def echo(request: Request, _key: str = Depends(require_key)) -> JSONResponse:
         try:
             body = await request.json()
@@ -63,80 +100,77 @@ def create_app(service: JobService, keys: ApiKeys, describe_models) -> FastAPI:
             body = (await request.body()).decode(errors="replace")
         return JSONResponse({"echo": body})
 
-    @app.get("/v1/models", response_model=list[ModelInfo], tags=["models"])
+    @app.get("/v1/models", response_model=list[ModelInfo], tags=["models"], responses=ERRORS)
     async def list_models(_key: str = Depends(require_key)) -> list[ModelInfo]:
         return describe_models()
 
-    @app.get(
-        "/v1/get_result",
-        response_model=GetResultResponse,
-        response_model_exclude_none=True,
-        tags=["jobs"],
-    )
-    async def get_result(request: Request, id: str, _key: str = Depends(require_key)) -> GetResultResponse:
-        record = await service.load(id)
+    @app.get("/v1/get_result", response_model=GetResultResponse, response_model_exclude_none=True, tags=["jobs"], responses=ERRORS)
+    async def get_result(id: str, key_id: str = Depends(require_key)) -> GetResultResponse:
+        record = await service.load(id, key_id)
         if record is None:
             return GetResultResponse(id=id, status=JobStatus.NOT_FOUND)
         record = await service.adopt_if_stale(record)
-        status = JobStatus(record["status"])
-        if status == JobStatus.READY:
-            urls = image_urls(request, record)
-            params = record["request"]
-            result = ResultPayload(
-                sample=urls[0],
-                samples=urls,
-                seed=record["seed"],
-                prompt=params["prompt"],
-                width=params["width"],
-                height=params["height"],
-                output_format=params["output_format"],
-            )
-            return GetResultResponse(id=id, status=status, result=result, progress=1.0)
-        if status == JobStatus.ERROR:
-            return GetResultResponse(id=id, status=status, details={"error": record["error"]})
-        progress = await service.load_progress(id)
-        fraction = progress["step"] / progress["total"] if progress else 0.0
-        return GetResultResponse(id=id, status=status, progress=fraction, details={"stage": record["stage"]})
+        return views.bfl_result(record, await service.load_progress(id))
+
+    @app.get("/v1/jobs", response_model=JobListResponse, tags=["jobs"], responses=ERRORS)
+    async def list_jobs(
+        limit: int = Query(20, ge=1, le=100),
+        cursor: str | None = Query(None, max_length=64, pattern=r"^[0-9]{16}_[0-9a-f]{32}$"),
+        key_id: str = Depends(require_key),
+    ) -> JobListResponse:
+        job_ids, next_cursor = await service.history(key_id, limit, cursor)
+        records = [record for record in [await service.load(job_id, key_id) for job_id in job_ids] if record]
+        return JobListResponse(jobs=[views.job(record) for record in records], next_cursor=next_cursor)
+
+    @app.get("/v1/jobs/{job_id}", response_model=JobResponse, tags=["jobs"], responses=ERRORS)
+    async def get_job(job_id: str, key_id: str = Depends(require_key)) -> JobResponse:
+        record = await own_job(job_id, key_id)
+        return views.job(record, await service.load_progress(job_id), await service.queue_position(record))
+
+    @app.post("/v1/jobs/{job_id}/cancel", response_model=JobResponse, tags=["jobs"], responses=ERRORS)
+    async def cancel_job(job_id: str, key_id: str = Depends(require_key)) -> JobResponse:
+        record = await service.cancel(await own_job(job_id, key_id))
+        return views.job(record, await service.load_progress(job_id))
 
     @app.get(
-        "/v1/jobs/{job_id}",
-        response_model=JobResponse,
-        responses={NOT_FOUND: {"model": ErrorResponse}},
+        "/v1/images/{job_id}/{name}",
         tags=["jobs"],
+        responses={NOT_FOUND: {"model": ErrorResponse}, FORBIDDEN: {"model": ErrorResponse}},
     )
-    async def get_job(request: Request, job_id: str, _key: str = Depends(require_key)) -> JobResponse:
-        record = await service.load(job_id)
-        if record is None:
-            raise HTTPException(NOT_FOUND, f"No job {job_id!r}: check the id returned by POST /v1/<model>.")
-        record = await service.adopt_if_stale(record)
-        progress = await service.load_progress(job_id)
-        return JobResponse(
-            **{k: record[k] for k in ("id", "model", "status", "stage", "seed", "timings_s", "batch", "attempts", "error", "created_at", "updated_at", "request")},
-            progress=Progress(step=progress["step"], total=progress["total"]) if progress else None,
-            images=image_urls(request, record),
-        )
-
-    @app.get("/v1/images/{job_id}/{name}", tags=["jobs"], responses={NOT_FOUND: {"model": ErrorResponse}})
-    async def get_image(job_id: str, name: str) -> Response:
+    async def get_image(job_id: str, name: str, exp: int | None = Query(None, ge=0, le=2**62), sig: str | None = Query(None, max_length=128)) -> Response:
+        refusal = signer.check(f"/v1/images/{job_id}/{name}", exp, sig)
+        if refusal:
+            raise HTTPException(FORBIDDEN, refusal)
         data = await service.load_image(job_id, name)
         if data is None:
             raise HTTPException(NOT_FOUND, f"No image {name!r} for job {job_id!r}.")
         return Response(data, media_type=MEDIA_TYPES[name.rsplit(".", 1)[1]])
 
-    @app.post(
-        "/v1/{model}",
-        response_model=SubmitResponse,
-        responses={NOT_FOUND: {"model": ErrorResponse}, UNAUTHORIZED: {"model": ErrorResponse}},
-        tags=["generate"],
-    )
+    @app.post("/v1/images/generations", response_model=OpenAIImagesResponse, tags=["openai"], responses={**ERRORS, BAD_GATEWAY: {"model": ErrorResponse}})
+    async def openai_generate(request: Request, body: OpenAIImageRequest, key_id: str = Depends(require_key)) -> OpenAIImagesResponse:
+        model = served_model(body.model) if body.model else sorted(service.denoisers)[0]
+        record = await submit_job(request, model, body.to_generate_request(), key_id, None)
+        record = await service.wait(record["id"], key_id)
+        if record["status"] == JobStatus.REQUEST_MODERATED.value:
+            raise HTTPException(BAD_REQUEST, f"Request moderated: {record['error']}.")
+        if record["status"] != JobStatus.READY.value:
+            raise HTTPException(BAD_GATEWAY, f"Generation failed: {record['error']}.")
+        if body.response_format == "url":
+            data = [OpenAIImage(url=url, revised_prompt=body.prompt) for url in views.image_urls(record)]
+        else:
+            images = [await service.load_image(record["id"], name) for name in record["images"]]
+            data = [OpenAIImage(b64_json=base64.b64encode(image).decode(), revised_prompt=body.prompt) for image in images]
+        return OpenAIImagesResponse(created=int(time.time()), data=data)
+
+    @app.post("/v1/{model}", response_model=SubmitResponse, tags=["generate"], responses=ERRORS)
     async def submit(
-        request: Request, model: str, body: GenerateRequest, key_id: str = Depends(require_key)
+        request: Request,
+        model: str,
+        body: GenerateRequest,
+        key_id: str = Depends(require_key),
+        idempotency_key: str | None = Header(None),
     ) -> SubmitResponse:
-        if model not in service.denoisers:
-            served = ", ".join(sorted(service.denoisers))
-            hint = " (known but not deployed here)" if model in VARIANTS else ""
-            raise HTTPException(NOT_FOUND, f"Unknown model {model!r}{hint}. This server serves: {served}.")
-        record = await service.submit(model, body, key_id)
+        record = await submit_job(request, served_model(model), body, key_id, idempotency_key)
         base = str(request.base_url).rstrip("/")
         return SubmitResponse(id=record["id"], polling_url=f"{base}/v1/get_result?id={record['id']}")
 

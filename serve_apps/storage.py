@@ -3,18 +3,25 @@
 A local directory by default; `s3://bucket/prefix` goes through s3fs. Every replica reads
 and writes the same store, so any ingress answers any job and a restart loses nothing.
 Layout: jobs/<id>/job.json (the record), jobs/<id>/progress.json (written by the denoiser),
-jobs/<id>/images/<n>.<ext>, and pending/<id> markers for jobs not finished yet.
+jobs/<id>/cancel (a cancel request), jobs/<id>/images/<n>.<ext>, pending/<id> markers for
+jobs not finished yet, history/<key id>/<newest-first name> markers for each key's jobs,
+idempotency/<key id>/<hash of the Idempotency-Key> holding a job id, and secrets/.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+import time
 import uuid
 
 import fsspec
 
 JOB_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
+KEY_ID_PATTERN = re.compile(r"^[0-9a-f]{12}$")
+HISTORY_NAME_PATTERN = re.compile(r"^[0-9]{16}_[0-9a-f]{32}$")
+NEWEST_FIRST_BASE_MS = 10**16
 IMAGE_NAME_PATTERN = re.compile(r"^[0-9]{1,2}\.(png|jpeg|webp)$")
 
 
@@ -29,7 +36,10 @@ def is_job_id(value: str) -> bool:
 class JobStore:
     def __init__(self, url: str, storage_options: dict | None = None):
         self.url = url
-        self.fs, self.root = fsspec.core.url_to_fs(url, **(storage_options or {}))
+        options = dict(storage_options or {})
+        if url.startswith("s3://"):
+            options.setdefault("use_listings_cache", False)  # other replicas write here too
+        self.fs, self.root = fsspec.core.url_to_fs(url, **options)
         self.root = self.root.rstrip("/")
         self.fs.makedirs(f"{self.root}/pending", exist_ok=True)
 
@@ -94,5 +104,67 @@ class JobStore:
 
     def pending_job_ids(self) -> list[str]:
         self.fs.invalidate_cache(f"{self.root}/pending")
-        names = [path.rsplit("/", 1)[-1] for path in self.fs.ls(f"{self.root}/pending", detail=False)]
-        return [name for name in names if is_job_id(name)]
+        try:
+            paths = self.fs.ls(f"{self.root}/pending", detail=False)
+        except FileNotFoundError:  # an object store has no empty folders
+            return []
+        return [name for name in (path.rsplit("/", 1)[-1] for path in paths) if is_job_id(name)]
+
+    def all_jobs(self):
+        """Every job record (for exports), in no particular order."""
+        for path in self.fs.glob(f"{self.root}/jobs/*/job.json"):
+            yield json.loads(self.fs.cat_file(path))
+
+    # cancel requests, read by the denoiser between steps
+    def request_cancel(self, job_id: str) -> None:
+        self._write_bytes(f"{self._job_dir(job_id)}/cancel", b"")
+
+    def is_cancel_requested(self, job_id: str) -> bool:
+        return self.fs.exists(f"{self._job_dir(job_id)}/cancel")
+
+    # per-key history, newest first
+    def _history_dir(self, key_id: str) -> str:
+        if not KEY_ID_PATTERN.match(key_id):
+            raise ValueError(f"not a key id: {key_id!r}")
+        return f"{self.root}/history/{key_id}"
+
+    def add_history(self, key_id: str, job_id: str, created_at: float) -> None:
+        newest_first = NEWEST_FIRST_BASE_MS - int(created_at * 1000)
+        self._write_bytes(f"{self._history_dir(key_id)}/{newest_first:016d}_{job_id}", b"")
+
+    def list_history(self, key_id: str, limit: int, cursor: str | None = None) -> tuple[list[str], str | None]:
+        """Job ids of `key_id`, newest first, after `cursor`; and the cursor of the next page."""
+        folder = self._history_dir(key_id)
+        try:
+            self.fs.invalidate_cache(folder)
+            names = sorted(path.rsplit("/", 1)[-1] for path in self.fs.ls(folder, detail=False))
+        except FileNotFoundError:
+            return [], None
+        names = [name for name in names if HISTORY_NAME_PATTERN.match(name) and (cursor is None or name > cursor)]
+        page = names[:limit]
+        next_cursor = page[-1] if len(names) > limit else None
+        return [name.split("_", 1)[1] for name in page], next_cursor
+
+    # idempotency: the first job made with a key's Idempotency-Key is the answer to its retries
+    def _idempotency_path(self, key_id: str, idempotency_key: str) -> str:
+        digest = hashlib.sha256(idempotency_key.encode()).hexdigest()
+        return f"{self.root}/idempotency/{key_id}/{digest}"
+
+    def find_idempotent(self, key_id: str, idempotency_key: str) -> str | None:
+        try:
+            return self.fs.cat_file(self._idempotency_path(key_id, idempotency_key)).decode()
+        except FileNotFoundError:
+            return None
+
+    def remember_idempotent(self, key_id: str, idempotency_key: str, job_id: str) -> None:
+        self._write_bytes(self._idempotency_path(key_id, idempotency_key), job_id.encode())
+
+    # secrets every replica shares
+    def shared_secret(self, name: str, make) -> str:
+        path = f"{self.root}/secrets/{name}"
+        try:
+            return self.fs.cat_file(path).decode()
+        except FileNotFoundError:
+            self._write_bytes(path, make().encode())
+            time.sleep(0.05)
+            return self.fs.cat_file(path).decode()

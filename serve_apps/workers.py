@@ -18,6 +18,9 @@ from deployments.encoder import PromptEmbedding, TextEncoder
 from deployments.params import GenerationRequest
 from serve_apps.storage import JobStore
 
+CANCEL_POLL_S = 0.25
+PROGRESS_WRITE_S = 0.25
+
 
 @dataclass
 class DenoiseJob:
@@ -61,6 +64,7 @@ class DenoiserServer:
         model: str,
         weights: str,
         storage_url: str,
+        storage_options: dict | None = None,
         max_images_per_forward: int = 12,
         device: str = "auto",
         dtype: str = "auto",
@@ -68,7 +72,8 @@ class DenoiserServer:
         self.denoiser = Denoiser(
             model, weights=weights, max_images_per_forward=max_images_per_forward, device=device, dtype=dtype
         )
-        self.store = JobStore(storage_url)
+        self.store = JobStore(storage_url, storage_options)
+        self._cancel_checked_at: dict[str, tuple[float, bool]] = {}
 
     def reconfigure(self, user_config: dict) -> None:
         apply_batching(self.generate, user_config)
@@ -77,14 +82,34 @@ class DenoiserServer:
     async def generate(self, jobs: list[DenoiseJob]) -> list[DenoiseOutcome]:
         return await asyncio.to_thread(self.generate_batch, jobs)
 
+    def cancel_requested(self, job_id: str) -> bool:
+        """Looked up in storage at most every CANCEL_POLL_S per job, so object stores see few calls."""
+        now = time.monotonic()
+        checked_at, cancelled = self._cancel_checked_at.get(job_id, (0.0, False))
+        if not cancelled and now - checked_at >= CANCEL_POLL_S:
+            cancelled = self.store.is_cancel_requested(job_id)
+            self._cancel_checked_at[job_id] = (now, cancelled)
+        return cancelled
+
     def generate_batch(self, jobs: list[DenoiseJob]) -> list[DenoiseOutcome]:
         """Denoise a batch, write progress and images to storage, return what each job needs."""
         started = time.time()
 
-        def on_progress(index: int, step: int, total: int) -> None:
-            self.store.save_progress(jobs[index].job_id, {"step": step, "total": total, "updated_at": time.time()})
+        last_written: dict[int, float] = {}
 
-        results = self.denoiser.generate([job.request for job in jobs], on_progress=on_progress)
+        def on_progress(index: int, step: int, total: int) -> None:
+            """Written at most every PROGRESS_WRITE_S per job, and always at the last step."""
+            now = time.monotonic()
+            if step == total or now - last_written.get(index, 0.0) >= PROGRESS_WRITE_S:
+                last_written[index] = now
+                self.store.save_progress(jobs[index].job_id, {"step": step, "total": total, "updated_at": time.time()})
+
+        def should_cancel(index: int) -> bool:
+            return self.cancel_requested(jobs[index].job_id)
+
+        results = self.denoiser.generate(
+            [job.request for job in jobs], on_progress=on_progress, should_cancel=should_cancel
+        )
         outcomes = []
         for job, result in zip(jobs, results):
             stored_at = time.perf_counter()
@@ -104,4 +129,6 @@ class DenoiserServer:
                     cancelled=result.cancelled,
                 )
             )
+        for job in jobs:
+            self._cancel_checked_at.pop(job.job_id, None)
         return outcomes

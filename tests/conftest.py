@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import uuid
+
 import pytest
 
 from deployments.denoiser import Denoiser
@@ -46,3 +50,33 @@ def prompts(encoder):
 @pytest.fixture(scope="session")
 def prompt(prompts):
     return prompts[0]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A real S3-compatible server (moto's server mode) on loopback, with one bucket."""
+    import logging
+
+    import s3fs
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    s3fs.S3FileSystem(endpoint_url=endpoint).mkdir("flux-test")
+    yield endpoint
+    server.stop()
+
+
+@pytest.fixture
+def s3_url(s3_endpoint) -> str:
+    return f"s3://flux-test/{uuid.uuid4().hex}"

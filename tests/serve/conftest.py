@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import time
 
 import httpx
@@ -11,17 +10,17 @@ import pytest
 
 from serve_apps.protocol import JobStatus
 
+from tests.conftest import free_port
+
 API_KEY = "test-key-123"
+SECOND_KEY = "second-key"
+URL_SIGNING_KEY = "test-url-signing-key"
+BLOCKED_WORD = "forbiddenword"
+CONCURRENT_JOBS_PER_KEY = 8
 MODELS = ("flux-2-klein-4b", "flux-2-klein-9b")
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def service_args(storage_url: str) -> dict:
+def service_args(storage_url: str, storage_options: dict) -> dict:
     model = {
         "weights": "emulated:tiny",
         "num_gpus": 0.5,
@@ -30,6 +29,10 @@ def service_args(storage_url: str) -> dict:
     }
     return {
         "storage_url": storage_url,
+        "storage_options": storage_options,
+        "limits": {"concurrent_jobs_per_key": CONCURRENT_JOBS_PER_KEY, "submits_per_minute_per_key": 1000},
+        "moderation": {"blocked_patterns": [BLOCKED_WORD]},
+        "webhooks": {"max_attempts": 3, "initial_backoff_s": 0.2, "timeout_s": 5},
         "models": {name: model for name in MODELS},
         "encoder": {"num_cpus": 0.25},
         "ingress": {"num_cpus": 0.25},
@@ -39,18 +42,23 @@ def service_args(storage_url: str) -> dict:
 
 @pytest.fixture(scope="session")
 def serve_instance(tmp_path_factory):
-    """Start Ray with 2 logical GPUs and deploy the app; yields (base_url, args)."""
+    """Ray with 2 logical GPUs and the app deployed, storing in a local folder.
+
+    Yields (base_url, args). Replicas inherit this process's environment: the keys and the
+    URL signing key. (The store's S3 path is tested against a loopback S3 server in
+    tests/unit/test_s3_store.py; a whole Serve instance on it is too slow for CI.)
+    """
     import ray
     from ray import serve
 
     from serve_apps.builder import build_app
 
-    os.environ["FLUX_API_KEYS"] = f"{API_KEY},second-key"
-    storage = str(tmp_path_factory.mktemp("storage"))
+    os.environ["FLUX_API_KEYS"] = f"{API_KEY},{SECOND_KEY}"
+    os.environ["FLUX_URL_SIGNING_KEY"] = URL_SIGNING_KEY
     port = free_port()
     ray.init(num_cpus=4, num_gpus=2, include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    args = service_args(storage)
+    args = service_args(str(tmp_path_factory.mktemp("storage")), {})
     serve.run(build_app(args), name="flux", route_prefix="/")
     yield f"http://127.0.0.1:{port}", args
     serve.shutdown()

@@ -1,0 +1,62 @@
+"""Export job history to Parquet, one row per job, for billing and analysis."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from serve_apps.storage import JobStore
+
+TIMING_STAGES = ("encode", "queue", "denoise", "decode", "store", "total")
+SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("model", pa.string()),
+        ("key_id", pa.string()),
+        ("status", pa.string()),
+        ("created_at", pa.timestamp("ms", tz="UTC")),
+        ("updated_at", pa.timestamp("ms", tz="UTC")),
+        ("prompt", pa.string()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("steps", pa.int32()),
+        ("guidance", pa.float32()),
+        ("seed", pa.int64()),
+        ("num_images", pa.int32()),
+        ("output_format", pa.string()),
+        ("attempts", pa.int32()),
+        ("error", pa.string()),
+        ("batch_images", pa.int32()),
+        ("batch_requests", pa.int32()),
+        *[(f"{stage}_s", pa.float64()) for stage in TIMING_STAGES],
+    ]
+)
+
+
+def job_row(record: dict) -> dict:
+    params = record["request"]
+    return {
+        "id": record["id"],
+        "model": record["model"],
+        "key_id": record.get("key_id"),
+        "status": record["status"],
+        "created_at": int(record["created_at"] * 1000),
+        "updated_at": int(record["updated_at"] * 1000),
+        **{name: params.get(name) for name in ("prompt", "width", "height", "steps", "guidance", "num_images", "output_format")},
+        "seed": record.get("seed"),
+        "attempts": record.get("attempts"),
+        "error": record.get("error"),
+        "batch_images": record.get("batch", {}).get("images"),
+        "batch_requests": record.get("batch", {}).get("requests"),
+        **{f"{stage}_s": record.get("timings_s", {}).get(stage) for stage in TIMING_STAGES},
+    }
+
+
+def export_history(store: JobStore, out_path: Path, key_id: str | None = None) -> int:
+    """Write the jobs (of one key, or all) to `out_path` as Parquet; returns the row count."""
+    rows = [job_row(record) for record in store.all_jobs() if key_id is None or record.get("key_id") == key_id]
+    rows.sort(key=lambda row: row["created_at"])
+    pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), out_path)
+    return len(rows)

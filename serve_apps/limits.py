@@ -1,0 +1,49 @@
+"""Per-key limits: concurrent jobs and submits per minute, shared by all ingress replicas.
+
+A plain class, deployed as one small replica by the builder, so every ingress sees the same
+counts. A job's slot is a lease: if the ingress that took it dies without releasing it, the
+slot frees itself after `lease_s`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict, deque
+
+WINDOW_S = 60.0
+RETRY_BUSY_S = 2
+
+
+class KeyLimiter:
+    def __init__(self, concurrent_jobs: int, requests_per_minute: int, lease_s: float):
+        self.concurrent_jobs = concurrent_jobs
+        self.requests_per_minute = requests_per_minute
+        self.lease_s = lease_s
+        self.requests: dict[str, deque[float]] = defaultdict(deque)
+        self.active: dict[str, dict[str, float]] = defaultdict(dict)
+
+    def admit(self, key_id: str, job_id: str, now: float | None = None) -> dict | None:
+        """Register a submit; None if allowed, else {reason, retry_after_s}."""
+        now = time.time() if now is None else now
+        recent = self.requests[key_id]
+        while recent and recent[0] <= now - WINDOW_S:
+            recent.popleft()
+        if len(recent) >= self.requests_per_minute:
+            return {
+                "reason": f"more than {self.requests_per_minute} submits in a minute for this key",
+                "retry_after_s": max(1, int(recent[0] + WINDOW_S - now) + 1),
+            }
+        leases = self.active[key_id]
+        for expired in [job for job, expires in leases.items() if expires <= now]:
+            del leases[expired]
+        if len(leases) >= self.concurrent_jobs:
+            return {
+                "reason": f"{self.concurrent_jobs} jobs of this key are already running; wait for one to finish",
+                "retry_after_s": RETRY_BUSY_S,
+            }
+        recent.append(now)
+        leases[job_id] = now + self.lease_s
+        return None
+
+    def release(self, key_id: str, job_id: str) -> None:
+        self.active[key_id].pop(job_id, None)
