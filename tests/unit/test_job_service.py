@@ -1,0 +1,52 @@
+"""JobService logic that needs storage but no Ray: queue position, cancel of a queued job."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from serve_apps.config import AppArgs
+from serve_apps.jobs import JobService
+from serve_apps.signing import UrlSigner
+from serve_apps.storage import JobStore, new_job_id
+from serve_apps.views import JobViews
+
+
+def make_service(tmp_path) -> JobService:
+    return JobService(JobStore(str(tmp_path)), {}, {}, AppArgs(storage_url=str(tmp_path)), {}, JobViews(UrlSigner(b"k", 60)))
+
+
+def pending_record(model: str, created_at: float, stage: str = "queued") -> dict:
+    now = time.time()
+    return {
+        "id": new_job_id(), "model": model, "key_id": "0123456789ab", "status": "Pending", "stage": stage,
+        "created_at": created_at, "updated_at": now, "heartbeat_at": now, "attempts": 0, "owner": "other",
+        "request": {}, "images": [], "timings_s": {}, "batch": {}, "error": None, "seed": 1,
+    }
+
+
+def test_queue_position_counts_earlier_waiting_jobs_of_the_same_model(tmp_path):
+    service = make_service(tmp_path)
+    running = pending_record("a", 1, stage="denoising")
+    earlier = pending_record("a", 2)
+    other_model = pending_record("b", 3)
+    mine = pending_record("a", 4)
+    later = pending_record("a", 5)
+    for record in (running, earlier, other_model, mine, later):
+        service.store.save_job(record)
+        service.store.mark_pending(record["id"])
+    assert asyncio.run(service.queue_position(mine)) == 1
+    assert asyncio.run(service.queue_position(earlier)) == 0
+    assert asyncio.run(service.queue_position(running)) is None
+
+
+def test_cancelling_an_orphaned_queued_job_ends_it_at_once(tmp_path):
+    service = make_service(tmp_path)
+    record = pending_record("a", 1)
+    service.store.save_job(record)
+    service.store.mark_pending(record["id"])
+    asyncio.run(service.cancel(record))
+    stored = service.store.load_job(record["id"])
+    assert stored["status"] == "Cancelled" and stored["error"] == "cancelled by the user"
+    assert service.store.pending_job_ids() == []
+    assert service.store.is_cancel_requested(record["id"])
