@@ -17,7 +17,7 @@ from deployments.emulation import SETTINGS_FILENAME, emulated_checkpoint, get_si
 from deployments.registry import ModelVariant
 
 EMULATED_PREFIX = "emulated"
-TRAINED_CHECKPOINT = Path(__file__).parent / "checkpoints" / "flux2-klein-shapes"
+DEFAULT_EMULATED_SIZE = "tiny"
 
 
 class WeightsError(ValueError):
@@ -53,18 +53,14 @@ def _is_emulated(weights: str) -> bool:
     return weights == EMULATED_PREFIX or weights.startswith(EMULATED_PREFIX + ":")
 
 
-def _trained_or_random(weights: str) -> str | None:
-    """`emulated` means the shipped trained model; `emulated:SIZE` a random-weight checkpoint."""
-    size = weights.partition(":")[2]
-    return size or None
+def _emulated_size(weights: str) -> str:
+    return weights.partition(":")[2] or DEFAULT_EMULATED_SIZE
 
 
 def resolve_weights(variant: ModelVariant, weights: str, cache_dir: Path | None = None) -> ResolvedWeights:
     """Turn a `weights:` setting into a source for `from_pretrained` plus its settings."""
     if _is_emulated(weights):
-        size = _trained_or_random(weights)
-        if size is None:
-            return _from_folder(variant, TRAINED_CHECKPOINT)
+        size = _emulated_size(weights)
         get_size(size)
         return _from_folder(variant, emulated_checkpoint(variant, size, cache_dir))
     path = Path(weights).expanduser()
@@ -77,7 +73,7 @@ def resolve_weights(variant: ModelVariant, weights: str, cache_dir: Path | None 
         return _from_folder(variant, path)
     if weights.count("/") != 1 or weights.startswith((".", "/", "~")):
         raise WeightsError(
-            f"weights {weights!r} is neither 'emulated', 'emulated:tiny|small', an existing folder, "
+            f"weights {weights!r} is neither 'emulated[:tiny|small]', an existing folder, "
             "nor a Hugging Face id like 'black-forest-labs/FLUX.2-klein-4B'."
         )
     return _settings_to_weights(variant, weights, {}, f"{weights} (Hugging Face hub)")
@@ -85,10 +81,8 @@ def resolve_weights(variant: ModelVariant, weights: str, cache_dir: Path | None 
 
 def describe_weights(variant: ModelVariant, weights: str) -> ResolvedWeights:
     """What `resolve_weights` would say, without building or loading anything (for the ingress)."""
-    if _is_emulated(weights) and _trained_or_random(weights) is None:
-        return _from_folder(variant, TRAINED_CHECKPOINT)
     if _is_emulated(weights):
-        size = _trained_or_random(weights)
+        size = _emulated_size(weights)
         description = (
             f"emulated ({size}): the real FLUX.2 [klein] architecture at a tiny size with random "
             "weights, built offline; images are noise, code paths and timings are real"
