@@ -6,7 +6,10 @@ import base64
 import time
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from deployments.images import MEDIA_TYPES
 from deployments.registry import VARIANTS
@@ -35,6 +38,7 @@ NOT_FOUND = 404
 TOO_MANY_REQUESTS = 429
 BAD_GATEWAY = 502
 MAX_IDEMPOTENCY_KEY_CHARS = 255
+OPENAI_PATH = "/v1/images/generations"
 
 ERRORS = {
     UNAUTHORIZED: {"model": ErrorResponse, "description": "missing or invalid API key"},
@@ -54,6 +58,24 @@ def create_app(service: JobService, keys: ApiKeys, signer: UrlSigner, views: Job
     @app.on_event("startup")
     async def _start_sweeper() -> None:
         service.start_sweeper()
+
+    def openai_error(message: str, status_code: int, headers: dict | None = None) -> JSONResponse:
+        """OpenAI's error shape, so the `openai` client shows the message in its exception."""
+        body = {"error": {"message": message, "type": "invalid_request_error", "code": status_code}}
+        return JSONResponse(body, status_code=status_code, headers=headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, error: StarletteHTTPException):
+        if request.url.path == OPENAI_PATH:
+            return openai_error(str(error.detail), error.status_code, error.headers)
+        return await http_exception_handler(request, error)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, error: RequestValidationError):
+        if request.url.path == OPENAI_PATH:
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg']}" for e in error.errors())
+            return openai_error(problems, 422)
+        return await request_validation_exception_handler(request, error)
 
     async def require_key(request: Request) -> str:
         key_id = keys.identify(key_from_headers(request.headers))

@@ -39,7 +39,7 @@ class UrlSigner:
         """None if the URL is valid, else why not."""
         if expires is None or not signature:
             return "This image URL is not signed; use the URL from the job result."
-        if not hmac.compare_digest(self._signature(path, expires), signature):
+        if not hmac.compare_digest(self._signature(path, expires).encode(), signature.encode()):
             return "This image URL's signature does not match; use the URL from the job result."
         if (now or time.time()) > expires:
             return "This image URL has expired; fetch the job again for fresh URLs."

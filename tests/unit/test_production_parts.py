@@ -35,6 +35,7 @@ def test_signed_urls_open_until_they_expire():
     assert "does not match" in signer.check("/v1/images/abc/1.png", int(params["exp"]), params["sig"], now=1500)
     assert "does not match" in signer.check(path, int(params["exp"]) + 10, params["sig"], now=1500)
     assert "not signed" in signer.check(path, None, None)
+    assert "does not match" in signer.check(path, int(params["exp"]), "\x00\u00e9 not hex", now=1500)
 
 
 def test_webhook_signature_is_standard_webhooks_hmac():
