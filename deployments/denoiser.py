@@ -8,18 +8,24 @@ or inside a batch, on any device.
 
 from __future__ import annotations
 
+import hashlib
 import random
 import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from pathlib import Path
+
 import torch
+from cachetools import LRUCache
 
 from deployments.images import encode_image
 from deployments.params import MAX_SEED, GenerationRequest, InvalidRequestError
 from deployments.registry import get_variant
 from deployments.weights import load_pipeline, pick_device, pick_dtype, resolve_weights
+
+from lora.compat import AdapterMismatch, check_compatible, inspect_adapter
 
 ProgressCallback = Callable[[int, int, int], None]
 CancelCheck = Callable[[int], bool]
@@ -46,6 +52,43 @@ class GenerationResult:
     cancelled: bool = False
 
 
+class AdapterCache:
+    """LoRA adapters loaded into the pipeline on demand, at most `capacity`, least recently used out.
+
+    Requests without adapters run with LoRA disabled, so they match a fresh base model.
+    """
+
+    def __init__(self, pipeline, capacity: int):
+        self.pipeline = pipeline
+        self.loaded: LRUCache = LRUCache(maxsize=capacity)
+        self.loads = 0
+
+    @staticmethod
+    def peft_name(adapter_id: str) -> str:
+        """peft module names cannot hold '.', and ids are user text: name adapters by a hash."""
+        return "lora_" + hashlib.sha256(adapter_id.encode()).hexdigest()[:16]
+
+    def activate(self, adapters) -> None:
+        if not adapters:
+            if self.loaded:
+                self.pipeline.disable_lora()
+            return
+        if len(adapters) > self.loaded.maxsize:
+            raise InvalidRequestError("loras", f"at most {self.loaded.maxsize} adapters can be combined here.")
+        for adapter in adapters:
+            if adapter.id in self.loaded:
+                self.loaded[adapter.id]  # touch: most recently used
+                continue
+            while len(self.loaded) >= self.loaded.maxsize:
+                evicted, _ = self.loaded.popitem()
+                self.pipeline.delete_adapters(self.peft_name(evicted))
+            self.pipeline.load_lora_weights(adapter.path, adapter_name=self.peft_name(adapter.id))
+            self.loaded[adapter.id] = adapter.path
+            self.loads += 1
+        self.pipeline.enable_lora()
+        self.pipeline.set_adapters([self.peft_name(a.id) for a in adapters], [a.scale for a in adapters])
+
+
 @dataclass(frozen=True)
 class _Slot:
     """One image of one request inside a forward pass."""
@@ -64,6 +107,7 @@ class Denoiser:
         max_images_per_forward: int = 12,
         device: str = "auto",
         dtype: str = "auto",
+        max_loaded_adapters: int = 8,
     ):
         if max_images_per_forward < 1:
             raise ValueError(f"max_images_per_forward must be at least 1, got {max_images_per_forward}.")
@@ -75,6 +119,12 @@ class Denoiser:
         self.max_images_per_forward = max_images_per_forward
         self.distilled = bool(self.pipeline.config.is_distilled)
         self.pixels_per_token = self.pipeline.vae_scale_factor * 2
+        self.adapters = AdapterCache(self.pipeline, max_loaded_adapters)
+        self.linear_shapes = {
+            name: (module.in_features, module.out_features)
+            for name, module in self.pipeline.transformer.named_modules()
+            if isinstance(module, torch.nn.Linear)
+        }
 
     # -- validation -------------------------------------------------------------------
 
@@ -95,6 +145,11 @@ class Denoiser:
                     f"{self.weights.text_encoder_family} embeddings ({expected_dim} wide); encode the "
                     f"prompt with the {self.variant.name} text encoder.",
                 )
+        for adapter in request.adapters:
+            try:
+                check_compatible(adapter.id, inspect_adapter(Path(adapter.path)), self.variant.name, self.linear_shapes)
+            except AdapterMismatch as mismatch:
+                raise InvalidRequestError("loras", str(mismatch)) from None
         if self._uses_cfg(request) and request.negative_prompt is None:
             raise InvalidRequestError(
                 "negative_prompt", "guidance > 1 on a non-distilled model needs the empty prompt's embedding."
@@ -163,7 +218,8 @@ class Denoiser:
         """Group compatible requests, then pack them into passes, keeping a request whole where it fits."""
         groups: dict[tuple, list[int]] = defaultdict(list)
         for index, request in enumerate(requests):
-            groups[(request.width, request.height, self._steps(request), self._guidance(request))].append(index)
+            adapters = tuple(sorted((a.id, a.scale) for a in request.adapters))
+            groups[(request.width, request.height, self._steps(request), self._guidance(request), adapters)].append(index)
         chunks: list[list[_Slot]] = []
         for indices in groups.values():
             current: list[_Slot] = []
@@ -210,6 +266,7 @@ class Denoiser:
             return callback_kwargs
 
         started = time.perf_counter()
+        self.adapters.activate(first.adapters)
         try:
             with torch.inference_mode():
                 latents = self.pipeline(

@@ -26,6 +26,15 @@ class InvalidRequestError(ValueError):
         self.message = message
 
 
+@dataclass(frozen=True)
+class AdapterRef:
+    """A LoRA adapter to apply: its registered id, its file and its scale."""
+
+    id: str
+    path: str
+    scale: float = 1.0
+
+
 @dataclass
 class GenerationRequest:
     """One user request for `num_images` images of one prompt.
@@ -43,6 +52,7 @@ class GenerationRequest:
     num_images: int = 1
     output_format: str = "jpeg"
     negative_prompt: PromptEmbedding | None = None
+    adapters: tuple[AdapterRef, ...] = ()
     request_id: str | None = field(default=None, compare=False)
 
     def validate(self) -> None:
@@ -64,6 +74,11 @@ class GenerationRequest:
             )
         if self.seed is not None and not 0 <= self.seed <= MAX_SEED:
             raise InvalidRequestError("seed", f"{self.seed} is outside 0..{MAX_SEED}.")
+        if len({adapter.id for adapter in self.adapters}) != len(self.adapters):
+            raise InvalidRequestError("loras", "an adapter is listed twice; list each once with its scale.")
+        for adapter in self.adapters:
+            if not -4.0 <= adapter.scale <= 4.0:
+                raise InvalidRequestError("loras", f"scale {adapter.scale} of {adapter.id!r} is outside -4..4.")
         if self.output_format not in OUTPUT_FORMATS:
             raise InvalidRequestError(
                 "output_format", f"{self.output_format!r} is not one of {', '.join(OUTPUT_FORMATS)}."

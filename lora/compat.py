@@ -1,0 +1,111 @@
+"""Is this adapter for this model? Checked from the tensors and the metadata, before any GPU work.
+
+A LoRA belongs to one base model: its tensors name modules of one transformer and have
+that transformer's widths. The target's module shapes come from its config alone (the
+transformer is built on the meta device), so the ingress can check without loading weights.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from diffusers import Flux2Transformer2DModel
+from safetensors import safe_open
+
+from lora.training import ADAPTER_FILENAME, METADATA_KEY
+
+TRANSFORMER_PREFIX = "transformer."
+FOREIGN_PREFIXES = {
+    "lora_unet_": "a FLUX.1 or SD adapter in kohya format",
+    "lora_te": "an adapter with text-encoder layers (kohya format)",
+    "diffusion_model.": "an adapter in ComfyUI/BFL format for another transformer",
+    "unet.": "a Stable Diffusion UNet adapter",
+}
+
+
+class AdapterMismatch(ValueError):
+    """An adapter that does not fit the model a request targets; the message says why."""
+
+
+@dataclass(frozen=True)
+class AdapterInfo:
+    path: Path
+    shapes: dict[str, tuple[int, ...]]
+    metadata: dict
+
+    @property
+    def rank(self) -> int | None:
+        ranks = {shape[0] for key, shape in self.shapes.items() if key.endswith("lora_A.weight")}
+        return ranks.pop() if len(ranks) == 1 else None
+
+    def describe(self) -> dict:
+        return {
+            "path": str(self.path),
+            "tensors": len(self.shapes),
+            "rank": self.rank,
+            "modules": len({key.rsplit(".lora_", 1)[0] for key in self.shapes}),
+            **{key: self.metadata.get(key) for key in ("base_model", "trigger_word", "license", "tags")},
+        }
+
+
+def adapter_file(path: Path) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        path = path / ADAPTER_FILENAME
+    if not path.exists() or path.suffix != ".safetensors":
+        raise AdapterMismatch(f"{path} is not a .safetensors adapter file (or a folder holding {ADAPTER_FILENAME}).")
+    return path
+
+
+def inspect_adapter(path: Path) -> AdapterInfo:
+    file = adapter_file(path)
+    with safe_open(str(file), framework="pt") as handle:
+        shapes = {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
+        header = handle.metadata() or {}
+    metadata = json.loads(header[METADATA_KEY]) if METADATA_KEY in header else {}
+    return AdapterInfo(file, shapes, metadata)
+
+
+def linear_shapes(transformer_config: dict) -> dict[str, tuple[int, int]]:
+    """(in_features, out_features) of every Linear of a transformer, from its config only."""
+    with torch.device("meta"):
+        transformer = Flux2Transformer2DModel.from_config(transformer_config)
+    return {
+        name: (module.in_features, module.out_features)
+        for name, module in transformer.named_modules()
+        if isinstance(module, torch.nn.Linear)
+    }
+
+
+def check_compatible(adapter_id: str, info: AdapterInfo, model: str, shapes: dict[str, tuple[int, int]]) -> None:
+    """Raise AdapterMismatch naming the adapter, what it was made for and what is targeted."""
+    made_for = info.metadata.get("base_model")
+    if made_for and made_for != model:
+        raise AdapterMismatch(
+            f"LoRA {adapter_id!r} was made for {made_for}; this request targets {model}. "
+            f"Use it with /v1/{made_for}, or pick an adapter trained on {model}."
+        )
+    for key, shape in info.shapes.items():
+        foreign = next((what for prefix, what in FOREIGN_PREFIXES.items() if key.startswith(prefix)), None)
+        if foreign:
+            raise AdapterMismatch(f"LoRA {adapter_id!r} is {foreign} (tensor {key!r}), not a FLUX.2 [klein] adapter; it cannot be used with {model}.")
+        if not key.startswith(TRANSFORMER_PREFIX) or ".lora_" not in key:
+            raise AdapterMismatch(f"LoRA {adapter_id!r} has a tensor {key!r} that is not a diffusers transformer LoRA weight.")
+        module, kind = key[len(TRANSFORMER_PREFIX):].rsplit(".lora_", 1)
+        if module not in shapes:
+            raise AdapterMismatch(
+                f"LoRA {adapter_id!r} adapts {module!r}, which {model}'s transformer does not have: "
+                f"it was made for a different transformer{f' ({made_for})' if made_for else ''}."
+            )
+        in_features, out_features = shapes[module]
+        expected = in_features if kind.startswith("A") else out_features
+        actual = shape[1] if kind.startswith("A") else shape[0]
+        if actual != expected:
+            raise AdapterMismatch(
+                f"LoRA {adapter_id!r} does not fit {model}: {module} is {in_features}->{out_features} wide there, "
+                f"the adapter's {kind.split('.')[0]} matrix is {shape}. It was made for "
+                f"{made_for or 'a transformer of another size'}."
+            )

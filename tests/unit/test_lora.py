@@ -1,0 +1,176 @@
+"""LoRA on the tiny emulated checkpoints: train, apply, refuse, evict, combine. No Ray."""
+
+from __future__ import annotations
+
+import io
+import random
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+from deployments.denoiser import Denoiser
+from deployments.params import AdapterRef, GenerationRequest, InvalidRequestError
+from deployments.shapes_world import SHAPES, Scene, draw
+from lora.compat import AdapterMismatch, check_compatible, inspect_adapter, linear_shapes
+from lora.dataset import DatasetError, load_examples, to_pixels
+from lora.training import LoraTrainingConfig, train_lora
+
+MODEL = "flux-2-klein-4b"
+
+
+def write_red_dataset(folder: Path, count: int = 12) -> Path:
+    """A strong visual signal: red shapes on red-orange grounds."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(0)
+    for index in range(count):
+        scene = Scene(rng.choice(SHAPES), "red", "orange")
+        draw(scene, rng).save(folder / f"{index}.png")
+        (folder / f"{index}.txt").write_text(f"a {scene.shape}")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def red_adapter(tmp_path_factory):
+    data = write_red_dataset(tmp_path_factory.mktemp("red-data"))
+    config = LoraTrainingConfig(
+        model=MODEL, data=data, out=tmp_path_factory.mktemp("red-lora"), trigger_word="redstyle",
+        weights="emulated:tiny", steps=80, learning_rate=1e-2, tags=["style"],
+    )
+    return train_lora(config, show_progress=False)
+
+
+@pytest.fixture(scope="module")
+def lora_denoiser():
+    return Denoiser(MODEL, weights="emulated:tiny", max_loaded_adapters=2)
+
+
+def mean_rgb(image_bytes: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(image_bytes)).convert("RGB"), dtype=np.float32).mean(axis=(0, 1))
+
+
+def request(prompt, adapters=(), seed=3) -> GenerationRequest:
+    return GenerationRequest(prompt=prompt, width=64, height=64, seed=seed, num_images=2, output_format="png", adapters=tuple(adapters))
+
+
+def test_training_lowers_the_loss_and_writes_a_card(red_adapter):
+    first, last = np.mean(red_adapter.losses[:10]), np.mean(red_adapter.losses[-10:])
+    assert last < first * 0.9, (first, last)
+    card = red_adapter.card_path.read_text()
+    assert "base_model: black-forest-labs/FLUX.2-klein-4B" in card and "`redstyle`" in card and "license: apache-2.0" in card
+    info = inspect_adapter(red_adapter.adapter_path)
+    assert info.metadata["base_model"] == MODEL and info.metadata["trigger_word"] == "redstyle" and info.rank == 8
+
+
+def latent_distance(denoiser: Denoiser, prompt, adapters, target: torch.Tensor) -> float:
+    """Mean distance of generated latents to the training images' latents.
+
+    Measured before the VAE: the tiny checkpoint's random-weight decoder maps most latents
+    to similar grey images, so pixels would hide what the adapter learned.
+    """
+    denoiser.adapters.activate(adapters)
+    noise = torch.stack([denoiser.initial_noise(seed, 64, 64) for seed in range(4)])
+    with torch.no_grad():
+        latents = denoiser.pipeline(
+            prompt_embeds=prompt.embeds[None].repeat(4, 1, 1), latents=noise, width=64, height=64,
+            num_inference_steps=4, guidance_scale=1.0, output_type="latent", return_dict=False,
+            max_sequence_length=denoiser.weights.max_sequence_length,
+            text_encoder_out_layers=denoiser.weights.text_encoder_out_layers,
+        )[0]
+    return float((latents - target).abs().mean())
+
+
+def test_adapter_moves_generation_toward_the_signal_and_leaves_the_rest_alone(red_adapter, lora_denoiser, encoder):
+    fresh = Denoiser(MODEL, weights="emulated:tiny")
+    pixels = to_pixels([image for image, _ in load_examples(red_adapter.config.data)], 64)
+    with torch.no_grad():
+        target = fresh.pipeline.vae.encode(pixels).latent_dist.mode().mean(dim=0)
+    [prompt] = encoder.encode(["redstyle, a circle"])
+    red = (AdapterRef("red", str(red_adapter.adapter_path), 1.0),)
+    base_distance = latent_distance(fresh, prompt, (), target)
+    assert latent_distance(lora_denoiser, prompt, red, target) < 0.9 * base_distance
+    assert latent_distance(lora_denoiser, prompt, (), target) == base_distance
+    [before] = fresh.generate([request(prompt)])
+    [without] = lora_denoiser.generate([request(prompt)])
+    assert without.images == before.images, "no adapter: identical to a fresh base model"
+
+
+def test_batch_never_mixes_adapter_sets(red_adapter, lora_denoiser, encoder):
+    [prompt] = encoder.encode(["a square"])
+    red = AdapterRef("red", str(red_adapter.adapter_path), 1.0)
+    plain, adapted = lora_denoiser.generate([request(prompt), request(prompt, [red])])
+    assert plain.batch_requests == adapted.batch_requests == 1
+    [alone] = lora_denoiser.generate([request(prompt, [red])])
+    assert alone.images == adapted.images
+
+
+def test_two_adapters_combine_with_scales(red_adapter, tmp_path, encoder):
+    denoiser = Denoiser(MODEL, weights="emulated:tiny", max_loaded_adapters=2)
+    [prompt] = encoder.encode(["a circle"])
+    red = str(red_adapter.adapter_path)
+    [one] = denoiser.generate([request(prompt, [AdapterRef("red", red, 1.0)])])
+    [both] = denoiser.generate([request(prompt, [AdapterRef("red", red, 1.0), AdapterRef("red2", red, 0.5)])])
+    [zero] = denoiser.generate([request(prompt, [AdapterRef("red", red, 0.0)])])
+    [base] = denoiser.generate([request(prompt)])
+    assert both.images != one.images
+    assert mean_rgb(both.images[0])[0] - mean_rgb(one.images[0])[0] > 0, "1.5x the same direction is redder"
+    assert np.abs(mean_rgb(zero.images[0]) - mean_rgb(base.images[0])).max() < 1.0, "scale 0 is the base model"
+
+
+def test_lru_evicts_and_reloads(red_adapter, encoder):
+    denoiser = Denoiser(MODEL, weights="emulated:tiny", max_loaded_adapters=1)
+    [prompt] = encoder.encode(["a triangle"])
+    path = str(red_adapter.adapter_path)
+    [first] = denoiser.generate([request(prompt, [AdapterRef("a", path, 1.0)])])
+    denoiser.generate([request(prompt, [AdapterRef("b", path, 0.5)])])
+    assert list(denoiser.adapters.loaded) == ["b"]
+    [again] = denoiser.generate([request(prompt, [AdapterRef("a", path, 1.0)])])
+    assert denoiser.adapters.loads == 3 and again.images == first.images
+
+
+def test_adapter_for_the_other_variant_is_refused_before_any_work(red_adapter, denoiser_9b, encoder_9b):
+    [prompt] = encoder_9b.encode(["a circle"])
+    with pytest.raises(InvalidRequestError, match="made for flux-2-klein-4b; this request targets flux-2-klein-9b"):
+        denoiser_9b.generate([request(prompt, [AdapterRef("red", str(red_adapter.adapter_path))])])
+
+
+def test_tensors_alone_reveal_the_wrong_size(red_adapter, denoiser_9b):
+    info = inspect_adapter(red_adapter.adapter_path)
+    anonymous = type(info)(info.path, info.shapes, {})
+    shapes = linear_shapes(dict(denoiser_9b.pipeline.transformer.config))
+    with pytest.raises(AdapterMismatch, match="does not fit flux-2-klein-9b"):
+        check_compatible("red", anonymous, "flux-2-klein-9b", shapes)
+    check_compatible("red", info, MODEL, linear_shapes(dict(Denoiser(MODEL, weights="emulated:tiny").pipeline.transformer.config)))
+
+
+def test_flux1_kohya_adapter_is_refused(tmp_path):
+    path = tmp_path / "flux1.safetensors"
+    save_file({"lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight": torch.zeros(4, 3072)}, str(path))
+    with pytest.raises(AdapterMismatch, match="FLUX.1 or SD adapter in kohya format"):
+        check_compatible("old", inspect_adapter(path), MODEL, {})
+
+
+def test_duplicate_adapter_and_wild_scale_are_bad_input(encoder):
+    [prompt] = encoder.encode(["x"])
+    with pytest.raises(InvalidRequestError, match="listed twice"):
+        request(prompt, [AdapterRef("a", "p"), AdapterRef("a", "p")]).validate()
+    with pytest.raises(InvalidRequestError, match="outside -4..4"):
+        request(prompt, [AdapterRef("a", "p", 9.0)]).validate()
+
+
+def test_parquet_dataset_and_dataset_errors(tmp_path):
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 32), "red").save(buffer, format="PNG")
+    pq.write_table(pa.table({"image": [buffer.getvalue()], "caption": ["a red square"]}), tmp_path / "d.parquet")
+    [(image, caption)] = load_examples(tmp_path / "d.parquet")
+    assert image.size == (32, 32) and caption == "a red square"
+    folder = tmp_path / "no-captions"
+    folder.mkdir()
+    Image.new("RGB", (8, 8)).save(folder / "a.png")
+    with pytest.raises(DatasetError, match="add a.txt"):
+        load_examples(folder)
