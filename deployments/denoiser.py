@@ -64,9 +64,9 @@ class AdapterCache:
         self.loads = 0
 
     @staticmethod
-    def peft_name(adapter_id: str) -> str:
+    def peft_name(key: str) -> str:
         """peft module names cannot hold '.', and ids are user text: name adapters by a hash."""
-        return "lora_" + hashlib.sha256(adapter_id.encode()).hexdigest()[:16]
+        return "lora_" + hashlib.sha256(key.encode()).hexdigest()[:16]
 
     def activate(self, adapters) -> None:
         if not adapters:
@@ -75,18 +75,19 @@ class AdapterCache:
             return
         if len(adapters) > self.loaded.maxsize:
             raise InvalidRequestError("loras", f"at most {self.loaded.maxsize} adapters can be combined here.")
-        for adapter in adapters:
-            if adapter.id in self.loaded:
-                self.loaded[adapter.id]  # touch: most recently used
+        keys = [f"{adapter.id}\0{adapter.path}" for adapter in adapters]
+        for key, adapter in zip(keys, adapters):
+            if key in self.loaded:
+                self.loaded[key]  # touch: most recently used
                 continue
             while len(self.loaded) >= self.loaded.maxsize:
                 evicted, _ = self.loaded.popitem()
                 self.pipeline.delete_adapters(self.peft_name(evicted))
-            self.pipeline.load_lora_weights(adapter.path, adapter_name=self.peft_name(adapter.id))
-            self.loaded[adapter.id] = adapter.path
+            self.pipeline.load_lora_weights(adapter.path, adapter_name=self.peft_name(key))
+            self.loaded[key] = adapter.id
             self.loads += 1
         self.pipeline.enable_lora()
-        self.pipeline.set_adapters([self.peft_name(a.id) for a in adapters], [a.scale for a in adapters])
+        self.pipeline.set_adapters([self.peft_name(key) for key in keys], [a.scale for a in adapters])
 
 
 @dataclass(frozen=True)

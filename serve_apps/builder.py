@@ -81,6 +81,8 @@ def build_app(args: dict | AppArgs) -> Application:
                 max_images_per_forward=model_args.max_images_per_forward,
                 device=model_args.device,
                 dtype=model_args.dtype,
+                max_loaded_adapters=app_args.loras.max_loaded_per_replica,
+                lora_roots=app_args.loras.allowed_roots,
             )
         )
     limiter = (

@@ -109,6 +109,14 @@ class ModerationArgs(StrictModel):
         return patterns
 
 
+class LoraArgs(StrictModel):
+    """Where adapters may be registered from, and how many each denoiser replica keeps loaded."""
+
+    allowed_roots: list[str] = ["~/.local/share/flux-serve/loras"]
+    max_loaded_per_replica: int = Field(8, ge=1, le=64)
+    max_per_request: int = Field(4, ge=1, le=8)
+
+
 class AppArgs(StrictModel):
     """Everything under `args:` in serve_config.yaml."""
 
@@ -119,6 +127,7 @@ class AppArgs(StrictModel):
     limits: LimitArgs = LimitArgs()
     webhooks: WebhookArgs = WebhookArgs()
     moderation: ModerationArgs = ModerationArgs()
+    loras: LoraArgs = LoraArgs()
     result_url_ttl_s: float = Field(600.0, gt=0, description="how long signed image URLs stay valid")
     storage_url: str = Field(DEFAULT_STORAGE_URL, validate_default=True)
     storage_options: dict = Field(default_factory=dict, description="passed to fsspec, e.g. S3 endpoint_url")

@@ -8,7 +8,11 @@ from dataclasses import asdict
 from ray import serve
 
 from deployments.registry import get_variant
-from deployments.weights import describe_weights
+from diffusers import Flux2Transformer2DModel
+
+from deployments.weights import describe_weights, resolve_weights
+from lora.compat import linear_shapes
+from lora.registry import AdapterRegistry
 from serve_apps.auth import ApiKeys
 from serve_apps.config import AppArgs
 from serve_apps.jobs import JobService
@@ -42,7 +46,21 @@ class Ingress:
         store = JobStore(self.args.storage_url, self.args.storage_options)
         self.signer = UrlSigner(load_signing_key(store), self.args.result_url_ttl_s)
         self.views = JobViews(self.signer)
-        self.service = JobService(store, encoders, denoisers, self.args, defaults, self.views, limiter)
+        self.adapters = AdapterRegistry(
+            store, self.transformer_shapes, self.args.loras.allowed_roots, self.args.storage_options
+        )
+        self.service = JobService(store, encoders, denoisers, self.args, defaults, self.views, limiter, self.adapters)
+        self._shapes: dict | None = None
+
+    def transformer_shapes(self) -> dict:
+        """Each served model's transformer Linear shapes, from its config (built on the meta device)."""
+        if self._shapes is None:
+            self._shapes = {}
+            for name, model_args in self.args.models.items():
+                weights = resolve_weights(get_variant(name), model_args.weights)
+                config = Flux2Transformer2DModel.load_config(weights.source, subfolder="transformer")
+                self._shapes[name] = linear_shapes(config)
+        return self._shapes
 
     def describe_models(self) -> list[ModelInfo]:
         running = self._running_replicas()
@@ -83,4 +101,4 @@ class Ingress:
         return counts
 
     def __serve_build_asgi_app__(self):
-        return create_app(self.service, self.keys, self.signer, self.views, self.describe_models)
+        return create_app(self.service, self.keys, self.signer, self.views, self.describe_models, self.adapters)

@@ -17,7 +17,8 @@ import random
 import time
 import uuid
 
-from deployments.params import MAX_SEED, GenerationRequest, InvalidRequestError
+from deployments.params import MAX_SEED, AdapterRef, GenerationRequest, InvalidRequestError
+from lora.registry import AdapterError, AdapterRegistry, add_trigger_words, trigger_warnings
 from serve_apps.config import AppArgs
 from serve_apps.moderation import PromptPolicy
 from serve_apps.protocol import GenerateRequest, JobStatus
@@ -43,11 +44,13 @@ class LimitExceeded(Exception):
 
 class JobService:
     def __init__(
-        self, store: JobStore, encoders: dict, denoisers: dict, args: AppArgs, defaults: dict, views: JobViews, limiter=None
+        self, store: JobStore, encoders: dict, denoisers: dict, args: AppArgs, defaults: dict, views: JobViews,
+        limiter=None, adapters: AdapterRegistry | None = None,
     ):
         """`encoders`/`denoisers` map a model name to its deployment handle, `defaults` to its
         GenerationDefaults; `limiter` is the KeyLimiter deployment handle (None: no limits)."""
         self.store = store
+        self.adapters = adapters
         self.views = views
         self.encoders = encoders
         self.denoisers = denoisers
@@ -81,12 +84,29 @@ class JobService:
     # -- submit -------------------------------------------------------------------------
 
     def resolve_params(self, model: str, request: GenerateRequest) -> dict:
-        """The request with every default filled in, so the record says exactly what ran."""
+        """The request with every default filled in, so the record says exactly what ran.
+
+        Raises AdapterError for a LoRA that cannot be used, before anything is stored.
+        """
         defaults = self.defaults[model]
+        prompt, loras, warnings = request.prompt, [], []
+        if request.loras:
+            if len(request.loras) > self.args.loras.max_per_request:
+                raise AdapterError(f"at most {self.args.loras.max_per_request} LoRAs per request.")
+            records = self.adapters.resolve(model, [(choice.id, choice.scale) for choice in request.loras])
+            if request.add_trigger_words:
+                prompt = add_trigger_words(prompt, records)
+            warnings = trigger_warnings(prompt, records)
+            loras = [
+                {"id": record["id"], "source": record["source"], "scale": choice.scale}
+                for record, choice in zip(records, request.loras)
+            ]
         width, height = request.size(defaults.width, defaults.height)
         guidance = request.guidance if request.guidance is not None else defaults.guidance
         return {
-            "prompt": request.prompt,
+            "prompt": prompt,
+            "loras": loras,
+            "warnings": warnings,
             "width": width,
             "height": height,
             "steps": request.steps if request.steps is not None else defaults.steps,
@@ -112,7 +132,7 @@ class JobService:
             "base_url": base_url,
             "status": JobStatus.PENDING.value,
             "stage": "queued",
-            "request": self.resolve_params(model, request),
+            "request": await asyncio.to_thread(self.resolve_params, model, request),
             "attempts": 0,
             "owner": self.replica_id,
             "heartbeat_at": now,
@@ -127,6 +147,7 @@ class JobService:
             else None,
         }
         record["seed"] = record["request"]["seed"]
+        record["warnings"] = record["request"].pop("warnings")
         refusal = self.policy.refusal(request.prompt)
         if refusal is None and self.limiter is not None:
             over = await self.limiter.admit.remote(key_id, record["id"])
@@ -220,6 +241,7 @@ class JobService:
             seed=params["seed"],
             num_images=params["num_images"],
             output_format=params["output_format"],
+            adapters=tuple(AdapterRef(a["id"], a["source"], a["scale"]) for a in params.get("loras", [])),
             request_id=record["id"],
         )
         outcome = await self.denoisers[model].generate.remote(DenoiseJob(record["id"], request))

@@ -43,6 +43,13 @@ def side_from_aspect(aspect_ratio: str, area_px: int = MEGAPIXEL) -> tuple[int, 
     )
 
 
+class LoraChoice(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, max_length=64, description="a registered LoRA (GET /v1/loras)")
+    scale: float = Field(1.0, ge=-4, le=4)
+
+
 class GenerateRequest(BaseModel):
     """POST /v1/{model}. Unknown fields are refused so a typo does not pass silently."""
 
@@ -65,6 +72,8 @@ class GenerateRequest(BaseModel):
     output_format: Literal["jpeg", "png", "webp"] = "jpeg"
     safety_tolerance: int = Field(2, ge=0, le=6, description="accepted for BFL compatibility")
     prompt_upsampling: bool = Field(False, description="accepted for BFL compatibility; not applied")
+    loras: list[LoraChoice] = Field([], max_length=8, description="adapters to apply, each with its scale")
+    add_trigger_words: bool = Field(False, description="prepend a LoRA's trigger word when the prompt lacks it")
     webhook_url: HttpUrl | None = Field(None, description="POSTed the job result when it ends, signed if webhook_secret")
     webhook_secret: str | None = Field(None, min_length=8, max_length=256)
 
@@ -147,6 +156,32 @@ class JobResponse(BaseModel):
     updated_at: float
     request: dict
     webhook_deliveries: list[dict] | None = None
+    warnings: list[str] = []
+
+
+class LoraRegistration(BaseModel):
+    """POST /v1/loras. Metadata not given here comes from the adapter file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, max_length=64)
+    source: str = Field(min_length=1, max_length=1024, description="an absolute path under loras.allowed_roots, s3://..., or a hub repo id")
+    trigger_word: str | None = Field(None, max_length=100)
+    license: str | None = Field(None, max_length=100)
+    tags: list[str] | None = Field(None, max_length=16, description="e.g. style, person, nsfw")
+
+
+class LoraInfo(BaseModel):
+    id: str
+    source: str
+    base_model: str
+    trigger_word: str | None
+    license: str | None
+    tags: list[str]
+    rank: int | None
+    fits: list[str]
+    refusals: dict[str, str]
+    registered_at: float
 
 
 class JobListResponse(BaseModel):

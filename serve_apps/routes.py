@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 
@@ -22,12 +23,15 @@ from serve_apps.protocol import (
     JobListResponse,
     JobResponse,
     JobStatus,
+    LoraInfo,
+    LoraRegistration,
     ModelInfo,
     OpenAIImage,
     OpenAIImageRequest,
     OpenAIImagesResponse,
     SubmitResponse,
 )
+from lora.registry import AdapterError, AdapterRegistry
 from serve_apps.signing import UrlSigner
 from serve_apps.views import JobViews
 
@@ -35,6 +39,7 @@ BAD_REQUEST = 400
 UNAUTHORIZED = 401
 FORBIDDEN = 403
 NOT_FOUND = 404
+UNPROCESSABLE = 422
 TOO_MANY_REQUESTS = 429
 BAD_GATEWAY = 502
 MAX_IDEMPOTENCY_KEY_CHARS = 255
@@ -47,7 +52,9 @@ ERRORS = {
 }
 
 
-def create_app(service: JobService, keys: ApiKeys, signer: UrlSigner, views: JobViews, describe_models) -> FastAPI:
+def create_app(
+    service: JobService, keys: ApiKeys, signer: UrlSigner, views: JobViews, describe_models, adapters: AdapterRegistry
+) -> FastAPI:
     """`describe_models()` returns the list of ModelInfo for /v1/models."""
     app = FastAPI(
         title="flux-serve",
@@ -105,6 +112,8 @@ def create_app(service: JobService, keys: ApiKeys, signer: UrlSigner, views: Job
             raise HTTPException(BAD_REQUEST, f"Idempotency-Key must be 1..{MAX_IDEMPOTENCY_KEY_CHARS} characters.")
         try:
             return await service.submit(model, body, key_id, str(request.base_url), idempotency_key)
+        except AdapterError as error:
+            raise HTTPException(UNPROCESSABLE, [{"loc": ["body", "loras"], "msg": str(error), "type": "value_error"}]) from None
         except LimitExceeded as over:
             raise HTTPException(
                 TOO_MANY_REQUESTS, f"Too many requests: {over}.", headers={"Retry-After": str(over.retry_after_s)}
@@ -125,6 +134,20 @@ def create_app(service: JobService, keys: ApiKeys, signer: UrlSigner, views: Job
     @app.get("/v1/models", response_model=list[ModelInfo], tags=["models"], responses=ERRORS)
     async def list_models(_key: str = Depends(require_key)) -> list[ModelInfo]:
         return describe_models()
+
+    @app.get("/v1/loras", response_model=list[LoraInfo], tags=["loras"], responses=ERRORS)
+    async def list_loras(_key: str = Depends(require_key)) -> list[LoraInfo]:
+        return [LoraInfo(**record) for record in await asyncio.to_thread(service.store.list_loras)]
+
+    @app.post("/v1/loras", response_model=LoraInfo, tags=["loras"], responses=ERRORS)
+    async def register_lora(body: LoraRegistration, _key: str = Depends(require_key)) -> LoraInfo:
+        try:
+            record = await asyncio.to_thread(
+                adapters.register, body.id, body.source, body.trigger_word, body.license, body.tags
+            )
+        except AdapterError as error:
+            raise HTTPException(UNPROCESSABLE, [{"loc": ["body", "source"], "msg": str(error), "type": "value_error"}]) from None
+        return LoraInfo(**record)
 
     @app.get("/v1/get_result", response_model=GetResultResponse, response_model_exclude_none=True, tags=["jobs"], responses=ERRORS)
     async def get_result(id: str, key_id: str = Depends(require_key)) -> GetResultResponse:

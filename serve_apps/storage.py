@@ -159,6 +159,21 @@ class JobStore:
     def remember_idempotent(self, key_id: str, idempotency_key: str, job_id: str) -> None:
         self._write_bytes(self._idempotency_path(key_id, idempotency_key), job_id.encode())
 
+    # registered LoRA adapters
+    def save_lora(self, record: dict) -> None:
+        self._write_bytes(f"{self.root}/loras/{record['id']}.json", json.dumps(record).encode())
+
+    def load_lora(self, lora_id: str) -> dict | None:
+        return self._read_json(f"{self.root}/loras/{lora_id}.json")
+
+    def list_loras(self) -> list[dict]:
+        try:
+            self.fs.invalidate_cache(f"{self.root}/loras")
+            paths = sorted(self.fs.ls(f"{self.root}/loras", detail=False))
+        except FileNotFoundError:
+            return []
+        return [json.loads(self.fs.cat_file(path)) for path in paths if path.endswith(".json")]
+
     # secrets every replica shares
     def shared_secret(self, name: str, make) -> str:
         path = f"{self.root}/secrets/{name}"

@@ -25,6 +25,7 @@ class JobViews:
             queue_position=queue_position,
             images=self.image_urls(record),
             webhook_deliveries=webhook["deliveries"] if webhook else None,
+            warnings=record.get("warnings", []),
         )
 
     def webhook_payload(self, record: dict) -> dict:

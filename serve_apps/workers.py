@@ -8,6 +8,7 @@ The builder turns these classes into deployments.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from dataclasses import dataclass, field
 
@@ -15,7 +16,8 @@ from ray import serve
 
 from deployments.denoiser import Denoiser
 from deployments.encoder import PromptEmbedding, TextEncoder
-from deployments.params import GenerationRequest
+from deployments.params import AdapterRef, GenerationRequest
+from lora.sources import fetch_adapter
 from serve_apps.storage import JobStore
 
 CANCEL_POLL_S = 0.25
@@ -68,11 +70,20 @@ class DenoiserServer:
         max_images_per_forward: int = 12,
         device: str = "auto",
         dtype: str = "auto",
+        max_loaded_adapters: int = 8,
+        lora_roots: list[str] | None = None,
     ):
         self.denoiser = Denoiser(
-            model, weights=weights, max_images_per_forward=max_images_per_forward, device=device, dtype=dtype
+            model,
+            weights=weights,
+            max_images_per_forward=max_images_per_forward,
+            device=device,
+            dtype=dtype,
+            max_loaded_adapters=max_loaded_adapters,
         )
         self.store = JobStore(storage_url, storage_options)
+        self.storage_options = storage_options or {}
+        self.lora_roots = lora_roots or []
         self._cancel_checked_at: dict[str, tuple[float, bool]] = {}
 
     def reconfigure(self, user_config: dict) -> None:
@@ -81,6 +92,16 @@ class DenoiserServer:
     @serve.batch
     async def generate(self, jobs: list[DenoiseJob]) -> list[DenoiseOutcome]:
         return await asyncio.to_thread(self.generate_batch, jobs)
+
+    def with_local_adapters(self, request: GenerationRequest) -> GenerationRequest:
+        """Adapter sources (s3://, hub ids) fetched into this machine's cache."""
+        if not request.adapters:
+            return request
+        local = tuple(
+            AdapterRef(a.id, str(fetch_adapter(a.path, self.lora_roots, storage_options=self.storage_options)), a.scale)
+            for a in request.adapters
+        )
+        return dataclasses.replace(request, adapters=local)
 
     def cancel_requested(self, job_id: str) -> bool:
         """Looked up in storage at most every CANCEL_POLL_S per job, so object stores see few calls."""
@@ -108,7 +129,7 @@ class DenoiserServer:
             return self.cancel_requested(jobs[index].job_id)
 
         results = self.denoiser.generate(
-            [job.request for job in jobs], on_progress=on_progress, should_cancel=should_cancel
+            [self.with_local_adapters(job.request) for job in jobs], on_progress=on_progress, should_cancel=should_cancel
         )
         outcomes = []
         for job, result in zip(jobs, results):

@@ -20,7 +20,7 @@ CONCURRENT_JOBS_PER_KEY = 8
 MODELS = ("flux-2-klein-4b", "flux-2-klein-9b")
 
 
-def service_args(storage_url: str, storage_options: dict) -> dict:
+def service_args(storage_url: str, storage_options: dict, lora_root: str) -> dict:
     model = {
         "weights": "emulated:tiny",
         "num_gpus": 0.5,
@@ -32,6 +32,7 @@ def service_args(storage_url: str, storage_options: dict) -> dict:
         "storage_options": storage_options,
         "limits": {"concurrent_jobs_per_key": CONCURRENT_JOBS_PER_KEY, "submits_per_minute_per_key": 1000},
         "moderation": {"blocked_patterns": [BLOCKED_WORD]},
+        "loras": {"allowed_roots": [lora_root], "max_loaded_per_replica": 2},
         "webhooks": {"max_attempts": 3, "initial_backoff_s": 0.2, "timeout_s": 5},
         "models": {name: model for name in MODELS},
         "encoder": {"num_cpus": 0.25},
@@ -58,7 +59,7 @@ def serve_instance(tmp_path_factory):
     port = free_port()
     ray.init(num_cpus=4, num_gpus=2, include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    args = service_args(str(tmp_path_factory.mktemp("storage")), {})
+    args = service_args(str(tmp_path_factory.mktemp("storage")), {}, str(tmp_path_factory.mktemp("loras")))
     serve.run(build_app(args), name="flux", route_prefix="/")
     yield f"http://127.0.0.1:{port}", args
     serve.shutdown()

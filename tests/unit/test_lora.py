@@ -128,7 +128,7 @@ def test_lru_evicts_and_reloads(red_adapter, encoder):
     path = str(red_adapter.adapter_path)
     [first] = denoiser.generate([request(prompt, [AdapterRef("a", path, 1.0)])])
     denoiser.generate([request(prompt, [AdapterRef("b", path, 0.5)])])
-    assert list(denoiser.adapters.loaded) == ["b"]
+    assert list(denoiser.adapters.loaded.values()) == ["b"]
     [again] = denoiser.generate([request(prompt, [AdapterRef("a", path, 1.0)])])
     assert denoiser.adapters.loads == 3 and again.images == first.images
 

@@ -1,0 +1,95 @@
+"""Registered adapters: id -> source and metadata, checked once against every served model.
+
+Registration fetches the adapter, reads its tensors and metadata, and records which served
+models it fits and why it does not fit the others, so a request is refused (422) before any
+GPU work with the adapter's name, what it was made for and what the request targets.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+from lora.compat import AdapterMismatch, check_compatible, inspect_adapter
+from lora.sources import DEFAULT_CACHE_DIR, fetch_adapter
+
+ADAPTER_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+FORBIDDEN_TAG_PAIRS = ({"person", "nsfw"},)
+
+
+class AdapterError(ValueError):
+    """A LoRA that cannot be registered or used as asked; the message says what to change."""
+
+
+class AdapterRegistry:
+    def __init__(self, store, model_shapes, allowed_roots: list[str], storage_options: dict | None = None,
+                 cache_dir: Path = DEFAULT_CACHE_DIR):
+        """`model_shapes()` returns {served model: {module: (in, out)}} of its transformer."""
+        self.store = store
+        self.model_shapes = model_shapes
+        self.allowed_roots = allowed_roots
+        self.storage_options = storage_options or {}
+        self.cache_dir = cache_dir
+
+    def register(self, adapter_id: str, source: str, trigger_word: str | None = None,
+                 license: str | None = None, tags: list[str] | None = None) -> dict:
+        if not ADAPTER_ID_PATTERN.match(adapter_id):
+            raise AdapterError(f"LoRA id {adapter_id!r} must be 1-64 letters, digits, '.', '_' or '-'.")
+        try:
+            info = inspect_adapter(fetch_adapter(source, self.allowed_roots, self.cache_dir, self.storage_options))
+        except (ValueError, OSError) as error:
+            raise AdapterError(str(error)) from None
+        fits, refusals = [], {}
+        for model, shapes in self.model_shapes().items():
+            try:
+                check_compatible(adapter_id, info, model, shapes)
+                fits.append(model)
+            except AdapterMismatch as mismatch:
+                refusals[model] = str(mismatch)
+        if not fits:
+            raise AdapterError(f"LoRA {adapter_id!r} fits none of the served models: " + " ".join(refusals.values()))
+        metadata = info.metadata
+        record = {
+            "id": adapter_id,
+            "source": source,
+            "base_model": metadata.get("base_model") or fits[0],
+            "trigger_word": trigger_word or metadata.get("trigger_word"),
+            "license": license or metadata.get("license"),
+            "tags": sorted(set(tags if tags is not None else metadata.get("tags", []))),
+            "rank": info.rank,
+            "fits": fits,
+            "refusals": refusals,
+            "registered_at": time.time(),
+        }
+        self.store.save_lora(record)
+        return record
+
+    def resolve(self, model: str, requested: list[tuple[str, float]]) -> list[dict]:
+        """The records of a request's adapters, or AdapterError naming the one that cannot be used."""
+        records = []
+        for adapter_id, _scale in requested:
+            record = self.store.load_lora(adapter_id) if ADAPTER_ID_PATTERN.match(adapter_id) else None
+            if record is None:
+                raise AdapterError(f"No LoRA {adapter_id!r} is registered; see GET /v1/loras or POST /v1/loras to add it.")
+            if model not in record["fits"]:
+                raise AdapterError(record["refusals"].get(model, f"LoRA {adapter_id!r} does not fit {model}."))
+            records.append(record)
+        tags = [set(record["tags"]) for record in records]
+        for pair in FORBIDDEN_TAG_PAIRS:
+            if any(pair & a and pair & b and (pair & a) != (pair & b) for a in tags for b in tags) or any(pair <= t for t in tags):
+                raise AdapterError(f"Combining an adapter tagged {' with one tagged '.join(sorted(pair))} is refused by policy.")
+        return records
+
+
+def trigger_warnings(prompt: str, records: list[dict]) -> list[str]:
+    return [
+        f"the prompt lacks {record['trigger_word']!r}, the trigger word of LoRA {record['id']!r}; it may have little effect"
+        for record in records
+        if record.get("trigger_word") and record["trigger_word"].lower() not in prompt.lower()
+    ]
+
+
+def add_trigger_words(prompt: str, records: list[dict]) -> str:
+    missing = [r["trigger_word"] for r in records if r.get("trigger_word") and r["trigger_word"].lower() not in prompt.lower()]
+    return ", ".join([*missing, prompt]) if missing else prompt

@@ -1,0 +1,68 @@
+"""LoRA through the service: register, list, apply, refuse before any GPU work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lora.training import LoraTrainingConfig, train_lora
+from tests.serve.conftest import wait_for_job
+from tests.serve.test_api import submit
+from tests.unit.test_lora import write_red_dataset
+
+pytestmark = pytest.mark.serve
+
+
+@pytest.fixture(scope="module")
+def trained_adapter(serve_instance) -> Path:
+    """A 4B adapter trained into the service's allowed LoRA folder."""
+    _, args = serve_instance
+    root = Path(args["loras"]["allowed_roots"][0])
+    data = write_red_dataset(root.parent / "red-data")
+    result = train_lora(
+        LoraTrainingConfig(model="flux-2-klein-4b", data=data, out=root / "red", trigger_word="redstyle",
+                           weights="emulated:tiny", steps=20, tags=["style"]),
+        show_progress=False,
+    )
+    return result.adapter_path.parent
+
+
+def test_register_list_and_apply(client, trained_adapter):
+    registered = client.post("/v1/loras", json={"id": "red", "source": str(trained_adapter)})
+    assert registered.status_code == 200, registered.text
+    info = registered.json()
+    assert info["base_model"] == "flux-2-klein-4b" and info["trigger_word"] == "redstyle"
+    assert info["fits"] == ["flux-2-klein-4b"] and "flux-2-klein-9b" in info["refusals"]
+    assert "red" in [lora["id"] for lora in client.get("/v1/loras").json()]
+
+    job = submit(client, prompt="a circle", loras=[{"id": "red", "scale": 0.8}])
+    result = wait_for_job(client, job["id"])
+    record = client.get(f"/v1/jobs/{job['id']}").json()
+    assert result["status"] == "Ready", result
+    assert record["request"]["loras"][0]["scale"] == 0.8
+    assert any("redstyle" in warning for warning in record["warnings"]), "the trigger word was forgotten"
+
+    added = client.get(f"/v1/jobs/{submit(client, prompt='a circle', loras=[{'id': 'red'}], add_trigger_words=True)['id']}").json()
+    assert added["request"]["prompt"] == "redstyle, a circle" and added["warnings"] == []
+
+
+def test_wrong_variant_unknown_adapter_and_policy_are_422(client, trained_adapter):
+    client.post("/v1/loras", json={"id": "red", "source": str(trained_adapter)})
+    wrong = client.post("/v1/flux-2-klein-9b", json={"prompt": "x", "loras": [{"id": "red"}]})
+    assert wrong.status_code == 422
+    message = wrong.json()["detail"][0]["msg"]
+    assert "'red'" in message and "flux-2-klein-4b" in message and "flux-2-klein-9b" in message
+    unknown = client.post("/v1/flux-2-klein-4b", json={"prompt": "x", "loras": [{"id": "nope"}]})
+    assert unknown.status_code == 422 and "No LoRA 'nope'" in unknown.json()["detail"][0]["msg"]
+    client.post("/v1/loras", json={"id": "someone", "source": str(trained_adapter), "tags": ["person"]})
+    client.post("/v1/loras", json={"id": "spicy", "source": str(trained_adapter), "tags": ["nsfw"]})
+    refused = client.post("/v1/flux-2-klein-4b", json={"prompt": "x", "loras": [{"id": "someone"}, {"id": "spicy"}]})
+    assert refused.status_code == 422 and "refused by policy" in refused.json()["detail"][0]["msg"]
+
+
+def test_sources_outside_the_allowed_roots_are_refused(client, tmp_path):
+    outside = client.post("/v1/loras", json={"id": "evil", "source": "/etc/passwd"})
+    assert outside.status_code == 422 and "outside the allowed folders" in outside.json()["detail"][0]["msg"]
+    bad_id = client.post("/v1/loras", json={"id": "../x", "source": "/etc"})
+    assert bad_id.status_code == 422
