@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -121,6 +122,7 @@ class Denoiser:
         self.distilled = bool(self.pipeline.config.is_distilled)
         self.pixels_per_token = self.pipeline.vae_scale_factor * 2
         self.adapters = AdapterCache(self.pipeline, max_loaded_adapters)
+        self._pipeline_lock = threading.Lock()
         self.linear_shapes = {
             name: (module.in_features, module.out_features)
             for name, module in self.pipeline.transformer.named_modules()
@@ -176,7 +178,14 @@ class Denoiser:
         on_progress: ProgressCallback | None = None,
         should_cancel: CancelCheck | None = None,
     ) -> list[GenerationResult]:
-        """Results in the order of `requests`. Progress is (request index, step, total steps)."""
+        """Results in the order of `requests`. Progress is (request index, step, total steps).
+
+        One call at a time per denoiser: the scheduler and the active adapters are pipeline state.
+        """
+        with self._pipeline_lock:
+            return self._generate(requests, on_progress, should_cancel)
+
+    def _generate(self, requests, on_progress, should_cancel) -> list[GenerationResult]:
         for request in requests:
             self.validate(request)
         seeds = [r.seed if r.seed is not None else random.randint(0, MAX_SEED) for r in requests]

@@ -25,7 +25,7 @@ from serve_apps.protocol import GenerateRequest, JobStatus
 from serve_apps.storage import JobStore, new_job_id
 from serve_apps.views import JobViews
 from serve_apps.webhooks import deliver
-from serve_apps.workers import DenoiseJob
+from serve_apps.workers import DenoiseJob, adapter_set_key
 
 logger = logging.getLogger("flux_serve.jobs")
 
@@ -196,7 +196,8 @@ class JobService:
                 except asyncio.TimeoutError:
                     return await self._end(record, JobStatus.ERROR, f"timed out after {self.args.jobs.timeout_s:.0f} s")
                 except Exception as error:  # a dead replica, lost actor, or a crash in a worker
-                    reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+                    cause = getattr(error, "cause", None) or error  # a RayTaskError carries the worker's own error
+                    reason = f"{type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}"
                     if record["attempts"] >= self.args.jobs.max_attempts:
                         return await self._end(
                             record, JobStatus.ERROR, f"worker failed after {record['attempts']} attempt(s): {reason}"
@@ -244,7 +245,10 @@ class JobService:
             adapters=tuple(AdapterRef(a["id"], a["source"], a["scale"]) for a in params.get("loras", [])),
             request_id=record["id"],
         )
-        outcome = await self.denoisers[model].generate.remote(DenoiseJob(record["id"], request))
+        denoiser = self.denoisers[model]
+        if request.adapters:
+            denoiser = denoiser.options(multiplexed_model_id=adapter_set_key(request))
+        outcome = await denoiser.generate.remote(DenoiseJob(record["id"], request))
         if outcome.cancelled:
             raise JobCancelled()
         record.update(

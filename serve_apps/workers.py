@@ -21,6 +21,7 @@ from lora.sources import fetch_adapter
 from serve_apps.storage import JobStore
 
 CANCEL_POLL_S = 0.25
+ADAPTER_SETS_PER_REPLICA = 8
 PROGRESS_WRITE_S = 0.25
 
 
@@ -29,6 +30,11 @@ class DenoiseJob:
     job_id: str
     request: GenerationRequest
     submitted_at: float = field(default_factory=time.time)
+
+
+def adapter_set_key(request: GenerationRequest) -> str:
+    """The multiplexed model id of a request: its adapters, whatever their scales ('' for none)."""
+    return "+".join(sorted(adapter.id for adapter in request.adapters))
 
 
 @dataclass
@@ -89,8 +95,20 @@ class DenoiserServer:
     def reconfigure(self, user_config: dict) -> None:
         apply_batching(self.generate, user_config)
 
+    @serve.multiplexed(max_num_models_per_replica=ADAPTER_SETS_PER_REPLICA)
+    async def adapter_set(self, key: str) -> str:
+        """Routing bookkeeping only: Serve then sends requests with this adapter set here first.
+
+        The adapters themselves are loaded, and evicted, by the denoiser's AdapterCache.
+        """
+        return key
+
     @serve.batch
     async def generate(self, jobs: list[DenoiseJob]) -> list[DenoiseOutcome]:
+        """Serve splits batches by multiplexed id, so one batch shares one adapter set."""
+        key = serve.get_multiplexed_model_id()
+        if key:
+            await self.adapter_set(key)
         return await asyncio.to_thread(self.generate_batch, jobs)
 
     def with_local_adapters(self, request: GenerationRequest) -> GenerationRequest:

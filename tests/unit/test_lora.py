@@ -174,3 +174,22 @@ def test_parquet_dataset_and_dataset_errors(tmp_path):
     Image.new("RGB", (8, 8)).save(folder / "a.png")
     with pytest.raises(DatasetError, match="add a.txt"):
         load_examples(folder)
+
+
+def test_sources_local_s3_and_hub(red_adapter, tmp_path, s3_url, s3_endpoint):
+    from lora.sources import SourceError, fetch_adapter
+
+    folder = red_adapter.adapter_path.parent
+    assert fetch_adapter(str(folder), [str(folder.parent)]) == red_adapter.adapter_path
+    with pytest.raises(SourceError, match="outside the allowed folders"):
+        fetch_adapter(str(folder), [str(tmp_path)])
+    with pytest.raises(SourceError, match="outside the allowed folders"):
+        fetch_adapter(f"{folder}/../../../etc/passwd", [str(folder)])
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(s3_url, endpoint_url=s3_endpoint)
+    fs.put_file(str(red_adapter.adapter_path), f"{root}/red/pytorch_lora_weights.safetensors")
+    local = fetch_adapter(f"{s3_url}/red", [], tmp_path / "cache", {"endpoint_url": s3_endpoint})
+    assert local.read_bytes() == red_adapter.adapter_path.read_bytes()
+    with pytest.raises(SourceError, match="only local paths, s3:// URLs"):
+        fetch_adapter("https://example.invalid/x.safetensors", [])
