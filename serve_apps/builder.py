@@ -83,6 +83,7 @@ def build_app(args: dict | AppArgs) -> Application:
                 dtype=model_args.dtype,
                 max_loaded_adapters=app_args.loras.max_loaded_per_replica,
                 lora_roots=app_args.loras.allowed_roots,
+                num_gpus=model_args.num_gpus,
             )
         )
     limiter = (

@@ -117,6 +117,24 @@ class LoraArgs(StrictModel):
     max_per_request: int = Field(4, ge=1, le=8)
 
 
+class PricingArgs(StrictModel):
+    """What a GPU-second costs, to price every job. Defaults: on-demand cloud prices per GPU-hour
+    (2026-11) and an RTX 4090 at home at 450 W and $0.15/kWh."""
+
+    gpu_type: str = "rtx-4090"
+    usd_per_gpu_hour: dict[str, float] = {"h100": 2.49, "a100": 1.29, "l4": 0.71, "rtx-4090": 0.07}
+
+    @model_validator(mode="after")
+    def _priced(self) -> PricingArgs:
+        if self.gpu_type not in self.usd_per_gpu_hour:
+            raise ValueError(f"gpu_type {self.gpu_type!r} has no price in usd_per_gpu_hour {sorted(self.usd_per_gpu_hour)}")
+        return self
+
+    @property
+    def usd_per_gpu_second(self) -> float:
+        return self.usd_per_gpu_hour[self.gpu_type] / 3600
+
+
 class AppArgs(StrictModel):
     """Everything under `args:` in serve_config.yaml."""
 
@@ -128,6 +146,7 @@ class AppArgs(StrictModel):
     webhooks: WebhookArgs = WebhookArgs()
     moderation: ModerationArgs = ModerationArgs()
     loras: LoraArgs = LoraArgs()
+    pricing: PricingArgs = PricingArgs()
     result_url_ttl_s: float = Field(600.0, gt=0, description="how long signed image URLs stay valid")
     storage_url: str = Field(DEFAULT_STORAGE_URL, validate_default=True)
     storage_options: dict = Field(default_factory=dict, description="passed to fsspec, e.g. S3 endpoint_url")

@@ -19,6 +19,7 @@ import uuid
 
 from deployments.params import MAX_SEED, AdapterRef, GenerationRequest, InvalidRequestError
 from lora.registry import AdapterError, AdapterRegistry, add_trigger_words, trigger_warnings
+from serve_apps import metrics
 from serve_apps.config import AppArgs
 from serve_apps.moderation import PromptPolicy
 from serve_apps.protocol import GenerateRequest, JobStatus
@@ -60,6 +61,7 @@ class JobService:
         self.policy = PromptPolicy(args.moderation.blocked_patterns)
         self.replica_id = uuid.uuid4().hex[:12]
         self.tasks: dict[str, asyncio.Task] = {}
+        self.in_flight: dict[str, int] = {}
         self._sweeper: asyncio.Task | None = None
 
     # -- storage, off the event loop ----------------------------------------------------
@@ -179,7 +181,17 @@ class JobService:
         job_id = record["id"]
         task = asyncio.create_task(self._run(record))
         self.tasks[job_id] = task
-        task.add_done_callback(lambda _task: self.tasks.pop(job_id, None))
+        self._count_in_flight(record["model"], +1)
+
+        def done(_task) -> None:
+            self.tasks.pop(job_id, None)
+            self._count_in_flight(record["model"], -1)
+
+        task.add_done_callback(done)
+
+    def _count_in_flight(self, model: str, change: int) -> None:
+        self.in_flight[model] = self.in_flight.get(model, 0) + change
+        metrics.QUEUE_DEPTH.set(self.in_flight[model], tags={"model": model})
 
     async def _run(self, record: dict) -> None:
         heartbeat = asyncio.create_task(self._heartbeat(record))
@@ -248,14 +260,25 @@ class JobService:
         denoiser = self.denoisers[model]
         if request.adapters:
             denoiser = denoiser.options(multiplexed_model_id=adapter_set_key(request))
-        outcome = await denoiser.generate.remote(DenoiseJob(record["id"], request))
+        job = DenoiseJob(record["id"], request)
+        outcome = await denoiser.generate.remote(job)
         if outcome.cancelled:
             raise JobCancelled()
+        cold_start_s = max(0.0, outcome.replica_ready_at - job.submitted_at)
+        cost_usd = outcome.gpu_seconds * self.args.pricing.usd_per_gpu_second
+        if cost_usd:
+            metrics.COST_USD.inc(cost_usd, tags={"model": model})
         record.update(
             images=outcome.images,
             seed=outcome.seed,
             batch=outcome.batch,
-            timings_s={"encode": encode_s, **outcome.timings_s, "total": time.time() - record["created_at"]},
+            timings_s={
+                "encode": encode_s,
+                **outcome.timings_s,
+                "cold_start": cold_start_s,
+                "total": time.time() - record["created_at"],
+            },
+            usage={"gpu_seconds": outcome.gpu_seconds, "cost_usd": cost_usd, "gpu_type": self.args.pricing.gpu_type},
         )
         await self._end(record, JobStatus.READY)
 
@@ -295,6 +318,23 @@ class JobService:
 
     async def history(self, key_id: str, limit: int, cursor: str | None) -> tuple[list[str], str | None]:
         return await asyncio.to_thread(self.store.list_history, key_id, limit, cursor)
+
+    async def usage(self, key_id: str) -> dict:
+        """GPU-seconds and cost of a key's finished jobs, per model and in all."""
+        job_ids, _ = await asyncio.to_thread(self.store.list_history, key_id, 10**9, None)
+        per_model: dict[str, dict] = {}
+        for job_id in job_ids:
+            record = await self.load(job_id, key_id)
+            if record is None or not record.get("usage"):
+                continue
+            totals = per_model.setdefault(record["model"], {"jobs": 0, "images": 0, "gpu_seconds": 0.0, "cost_usd": 0.0})
+            totals["jobs"] += 1
+            totals["images"] += len(record["images"])
+            totals["gpu_seconds"] += record["usage"]["gpu_seconds"]
+            totals["cost_usd"] += record["usage"]["cost_usd"]
+        overall = {key: sum(t[key] for t in per_model.values()) for key in ("jobs", "images", "gpu_seconds", "cost_usd")}
+        return {"gpu_type": self.args.pricing.gpu_type, "usd_per_gpu_hour": self.args.pricing.usd_per_gpu_hour[self.args.pricing.gpu_type],
+                "models": per_model, "total": overall}
 
     async def cancel(self, record: dict) -> dict:
         """Ask a job to stop: a queued one never runs, a running one stops at its next step."""

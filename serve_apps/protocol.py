@@ -157,6 +157,7 @@ class JobResponse(BaseModel):
     request: dict
     webhook_deliveries: list[dict] | None = None
     warnings: list[str] = []
+    usage: dict | None = Field(None, description="gpu_seconds (time x GPU fraction x share of the pass), cost_usd, gpu_type")
 
 
 class LoraRegistration(BaseModel):

@@ -157,6 +157,11 @@ def create_app(
         record = await service.adopt_if_stale(record)
         return views.bfl_result(record, await service.load_progress(id))
 
+    @app.get("/v1/usage", tags=["jobs"], responses=ERRORS)
+    async def usage(key_id: str = Depends(require_key)) -> dict:
+        """GPU-seconds and cost of this key's jobs, per model, at the configured GPU price."""
+        return await service.usage(key_id)
+
     @app.get("/v1/jobs", response_model=JobListResponse, tags=["jobs"], responses=ERRORS)
     async def list_jobs(
         limit: int = Query(20, ge=1, le=100),

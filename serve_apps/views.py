@@ -26,6 +26,7 @@ class JobViews:
             images=self.image_urls(record),
             webhook_deliveries=webhook["deliveries"] if webhook else None,
             warnings=record.get("warnings", []),
+            usage=record.get("usage"),
         )
 
     def webhook_payload(self, record: dict) -> dict:

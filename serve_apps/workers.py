@@ -18,6 +18,7 @@ from deployments.denoiser import Denoiser
 from deployments.encoder import PromptEmbedding, TextEncoder
 from deployments.params import AdapterRef, GenerationRequest
 from lora.sources import fetch_adapter
+from serve_apps import metrics
 from serve_apps.storage import JobStore
 
 CANCEL_POLL_S = 0.25
@@ -43,7 +44,16 @@ class DenoiseOutcome:
     seed: int
     timings_s: dict[str, float]
     batch: dict[str, int]
+    gpu_seconds: float = 0.0
+    replica_ready_at: float = 0.0
     cancelled: bool = False
+
+
+def job_gpu_seconds(result, num_gpus: float) -> float:
+    """The job's share of its passes: their wall time x the replica's GPU fraction x its share of images."""
+    busy_s = result.timings_s.get("denoise", 0.0) + result.timings_s.get("decode", 0.0)
+    share = len(result.images) / result.batch_images if result.batch_images else 0.0
+    return busy_s * num_gpus * share
 
 
 def apply_batching(batched_method, user_config: dict) -> None:
@@ -78,7 +88,10 @@ class DenoiserServer:
         dtype: str = "auto",
         max_loaded_adapters: int = 8,
         lora_roots: list[str] | None = None,
+        num_gpus: float = 0.0,
     ):
+        self.model = model
+        self.num_gpus = num_gpus
         self.denoiser = Denoiser(
             model,
             weights=weights,
@@ -90,6 +103,8 @@ class DenoiserServer:
         self.store = JobStore(storage_url, storage_options)
         self.storage_options = storage_options or {}
         self.lora_roots = lora_roots or []
+        self.ready_at = time.time()
+        metrics.COLD_STARTS.inc(tags={"model": model})
         self._cancel_checked_at: dict[str, tuple[float, bool]] = {}
 
     def reconfigure(self, user_config: dict) -> None:
@@ -159,15 +174,17 @@ class DenoiserServer:
                 names.append(name)
             timings = {"queue": max(0.0, started - job.submitted_at), **result.timings_s}
             timings["store"] = time.perf_counter() - stored_at
-            outcomes.append(
-                DenoiseOutcome(
-                    images=names,
-                    seed=result.seed,
-                    timings_s=timings,
-                    batch={"images": result.batch_images, "requests": result.batch_requests},
-                    cancelled=result.cancelled,
-                )
+            outcome = DenoiseOutcome(
+                images=names,
+                seed=result.seed,
+                timings_s=timings,
+                batch={"images": result.batch_images, "requests": result.batch_requests},
+                gpu_seconds=job_gpu_seconds(result, self.num_gpus),
+                replica_ready_at=self.ready_at,
+                cancelled=result.cancelled,
             )
+            outcomes.append(outcome)
+            metrics.record_job(self.model, result, outcome.gpu_seconds)
         for job in jobs:
             self._cancel_checked_at.pop(job.job_id, None)
         return outcomes

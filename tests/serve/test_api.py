@@ -155,3 +155,48 @@ def test_batch_size_changes_live_through_user_config(client, serve_instance):
         assert all(batch["requests"] == 1 for batch in batches), batches
     finally:
         serve.run(build_app(args), name="flux", route_prefix="/")
+
+
+def test_jobs_are_metered_and_usage_sums_them(base_url):
+    with httpx.Client(base_url=base_url, headers={"x-key": "second-key"}, timeout=60) as second:
+        jobs = [wait_for_job(second, submit(second, num_images=n)["id"]) for n in (1, 2)]
+        records = [second.get(f"/v1/jobs/{job['id']}").json() for job in jobs]
+        usage = second.get("/v1/usage").json()
+    for record in records:
+        assert record["usage"]["gpu_seconds"] > 0 and record["usage"]["cost_usd"] > 0
+        assert record["usage"]["gpu_type"] == usage["gpu_type"]
+        assert "cold_start" in record["timings_s"]
+    four = usage["models"]["flux-2-klein-4b"]
+    assert four["images"] >= 3 and four["gpu_seconds"] >= sum(r["usage"]["gpu_seconds"] for r in records) * 0.999
+    assert usage["total"]["cost_usd"] == pytest.approx(sum(m["cost_usd"] for m in usage["models"].values()))
+
+
+def running_replicas(deployment: str) -> int:
+    from ray import serve
+
+    return serve.status().applications["flux"].deployments[deployment].replica_states.get("RUNNING", 0)
+
+
+def test_scale_to_zero_then_cold_start_on_the_first_request(client, serve_instance):
+    import time
+
+    from ray import serve
+
+    from serve_apps.builder import build_app
+
+    _, args = serve_instance
+    zero = {"min_replicas": 0, "max_replicas": 1, "upscale_delay_s": 0, "downscale_delay_s": 2}
+    scaled = {**args, "models": {**args["models"], "flux-2-klein-9b": {**args["models"]["flux-2-klein-9b"], "autoscaling": zero}}}
+    serve.run(build_app(scaled), name="flux", route_prefix="/")
+    try:
+        deadline = time.monotonic() + 60
+        while running_replicas("Denoiser-flux-2-klein-9b") and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert running_replicas("Denoiser-flux-2-klein-9b") == 0, "idle variant scaled to zero"
+        result = wait_for_job(client, submit(client, "flux-2-klein-9b")["id"], timeout_s=120)
+        assert result["status"] == "Ready", "the first request waited for a replica instead of failing"
+        timings = client.get(f"/v1/jobs/{result['id']}").json()["timings_s"]
+        assert timings["cold_start"] > 0 and timings["queue"] >= timings["cold_start"] * 0.5
+        print(f"cold start from zero: {timings['cold_start']:.2f} s, total {timings['total']:.2f} s")
+    finally:
+        serve.run(build_app(args), name="flux", route_prefix="/")
