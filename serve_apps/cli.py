@@ -153,6 +153,9 @@ def main(argv: list[str] | None = None) -> None:
     key_commands.add_parser("create", help="make a key and print it once").add_argument("--name", required=True)
     key_commands.add_parser("list", help="key ids, names and dates")
     key_commands.add_parser("revoke", help="remove a key by id or name").add_argument("key_id")
+    plan_parser = commands.add_parser("plan", help="which models fit on which GPUs, from real memory needs")
+    plan_parser.add_argument("--gpus", required=True, help="e.g. 1x24GB or 2x80GB")
+    plan_parser.add_argument("--models", nargs="*", help="default: the config's models")
     history_parser = commands.add_parser("history", help="job history")
     history_commands = history_parser.add_subparsers(dest="history_command", required=True)
     export_parser = history_commands.add_parser("export", help="write job records to Parquet")
@@ -164,6 +167,14 @@ def main(argv: list[str] | None = None) -> None:
         run(options.config, options.num_gpus)
     elif options.command == "keys":
         keys_command(options)
+    elif options.command == "plan":
+        from serve_apps.plan import PlanError, make_plan, render
+
+        models = options.models or list(app_args_from(options.config).models)
+        try:
+            print(render(make_plan(models, options.gpus)))
+        except PlanError as error:
+            sys.exit(str(error))
     else:
         history_command(options)
 
