@@ -271,7 +271,7 @@ class JobService:
         record.update(
             images=outcome.images,
             seed=outcome.seed,
-            batch=outcome.batch,
+            batch={**outcome.batch, "node": outcome.node_id[:12]},
             timings_s={
                 "encode": encode_s,
                 **outcome.timings_s,

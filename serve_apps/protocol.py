@@ -149,7 +149,7 @@ class JobResponse(BaseModel):
     seed: int | None = None
     images: list[str] = []
     timings_s: dict[str, float] = {}
-    batch: dict[str, int] = {}
+    batch: dict[str, int | str] = Field({}, description="images and requests in the pass, and the Ray node it ran on")
     attempts: int = 0
     error: str | None = None
     created_at: float

@@ -12,6 +12,7 @@ import dataclasses
 import time
 from dataclasses import dataclass, field
 
+import ray
 from ray import serve
 
 from deployments.denoiser import Denoiser
@@ -46,6 +47,7 @@ class DenoiseOutcome:
     batch: dict[str, int]
     gpu_seconds: float = 0.0
     replica_ready_at: float = 0.0
+    node_id: str = ""
     cancelled: bool = False
 
 
@@ -103,6 +105,7 @@ class DenoiserServer:
         self.store = JobStore(storage_url, storage_options)
         self.storage_options = storage_options or {}
         self.lora_roots = lora_roots or []
+        self.node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
         self.ready_at = time.time()
         metrics.COLD_STARTS.inc(tags={"model": model})
         self._cancel_checked_at: dict[str, tuple[float, bool]] = {}
@@ -181,6 +184,7 @@ class DenoiserServer:
                 batch={"images": result.batch_images, "requests": result.batch_requests},
                 gpu_seconds=job_gpu_seconds(result, self.num_gpus),
                 replica_ready_at=self.ready_at,
+                node_id=self.node_id,
                 cancelled=result.cancelled,
             )
             outcomes.append(outcome)
