@@ -147,6 +147,9 @@ class AppArgs(StrictModel):
     moderation: ModerationArgs = ModerationArgs()
     loras: LoraArgs = LoraArgs()
     pricing: PricingArgs = PricingArgs()
+    gpu_memory_gb: float | None = Field(
+        None, gt=0, description="memory of one GPU; when set, each real-weight denoiser's num_gpus must hold it"
+    )
     result_url_ttl_s: float = Field(600.0, gt=0, description="how long signed image URLs stay valid")
     storage_url: str = Field(DEFAULT_STORAGE_URL, validate_default=True)
     storage_options: dict = Field(default_factory=dict, description="passed to fsspec, e.g. S3 endpoint_url")
@@ -161,6 +164,28 @@ class AppArgs(StrictModel):
         if not models:
             raise ValueError("configure at least one model")
         return models
+
+    @model_validator(mode="after")
+    def _denoisers_fit_their_gpu_share(self) -> AppArgs:
+        """Refuse a placement that cannot fit, with the numbers `flux-serve plan` prints."""
+        if self.gpu_memory_gb is None:
+            return self
+        from deployments.memory import components
+        from deployments.registry import get_variant
+
+        for name, model in self.models.items():
+            if model.weights.startswith("emulated") or model.num_gpus == 0:
+                continue
+            transformer, vae, _encoder = components(get_variant(name))
+            need_gb = transformer.memory_gb + vae.memory_gb
+            have_gb = model.num_gpus * self.gpu_memory_gb
+            if need_gb > have_gb:
+                raise ValueError(
+                    f"{name} needs {need_gb:.1f} GB but num_gpus {model.num_gpus} of a {self.gpu_memory_gb:g} GB GPU "
+                    f"gives {have_gb:.1f} GB; set its num_gpus to at least {need_gb / self.gpu_memory_gb:.2f} "
+                    "(see flux-serve plan)"
+                )
+        return self
 
     @field_validator("storage_url")
     @classmethod
