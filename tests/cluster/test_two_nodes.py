@@ -47,10 +47,10 @@ def cluster(tmp_path_factory):
         "RAY_AUTH_MODE": "token",  # Ray's token authentication, the same token on every node
         "RAY_AUTH_TOKEN": secrets.token_hex(32),
     }
-    gcs_port, dashboard_port, http_port = free_port(), free_port(), free_port()
+    gcs_port, dashboard_port, http_port, metrics_port = free_port(), free_port(), free_port(), free_port()
     before = set(raylet_pids())
     ray_cli("start", "--head", f"--port={gcs_port}", f"--dashboard-port={dashboard_port}", "--num-cpus=2",
-            "--num-gpus=1", "--disable-usage-stats", env=env)
+            "--num-gpus=1", f"--metrics-export-port={metrics_port}", "--disable-usage-stats", env=env)
     head_raylets = set(raylet_pids()) - before
     ray_cli("start", f"--address=127.0.0.1:{gcs_port}", "--num-cpus=2", "--num-gpus=1", env=env)
     worker_raylets = set(raylet_pids()) - before - head_raylets
@@ -84,7 +84,7 @@ def cluster(tmp_path_factory):
         except httpx.HTTPError:
             pass
         time.sleep(1)
-    yield base, worker_raylets
+    yield base, worker_raylets, f"http://127.0.0.1:{metrics_port}/metrics"
     ray_cli("stop", "--force", env=env)
 
 
@@ -103,7 +103,7 @@ def submit_and_wait(client: httpx.Client, seed: int, size: dict = LONG, timeout_
 
 
 def test_replicas_spread_over_both_nodes_and_a_dead_node_loses_no_job(cluster):
-    base, worker_raylets = cluster
+    base, worker_raylets, _metrics_url = cluster
     with httpx.Client(base_url=base, headers={"x-key": KEY}, timeout=60) as client:
         wave_started = time.time()
         with ThreadPoolExecutor(8) as pool:
@@ -128,3 +128,15 @@ def test_replicas_spread_over_both_nodes_and_a_dead_node_loses_no_job(cluster):
     assert all(job["status"] in ("Ready", "Error") for job in second_wave)
     assert any(job["attempts"] >= 2 for job in second_wave), "a job was running on the killed node and was retried"
     assert sum(job["status"] == "Ready" for job in second_wave) >= 3, [(j["status"], j["error"]) for j in second_wave]
+
+
+def test_custom_metrics_reach_prometheus(cluster):
+    """What the dashboard's Metrics view reads: Ray's Prometheus export of our metrics."""
+    _base, _worker_raylets, metrics_url = cluster
+    deadline = time.monotonic() + 60
+    exported = ""
+    while time.monotonic() < deadline and "flux_images_generated_total" not in exported:
+        exported = httpx.get(metrics_url, timeout=10).text
+        time.sleep(2)
+    for name in ("flux_images_generated_total", "flux_batch_images", "flux_cold_starts_total", "flux_gpu_seconds_total"):
+        assert name in exported, f"{name} not exported"
