@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw
 from deployments.denoiser import Denoiser
 from deployments.encoder import TextEncoder
 from deployments.params import GenerationRequest
-from deployments.shapes_world import Scene, held_out_scenes, read_image
+from deployments.shapes_world import Scene, adherence, held_out_scenes
 
 TILE_PX = 128
 CAPTION_PX = 28
@@ -33,16 +33,6 @@ def generate(encoder: TextEncoder, denoiser: Denoiser, scenes: list[Scene], seed
     ]
     results = denoiser.generate(requests)
     return [[Image.open(io.BytesIO(data)).convert("RGB") for data in result.images] for result in results]
-
-
-def adherence(scenes: list[Scene], images: list[list[Image.Image]]) -> dict[str, float]:
-    totals = {"colour": 0, "background": 0, "shape": 0, "all": 0}
-    for scene, scene_images in zip(scenes, images):
-        for image in scene_images:
-            for key, ok in read_image(image).score(scene).items():
-                totals[key] += ok
-    count = sum(len(scene_images) for scene_images in images)
-    return {key: value / count for key, value in totals.items()}
 
 
 def draw_grid(scenes: list[Scene], images: list[list[Image.Image]], columns: int = 4) -> Image.Image:

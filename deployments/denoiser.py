@@ -26,7 +26,7 @@ from deployments.params import MAX_SEED, GenerationRequest, InvalidRequestError
 from deployments.registry import get_variant
 from deployments.weights import load_pipeline, pick_device, pick_dtype, resolve_weights
 
-from lora.compat import AdapterMismatch, check_compatible, inspect_adapter
+from lora.compat import AdapterMismatch, check_compatible, inspect_adapter, module_linear_shapes
 
 ProgressCallback = Callable[[int, int, int], None]
 CancelCheck = Callable[[int], bool]
@@ -123,11 +123,7 @@ class Denoiser:
         self.pixels_per_token = self.pipeline.vae_scale_factor * 2
         self.adapters = AdapterCache(self.pipeline, max_loaded_adapters)
         self._pipeline_lock = threading.Lock()
-        self.linear_shapes = {
-            name: (module.in_features, module.out_features)
-            for name, module in self.pipeline.transformer.named_modules()
-            if isinstance(module, torch.nn.Linear)
-        }
+        self.linear_shapes = module_linear_shapes(self.pipeline.transformer)
 
     # -- validation -------------------------------------------------------------------
 

@@ -26,7 +26,8 @@ from tqdm import tqdm
 
 from deployments.emulation import SETTINGS_FILENAME, build_components, encoder_out_layers, get_size
 from deployments.registry import get_variant
-from deployments.shapes_world import Scene, draw, held_out_scenes, read_image, training_scenes
+from deployments.shapes_world import IMAGE_SIDE_PX, Scene, adherence, draw, held_out_scenes, training_scenes
+from lora.dataset import to_pixels
 from lora.flow_matching import flow_matching_loss, images_to_tokens, set_latent_statistics, token_ids
 
 SIZE = "shapes"
@@ -49,11 +50,6 @@ class TrainingConfig:
     caption_dropout: float = 0.1
     default_steps: int = 8
     default_guidance: float = 3.0
-
-
-def to_pixels(images) -> torch.Tensor:
-    array = np.stack([np.asarray(image, dtype=np.float32) for image in images]) / 127.5 - 1.0
-    return torch.from_numpy(array).permute(0, 3, 1, 2).contiguous()
 
 
 def cosine_with_warmup(step: int, total: int, warmup: int) -> float:
@@ -123,18 +119,16 @@ def to_images(pixels: torch.Tensor) -> list:
 def reconstruction_scores(vae, scenes: list[Scene], seed: int) -> dict[str, float]:
     """The scorer on VAE reconstructions: how much of the world the latent space can hold."""
     rng = random.Random(seed)
-    reconstructions = to_images(vae.decode(vae.encode(to_pixels([draw(s, rng) for s in scenes])).latent_dist.mode()).sample)
-    totals = {"colour": 0, "background": 0, "shape": 0, "all": 0}
-    for scene, image in zip(scenes, reconstructions):
-        for key, ok in read_image(image).score(scene).items():
-            totals[key] += ok
-    return {key: value / len(scenes) for key, value in totals.items()}
+    pixels = to_pixels([draw(scene, rng) for scene in scenes], IMAGE_SIDE_PX)
+    reconstructions = to_images(vae.decode(vae.encode(pixels).latent_dist.mode()).sample)
+    return adherence(scenes, [[image] for image in reconstructions])
 
 
 def evaluate(pipeline, settings: dict, scenes: list[Scene], seeds: int) -> dict[str, float]:
     """Share of images whose colour, background and shape the scorer reads as asked."""
-    totals = {"colour": 0, "background": 0, "shape": 0, "all": 0}
+    images = []
     for scene in scenes:
+        images.append([])
         for seed in range(seeds):
             image = pipeline(
                 prompt=scene.caption,
@@ -146,10 +140,8 @@ def evaluate(pipeline, settings: dict, scenes: list[Scene], seeds: int) -> dict[
                 max_sequence_length=settings["max_sequence_length"],
                 text_encoder_out_layers=tuple(settings["text_encoder_out_layers"]),
             ).images[0]
-            for key, ok in read_image(image).score(scene).items():
-                totals[key] += ok
-    count = len(scenes) * seeds
-    return {key: value / count for key, value in totals.items()}
+            images[-1].append(image)
+    return adherence(scenes, images)
 
 
 def train(out_dir: Path, config: TrainingConfig) -> dict:
@@ -181,7 +173,7 @@ def train(out_dir: Path, config: TrainingConfig) -> dict:
 
     scenes = training_scenes()
     drawn = [rng.choice(scenes) for _ in range(config.images)]
-    pixels = to_pixels([draw(scene, rng) for scene in drawn])
+    pixels = to_pixels([draw(scene, rng) for scene in drawn], IMAGE_SIDE_PX)
     vae_loss = train_vae(pipeline.vae, pixels, config, generator)
     settings["vae_reconstruction_scores"] = reconstruction_scores(pipeline.vae, held_out_scenes(), config.seed + 1)
     print("VAE reconstruction of held-out scenes:", settings["vae_reconstruction_scores"], flush=True)

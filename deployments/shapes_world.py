@@ -119,3 +119,14 @@ def read_image(image: Image.Image) -> Reading:
     fill = mask.sum() / box_area
     shape = "square" if fill > 0.9 else "circle" if fill > 0.64 else "triangle"
     return Reading(shape=shape, colour=colour, background=background)
+
+
+def adherence(scenes: list[Scene], images: list[list[Image.Image]]) -> dict[str, float]:
+    """Share of images whose shape colour, background, shape and all three read as asked."""
+    totals = {"colour": 0, "background": 0, "shape": 0, "all": 0}
+    for scene, scene_images in zip(scenes, images):
+        for image in scene_images:
+            for key, ok in read_image(image).score(scene).items():
+                totals[key] += ok
+    count = sum(len(scene_images) for scene_images in images)
+    return {key: value / count for key, value in totals.items()}

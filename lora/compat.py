@@ -69,15 +69,19 @@ def inspect_adapter(path: Path) -> AdapterInfo:
     return AdapterInfo(file, shapes, metadata)
 
 
-def linear_shapes(transformer_config: dict) -> dict[str, tuple[int, int]]:
-    """(in_features, out_features) of every Linear of a transformer, from its config only."""
-    with torch.device("meta"):
-        transformer = Flux2Transformer2DModel.from_config(transformer_config)
+def module_linear_shapes(module: torch.nn.Module) -> dict[str, tuple[int, int]]:
+    """(in_features, out_features) of every Linear inside `module`."""
     return {
-        name: (module.in_features, module.out_features)
-        for name, module in transformer.named_modules()
-        if isinstance(module, torch.nn.Linear)
+        name: (layer.in_features, layer.out_features)
+        for name, layer in module.named_modules()
+        if isinstance(layer, torch.nn.Linear)
     }
+
+
+def linear_shapes(transformer_config: dict) -> dict[str, tuple[int, int]]:
+    """The same, for a transformer known only by its config (built on the meta device)."""
+    with torch.device("meta"):
+        return module_linear_shapes(Flux2Transformer2DModel.from_config(transformer_config))
 
 
 def check_compatible(adapter_id: str, info: AdapterInfo, model: str, shapes: dict[str, tuple[int, int]]) -> None:
