@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw
+from skimage.measure import label
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40),
@@ -101,15 +102,18 @@ class Reading:
 
 
 def read_image(image: Image.Image) -> Reading:
-    """Background from the border, the shape's pixels by distance from it, class by fill ratio.
+    """Background from the border, the shape as the largest blob of pixels far from it, class by fill ratio.
 
-    A circle fills pi/4 of its bounding box, a square all of it, a triangle half.
+    A circle fills pi/4 of its bounding box, a square all of it, a triangle half. Taking the
+    largest connected blob keeps faint specks and edge lines out of the bounding box.
     """
     pixels = np.asarray(image.convert("RGB").resize((IMAGE_SIDE_PX, IMAGE_SIDE_PX)), dtype=np.float32)
     border = np.concatenate([pixels[:2].reshape(-1, 3), pixels[-2:].reshape(-1, 3), pixels[:, :2].reshape(-1, 3), pixels[:, -2:].reshape(-1, 3)])
     background_rgb = np.median(border, axis=0)
     distance = np.sqrt(((pixels - background_rgb) ** 2).sum(axis=2))
-    mask = distance > 60
+    blobs = label(distance > 60, connectivity=1)
+    sizes = np.bincount(blobs.ravel())[1:]
+    mask = blobs == (int(np.argmax(sizes)) + 1) if len(sizes) else blobs > 0
     background = nearest_colour(background_rgb)
     if mask.sum() < 30:
         return Reading(shape=None, colour=None, background=background)
