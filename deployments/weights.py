@@ -1,5 +1,10 @@
 """Where a variant's weights come from: `emulated[:size]`, a local folder, or a Hugging Face id.
 
+`emulated` is the small model this project trained on the shapes world and ships in
+`deployments/checkpoints/` (it stands in for every variant); `emulated:tiny|small|shapes`
+are random-weight checkpoints of the real architecture, built offline, for tests and timings;
+`emulated:real` is the real size with random weights, built in GPU memory, for GPU timings.
+
 Both workers go through `load_pipeline`, which is `Flux2KleinPipeline.from_pretrained` with
 the parts they do not need left out, so emulated and real weights share one code path.
 """
@@ -17,7 +22,8 @@ from deployments.emulation import SETTINGS_FILENAME, emulated_checkpoint, get_si
 from deployments.registry import ModelVariant
 
 EMULATED_PREFIX = "emulated"
-DEFAULT_EMULATED_SIZE = "tiny"
+TRAINED_CHECKPOINT = Path(__file__).parent / "checkpoints" / "flux2-klein-shapes"
+REAL_SIZE = "emulated:real"
 
 
 class WeightsError(ValueError):
@@ -53,14 +59,23 @@ def _is_emulated(weights: str) -> bool:
     return weights == EMULATED_PREFIX or weights.startswith(EMULATED_PREFIX + ":")
 
 
-def _emulated_size(weights: str) -> str:
-    return weights.partition(":")[2] or DEFAULT_EMULATED_SIZE
+def _trained_checkpoint() -> Path:
+    if not (TRAINED_CHECKPOINT / "model_index.json").exists():
+        raise WeightsError(
+            f"The trained offline model is missing from {TRAINED_CHECKPOINT}; restore it from the "
+            "repository, train it again (python -m deployments.shapes_model), or use weights: emulated:tiny."
+        )
+    return TRAINED_CHECKPOINT
 
 
 def resolve_weights(variant: ModelVariant, weights: str, cache_dir: Path | None = None) -> ResolvedWeights:
     """Turn a `weights:` setting into a source for `from_pretrained` plus its settings."""
+    if weights == EMULATED_PREFIX:
+        return _from_folder(variant, _trained_checkpoint())
+    if weights == REAL_SIZE:
+        return describe_weights(variant, weights)
     if _is_emulated(weights):
-        size = _emulated_size(weights)
+        size = weights.partition(":")[2]
         get_size(size)
         return _from_folder(variant, emulated_checkpoint(variant, size, cache_dir))
     path = Path(weights).expanduser()
@@ -73,7 +88,7 @@ def resolve_weights(variant: ModelVariant, weights: str, cache_dir: Path | None 
         return _from_folder(variant, path)
     if weights.count("/") != 1 or weights.startswith((".", "/", "~")):
         raise WeightsError(
-            f"weights {weights!r} is neither 'emulated[:tiny|small]', an existing folder, "
+            f"weights {weights!r} is neither 'emulated', 'emulated:tiny|small|shapes|real', an existing folder, "
             "nor a Hugging Face id like 'black-forest-labs/FLUX.2-klein-4B'."
         )
     return _settings_to_weights(variant, weights, {}, f"{weights} (Hugging Face hub)")
@@ -81,8 +96,16 @@ def resolve_weights(variant: ModelVariant, weights: str, cache_dir: Path | None 
 
 def describe_weights(variant: ModelVariant, weights: str) -> ResolvedWeights:
     """What `resolve_weights` would say, without building or loading anything (for the ingress)."""
+    if weights == EMULATED_PREFIX:
+        return _from_folder(variant, _trained_checkpoint())
+    if weights == REAL_SIZE:
+        description = (
+            f"emulated (real size): {variant.name}'s full architecture with random weights, built in "
+            "GPU memory; images are noise, latency, memory and cost are real"
+        )
+        return _settings_to_weights(variant, weights, {"emulated": True}, description)
     if _is_emulated(weights):
-        size = _emulated_size(weights)
+        size = weights.partition(":")[2]
         description = (
             f"emulated ({size}): the real FLUX.2 [klein] architecture at a tiny size with random "
             "weights, built offline; images are noise, code paths and timings are real"
@@ -136,6 +159,8 @@ def load_pipeline(
     weights: ResolvedWeights, device: torch.device, dtype: torch.dtype, **left_out: None
 ) -> Flux2KleinPipeline:
     """`from_pretrained` with the components named in `left_out` (e.g. transformer=None) skipped."""
+    if weights.source == REAL_SIZE:
+        return _build_real_size(weights, device, dtype, left_out)
     try:
         pipeline = Flux2KleinPipeline.from_pretrained(weights.source, dtype=dtype, **left_out)
     except (OSError, ValueError) as error:
@@ -146,3 +171,15 @@ def load_pipeline(
         ) from error
     pipeline.set_progress_bar_config(disable=True)
     return pipeline.to(device)
+
+
+def _build_real_size(weights: ResolvedWeights, device: torch.device, dtype: torch.dtype, left_out: dict):
+    from deployments.real_size import build_real_size_pipeline
+    from deployments.registry import get_variant
+
+    if device.type != "cuda":
+        raise WeightsError(
+            f"{REAL_SIZE} builds {weights.variant} at full size (billions of parameters) in memory; it "
+            "needs a CUDA GPU. On a CPU use emulated:small for timings."
+        )
+    return build_real_size_pipeline(get_variant(weights.variant), device, dtype, **left_out)

@@ -22,7 +22,15 @@ def test_hugging_face_id_keeps_the_real_text_settings():
     assert (resolved.defaults.steps, resolved.defaults.distilled) == (4, True)
 
 
-@pytest.mark.parametrize("weights", ["emulated:tiny", "black-forest-labs/FLUX.2-klein-4B"])
+def test_plain_emulated_is_the_trained_shapes_model_for_every_variant():
+    for name in ("flux-2-klein-4b", "flux-2-klein-9b"):
+        resolved = resolve_weights(get_variant(name), "emulated")
+        assert resolved.emulated and "trained" in resolved.description and "random" not in resolved.description
+        assert (resolved.defaults.width, resolved.defaults.height) == (64, 64)
+        assert not resolved.defaults.distilled and resolved.defaults.guidance > 1
+
+
+@pytest.mark.parametrize("weights", ["emulated", "emulated:tiny", "black-forest-labs/FLUX.2-klein-4B"])
 def test_describe_agrees_with_resolve_without_building(weights):
     assert describe_weights(VARIANT, weights).defaults == resolve_weights(VARIANT, weights).defaults
 

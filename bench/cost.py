@@ -1,0 +1,60 @@
+"""What an image costs: measured GPU-seconds times a GPU's price per hour.
+
+The price table lives in bench/bench_config.yaml so anyone can put in what they pay; the
+hosted-API reference points sit beside the results so the comparison is in the output.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+SECONDS_PER_HOUR = 3600
+
+
+class GpuPrice(BaseModel):
+    """A GPU's price per hour: rented (`usd_per_hour`) or owned (power x tariff + amortization)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    usd_per_hour: float | None = Field(None, ge=0)
+    watts: float | None = Field(None, gt=0)
+    usd_per_kwh: float | None = Field(None, ge=0)
+    amortized_usd_per_hour: float = Field(0.0, ge=0)
+    note: str = ""
+
+    @model_validator(mode="after")
+    def _one_way_to_price(self) -> "GpuPrice":
+        owned = self.watts is not None and self.usd_per_kwh is not None
+        if (self.usd_per_hour is not None) != owned:
+            return self
+        raise ValueError("give either usd_per_hour (rented) or watts and usd_per_kwh (owned), not both or neither")
+
+    @property
+    def hourly_usd(self) -> float:
+        if self.usd_per_hour is not None:
+            return self.usd_per_hour
+        return self.watts / 1000 * self.usd_per_kwh + self.amortized_usd_per_hour
+
+
+class BenchConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    clip_model_path: str | None = None
+    gpu_prices: dict[str, GpuPrice] = Field(min_length=1)
+    hosted_reference_usd_per_image: dict[str, float] = {}
+
+
+def load_config(path: Path) -> BenchConfig:
+    return BenchConfig.model_validate(yaml.safe_load(Path(path).read_text()))
+
+
+def gpu_seconds_per_image(wall_seconds: float, gpu_fraction: float, images: int) -> float:
+    """A replica holding 0.5 of a GPU for 2 s used 1 GPU-second, shared by its images."""
+    return wall_seconds * gpu_fraction / images
+
+
+def usd_per_image(gpu_seconds: float, price: GpuPrice) -> float:
+    return gpu_seconds * price.hourly_usd / SECONDS_PER_HOUR

@@ -1,0 +1,233 @@
+"""Turn measured cells into rows, then into Parquet, a Markdown table and PNG plots."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from bench.cost import BenchConfig, gpu_seconds_per_image, usd_per_image
+from bench.quality import ClipScorer, psnr_db, shapes_adherence, ssim
+from bench.runners import STAGES, CellRun
+
+# Every row has these; cost adds `usd_per_image:<GPU>` and `usd_per_1000_images:<GPU>` per priced GPU.
+COLUMNS = (
+    "variant", "weights", "mode", "device", "steps", "batch_size", "width", "height", "concurrency",
+    "requests", "images",
+    *(f"{stage}_{q}_s" for stage in (*STAGES, "total") for q in ("p50", "p95")),
+    "images_per_s", "peak_memory_mb", "peak_gpu_memory_mb", "gpu_fraction", "gpu_seconds_per_image",
+    "reference_steps", "ssim", "psnr_db", "shapes_adherence", "clip_score",
+)
+
+
+def _percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else math.nan
+
+
+def _mean_or_none(values: list) -> float | None:
+    return float(np.mean(values)) if values else None
+
+
+def _finite_mean(values: list[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return float(np.mean(finite)) if finite else math.inf
+
+
+def _quality(runs: list[CellRun], clip: ClipScorer | None) -> dict[int, dict]:
+    """SSIM/PSNR against the highest step count of the same variant, size, batch and concurrency."""
+    groups = defaultdict(list)
+    for index, run in enumerate(runs):
+        cell = run.cell
+        groups[(cell.variant, cell.width, cell.height, cell.batch_size, cell.concurrency)].append(index)
+    scores = {}
+    for members in groups.values():
+        reference = runs[max(members, key=lambda i: runs[i].cell.steps)]
+        for index in members:
+            pairs = [
+                (image, reference_image, sample.prompt)
+                for sample, reference_sample in zip(runs[index].samples, reference.samples)
+                for image, reference_image in zip(sample.images, reference_sample.images)
+            ]
+            adherence = [shapes_adherence(prompt, image) for image, _, prompt in pairs]
+            adherence = [ok for ok in adherence if ok is not None]
+            scores[index] = {
+                "reference_steps": reference.cell.steps,
+                "ssim": float(np.mean([ssim(a, b) for a, b, _ in pairs])),
+                "psnr_db": _finite_mean([psnr_db(a, b) for a, b, _ in pairs]),
+                "shapes_adherence": _mean_or_none(adherence),
+                "clip_score": _mean_or_none(clip.score([a for a, _, _ in pairs], [p for _, _, p in pairs])) if clip else None,
+            }
+    return scores
+
+
+def build_rows(runs: list[CellRun], config: BenchConfig, *, mode: str, weights: str, device: str,
+               gpu_fraction: float | None, clip: ClipScorer | None) -> list[dict]:
+    quality = _quality(runs, clip)
+    rows = []
+    for index, run in enumerate(runs):
+        cell = run.cell
+        images = sum(len(sample.images) for sample in run.samples)
+        row = {
+            "variant": cell.variant, "weights": weights, "mode": mode, "device": device,
+            "steps": cell.steps, "batch_size": cell.batch_size, "width": cell.width, "height": cell.height,
+            "concurrency": cell.concurrency, "requests": len(run.samples), "images": images,
+        }
+        for stage in (*STAGES, "total"):
+            values = [sample.timings_s[stage] for sample in run.samples]
+            row[f"{stage}_p50_s"] = _percentile(values, 50)
+            row[f"{stage}_p95_s"] = _percentile(values, 95)
+        measured_gpu_seconds = sum(sample.gpu_seconds for sample in run.samples)
+        row.update(
+            images_per_s=images / run.wall_s,
+            peak_memory_mb=run.peak_memory_mb,
+            peak_gpu_memory_mb=run.peak_gpu_memory_mb,
+            gpu_fraction=gpu_fraction,
+            gpu_seconds_per_image=gpu_seconds_per_image(measured_gpu_seconds, 1.0, images),
+            **quality[index],
+        )
+        for gpu, price in config.gpu_prices.items():
+            row[f"usd_per_image:{gpu}"] = usd_per_image(row["gpu_seconds_per_image"], price)
+            row[f"usd_per_1000_images:{gpu}"] = 1000 * row[f"usd_per_image:{gpu}"]
+        rows.append(row)
+    return rows
+
+
+def scores_note(rows: list[dict], clip_path: str | None) -> str:
+    """Which quality scores were computed, said plainly in every output."""
+    computed = ["SSIM and PSNR against the same prompt and seed at the highest step count measured"]
+    if any(row["shapes_adherence"] is not None for row in rows):
+        computed.append("shapes-world adherence (colour, background and shape all as asked) on the shapes prompts")
+    if clip_path:
+        computed.append(f"CLIP score from {clip_path}")
+    missing = "" if clip_path else " Not computed: CLIP score (set clip_model_path in the bench config to a local CLIP folder)."
+    return "Scores computed: " + "; ".join(computed) + "." + missing
+
+
+def write_parquet(rows: list[dict], path: Path) -> None:
+    pq.write_table(pa.Table.from_pylist(rows), path)
+
+
+def _fmt(value, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float) and math.isinf(value):
+        return "inf"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def _usd(value: float) -> str:
+    """Three significant digits: $0.000432 per image, $0.432 per 1000, $250 per 1000."""
+    return f"${value:,.0f}" if value >= 1000 else f"${value:.3g}"
+
+
+def markdown(rows: list[dict], config: BenchConfig, descriptions: dict[str, str], note: str, command: str) -> str:
+    first = rows[0]
+    lines = [
+        f"# flux-bench: {first['mode']}, weights `{first['weights']}`, device {first['device']}",
+        "",
+        f"Command: `{command}`",
+        "",
+        *(f"- `{variant}`: {description}" for variant, description in descriptions.items()),
+        "",
+        note,
+        "",
+        "| variant | steps | batch | size | concurrency | encode p50 s | queue p50 s | denoise p50 / p95 s | decode p50 s "
+        "| total p50 / p95 s | images/s | peak MB | peak GPU MB | SSIM | PSNR dB | shapes adherence | CLIP |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['variant']} | {r['steps']} | {r['batch_size']} | {r['width']}x{r['height']} | {r['concurrency']} "
+            f"| {_fmt(r['encode_p50_s'])} | {_fmt(r['queue_p50_s'])} | {_fmt(r['denoise_p50_s'])} / {_fmt(r['denoise_p95_s'])} "
+            f"| {_fmt(r['decode_p50_s'])} | {_fmt(r['total_p50_s'])} / {_fmt(r['total_p95_s'])} | {_fmt(r['images_per_s'], 2)} "
+            f"| {_fmt(r['peak_memory_mb'], 0)} | {_fmt(r['peak_gpu_memory_mb'], 0)} | {_fmt(r['ssim'])} | {_fmt(r['psnr_db'], 1)} "
+            f"| {_fmt(r['shapes_adherence'], 2)} | {_fmt(r['clip_score'], 1)} |"
+        )
+    gpus = list(config.gpu_prices)
+    lines += [
+        "",
+        "## Cost per image (and per 1000 images)",
+        "",
+        "GPU-seconds per image (wall time x GPU fraction) x the GPU's price per hour "
+        f"({', '.join(f'{gpu} ${price.hourly_usd:.2f}/h' for gpu, price in config.gpu_prices.items())}).",
+        "" if first["device"] == "cuda" or first["mode"] == "http" else
+        "Measured on a CPU: the arithmetic is real, the seconds are not a GPU's (use --real-size on a GPU).",
+        "",
+        "| variant | steps | batch | size | concurrency | GPU-s/image | " + " | ".join(gpus) + " |",
+        "|---|---|---|---|---|---|" + "---|" * len(gpus),
+    ]
+    for r in rows:
+        costs = " | ".join(f"{_usd(r[f'usd_per_image:{g}'])} ({_usd(r[f'usd_per_1000_images:{g}'])})" for g in gpus)
+        lines.append(f"| {r['variant']} | {r['steps']} | {r['batch_size']} | {r['width']}x{r['height']} | {r['concurrency']} "
+                     f"| {_fmt(r['gpu_seconds_per_image'], 4)} | {costs} |")
+    if config.hosted_reference_usd_per_image:
+        lines += ["", "Reference points: " + "; ".join(
+            f"{name} {_usd(value)}/image ({_usd(1000 * value)} per 1000)" for name, value in config.hosted_reference_usd_per_image.items()
+        ) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def _series(rows: list[dict]) -> dict[str, list[dict]]:
+    lines = defaultdict(list)
+    for row in rows:
+        label = f"{row['variant']} {row['width']}x{row['height']} batch {row['batch_size']}"
+        if row["mode"] == "http":
+            label += f" x{row['concurrency']}"
+        lines[label].append(row)
+    return {label: sorted(members, key=lambda r: r["steps"]) for label, members in lines.items()}
+
+
+def plot(rows: list[dict], config: BenchConfig, out_dir: Path, default_steps: dict[str, int]) -> list[Path]:
+    """Latency vs steps, quality vs steps, and cost per image per variant at its default steps
+    (its cheapest batch), with the hosted-API reference points drawn across."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    for label, members in _series(rows).items():
+        axis.plot([r["steps"] for r in members], [r["total_p50_s"] for r in members], marker="o", label=label)
+    axis.set(xlabel="steps", ylabel="latency per request, p50 (s)", title="Latency vs steps", xscale="log")
+    axis.legend(fontsize=7)
+    paths.append(out_dir / "latency_vs_steps.png")
+    figure.savefig(paths[-1], dpi=120, bbox_inches="tight")
+
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    for label, members in _series(rows).items():
+        steps = [r["steps"] for r in members]
+        axis.plot(steps, [r["ssim"] for r in members], marker="o", label=f"{label}: SSIM")
+        if members[0]["shapes_adherence"] is not None:
+            axis.plot(steps, [r["shapes_adherence"] for r in members], marker="s", linestyle="--", label=f"{label}: shapes adherence")
+    axis.set(xlabel="steps", ylabel="score (1 = best)", title="Quality vs steps (SSIM vs the most-steps image)", xscale="log", ylim=(0, 1.05))
+    axis.legend(fontsize=7)
+    paths.append(out_dir / "quality_vs_steps.png")
+    figure.savefig(paths[-1], dpi=120, bbox_inches="tight")
+
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    chosen = {}
+    for variant in dict.fromkeys(row["variant"] for row in rows):
+        own = [r for r in rows if r["variant"] == variant]
+        at_default = [r for r in own if r["steps"] == default_steps.get(variant)]
+        chosen[variant] = min(at_default or own, key=lambda r: r["gpu_seconds_per_image"])
+    gpus = list(config.gpu_prices)
+    width = 0.8 / len(gpus)
+    for offset, gpu in enumerate(gpus):
+        values = [chosen[v][f"usd_per_image:{gpu}"] for v in chosen]
+        axis.bar([i + offset * width for i in range(len(chosen))], values, width=width, label=gpu)
+    for name, value in config.hosted_reference_usd_per_image.items():
+        axis.axhline(value, linestyle=":", color="grey")
+        axis.annotate(f"{name} ${value:.2f}", (0, value), fontsize=7, va="bottom")
+    axis.set_xticks([i + 0.4 - width / 2 for i in range(len(chosen))],
+                    [f"{v}\n{chosen[v]['steps']} steps, batch {chosen[v]['batch_size']}" for v in chosen], fontsize=7)
+    axis.set(ylabel="USD per image (log)", title="Cost per image", yscale="log")
+    axis.legend(fontsize=7)
+    paths.append(out_dir / "cost_per_image.png")
+    figure.savefig(paths[-1], dpi=120, bbox_inches="tight")
+    plt.close("all")
+    return paths

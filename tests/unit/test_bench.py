@@ -1,0 +1,141 @@
+"""flux-bench on small grids, its cost arithmetic and its quality scores. No Ray."""
+
+import math
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+import yaml
+from PIL import Image
+from pydantic import ValidationError
+
+from bench import flux_bench
+from bench.cost import GpuPrice, gpu_seconds_per_image, load_config, usd_per_image
+from bench.quality import psnr_db, ssim
+from bench.report import COLUMNS
+from deployments.memory import text_encoder_params, transformer_params
+from deployments.real_size import build_real_size_pipeline
+from deployments.registry import get_variant
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def test_cost_arithmetic_on_known_inputs():
+    # a replica holding half a GPU for 2 s while making 4 images used 0.25 GPU-s per image
+    assert gpu_seconds_per_image(2.0, 0.5, 4) == pytest.approx(0.25)
+    assert usd_per_image(0.25, GpuPrice(usd_per_hour=3.6)) == pytest.approx(0.00025)
+    home = GpuPrice(watts=500, usd_per_kwh=0.2, amortized_usd_per_hour=0.1)
+    assert home.hourly_usd == pytest.approx(0.2)
+    assert usd_per_image(36.0, home) == pytest.approx(0.002)
+
+
+@pytest.mark.parametrize("fields", [{}, {"usd_per_hour": 1.0, "watts": 300, "usd_per_kwh": 0.3}])
+def test_a_price_is_rented_or_owned_not_both_or_neither(fields):
+    with pytest.raises(ValidationError, match="either usd_per_hour"):
+        GpuPrice(**fields)
+
+
+def test_shipped_config_prices_the_four_gpus():
+    config = load_config(flux_bench.CONFIG_FILE)
+    assert {"H100", "A100-80GB", "L4", "RTX 4090 (home)"} <= set(config.gpu_prices)
+    assert config.hosted_reference_usd_per_image["flux-serve target"] == 0.03
+
+
+def test_ssim_and_psnr_are_perfect_only_for_the_same_image():
+    rng = np.random.default_rng(0)
+    ramp = np.linspace(0, 255, 64, dtype=np.uint8)
+    image = np.stack([np.tile(ramp, (64, 1)), np.tile(ramp[:, None], (1, 64)), np.full((64, 64), 128, np.uint8)], axis=2)
+    noisy = np.clip(image.astype(int) + rng.integers(-40, 40, image.shape), 0, 255).astype(np.uint8)
+    assert ssim(image, image) == pytest.approx(1.0) and math.isinf(psnr_db(image, image))
+    assert ssim(noisy, image) < 0.9 and psnr_db(noisy, image) < 30
+
+
+def _valid_png(path) -> bool:
+    with open(path, "rb") as file:
+        if file.read(8) != PNG_SIGNATURE:
+            return False
+    Image.open(path).verify()
+    return True
+
+
+def test_small_grid_in_process_on_the_trained_default(tmp_path):
+    out = flux_bench.main([
+        "--variants", "flux-2-klein-4b", "--steps", "1,8", "--batch-sizes", "2",
+        "--prompts", "3", "--out", str(tmp_path),
+    ])
+    table = pq.read_table(out / "results.parquet").to_pylist()
+    assert set(COLUMNS) <= set(table[0])
+    assert {"usd_per_image:H100", "usd_per_1000_images:RTX 4090 (home)"} <= set(table[0])
+    by_steps = {row["steps"]: row for row in table}
+    assert by_steps[8]["ssim"] == pytest.approx(1.0) and by_steps[8]["reference_steps"] == 8
+    assert by_steps[1]["ssim"] < 0.95
+    assert by_steps[8]["shapes_adherence"] is not None and by_steps[8]["clip_score"] is None
+    assert all(row["images"] == 6 and row["peak_memory_mb"] > 0 and row["denoise_p95_s"] >= row["denoise_p50_s"] for row in table)
+    assert by_steps[8]["denoise_p50_s"] > by_steps[1]["denoise_p50_s"]
+    markdown = (out / "results.md").read_text()
+    assert "Scores computed: SSIM and PSNR" in markdown and "Not computed: CLIP" in markdown and "$0.03" in markdown
+    assert all(_valid_png(out / name) for name in ("latency_vs_steps.png", "quality_vs_steps.png", "cost_per_image.png"))
+
+
+def _tiny_clip(folder):
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    from deployments.tokenizer import train_tokenizer
+
+    tokenizer = train_tokenizer()
+    config = CLIPConfig(
+        text_config=dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, max_position_embeddings=64, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8),
+        projection_dim=16,
+    )
+    CLIPModel(config).save_pretrained(folder)
+    image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
+
+
+def test_clip_score_when_a_local_clip_model_is_configured(tmp_path):
+    _tiny_clip(tmp_path / "clip")
+    config = yaml.safe_load(flux_bench.CONFIG_FILE.read_text())
+    config["clip_model_path"] = str(tmp_path / "clip")
+    (tmp_path / "bench.yaml").write_text(yaml.safe_dump(config))
+    out = flux_bench.main([
+        "--variants", "flux-2-klein-4b", "--weights", "emulated:tiny", "--steps", "1,2", "--batch-sizes", "1",
+        "--resolutions", "64", "--prompts", "2", "--config", str(tmp_path / "bench.yaml"), "--out", str(tmp_path / "out"),
+    ])
+    rows = pq.read_table(out / "results.parquet").to_pylist()
+    assert all(0 <= row["clip_score"] <= 100 for row in rows)
+    assert "CLIP score from" in (out / "results.md").read_text()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--concurrency", "1,4"], "--concurrency needs --url"),
+    (["--url", "http://127.0.0.1:9"], "--url needs --key"),
+    (["--steps", "0,2"], "at least 1"),
+    (["--resolutions", "64xbig"], "is not a resolution"),
+])
+def test_bad_arguments_say_what_to_change(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        flux_bench.parse_args(argv)
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
+def test_real_size_refuses_without_a_gpu(capsys):
+    with pytest.raises(SystemExit):
+        flux_bench.parse_args(["--real-size"])
+    assert "needs a CUDA GPU" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["flux-2-klein-4b", "flux-2-klein-9b"])
+def test_real_size_pipeline_has_the_real_architecture(name):
+    """Built on the meta device: the real parameter counts without allocating them."""
+    variant = get_variant(name)
+    pipeline = build_real_size_pipeline(variant, torch.device("meta"), torch.bfloat16)
+    transformer = sum(p.numel() for p in pipeline.transformer.parameters())
+    encoder = sum(p.numel() for p in pipeline.text_encoder.model.parameters())
+    assert transformer == transformer_params(variant) and encoder == text_encoder_params(variant.text_encoder)
+    assert pipeline.transformer.dtype == torch.bfloat16
+    assert pipeline.transformer.config.joint_attention_dim == variant.text_encoder.embedding_dim
