@@ -27,3 +27,8 @@ def test_held_out_combinations_are_never_trained_on():
     held_out = set(held_out_scenes())
     assert held_out and not held_out & set(training_scenes())
     assert {scene.shape for scene in held_out} == {scene.shape for scene in training_scenes()}
+    trained = training_scenes()
+    for scene in held_out:  # only the triple is new: each of its pairs is seen with something else
+        assert any((t.colour, t.background) == (scene.colour, scene.background) for t in trained)
+        assert any((t.shape, t.colour) == (scene.shape, scene.colour) for t in trained)
+        assert any((t.shape, t.background) == (scene.shape, scene.background) for t in trained)
