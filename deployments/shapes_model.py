@@ -45,7 +45,7 @@ class TrainingConfig:
     vae_lr: float = 1e-3
     vae_from: str = ""
     kl_weight: float = 1e-6
-    transformer_steps: int = 3000
+    transformer_steps: int = 3500
     transformer_batch: int = 64
     transformer_lr: float = 6e-4
     warmup_steps: int = 100
@@ -53,6 +53,7 @@ class TrainingConfig:
     caption_dropout: float = 0.1
     default_steps: int = 8
     default_guidance: float = 3.0
+    eval_seeds: int = 4
     eval_seeds: int = 4
 
 
@@ -212,10 +213,12 @@ def train(out_dir: Path, config: TrainingConfig) -> dict:
 
     from deployments.weights import load_pipeline, pick_device, resolve_weights
 
+    transformer_millions = sum(p.numel() for p in pipeline.transformer.parameters()) / 1e6
     settings["description"] = (
-        "trained offline default: the FLUX.2 [klein] architecture at a tiny size (5M-parameter "
+        f"trained offline default: the FLUX.2 [klein] architecture at a tiny size ({transformer_millions:.1f}M-parameter "
         "transformer), trained by this project on a synthetic world of coloured circles, squares "
-        "and triangles; draws prompts like 'a red circle on a blue background' at 64x64"
+        "and triangles; draws prompts like 'a red circle on a blue background' at 64x64. It stands "
+        "in for every variant; set weights to the real checkpoints for real images"
     )
     settings["training"] = {**asdict(config), "seconds": round(train_seconds), "vae_loss": vae_loss,
                             "final_loss": float(np.mean(losses[-100:]))}

@@ -49,9 +49,13 @@ def all_scenes() -> list[Scene]:
 
 
 def held_out_scenes() -> list[Scene]:
-    """Combinations never shown in training: every shape, colour and background still is."""
-    scenes = all_scenes()
-    return [scene for index, scene in enumerate(scenes) if index % 7 == 3]
+    """24 colour/shape/background triples never shown in training.
+
+    Each holds out one shape for one (colour, background) pair, so the pair itself, and
+    every shape-colour and shape-background pair, are still seen with something else.
+    """
+    pairs = [(colour, background) for colour in COLOURS for background in COLOURS if colour != background]
+    return [Scene(SHAPES[index % 3], colour, background) for index, (colour, background) in enumerate(pairs) if index % 7 in (1, 3, 5)]
 
 
 def training_scenes() -> list[Scene]:
