@@ -51,7 +51,7 @@ class TrainingConfig:
     warmup_steps: int = 100
     ema_decay: float = 0.995
     caption_dropout: float = 0.1
-    default_steps: int = 8
+    default_steps: int = 16
     default_guidance: float = 3.0
     eval_seeds: int = 4
     eval_seeds: int = 4
