@@ -120,8 +120,10 @@ def _fmt(value, digits: int = 3) -> str:
 
 
 def _usd(value: float) -> str:
-    """Three significant digits: $0.000432 per image, $0.432 per 1000, $250 per 1000."""
-    return f"${value:,.0f}" if value >= 1000 else f"${value:.3g}"
+    """Three significant digits without exponents: $0.0000153, $0.432, $250.00."""
+    if value >= 1 or value <= 0:
+        return f"${value:,.2f}"
+    return f"${value:.{2 - math.floor(math.log10(value))}f}"
 
 
 def markdown(rows: list[dict], config: BenchConfig, descriptions: dict[str, str], note: str, command: str) -> str:
