@@ -1,6 +1,7 @@
 """Train the offline default model: FLUX.2 [klein] architecture, learned on the shapes world.
 
     python -m deployments.shapes_model --out deployments/checkpoints/flux2-klein-shapes
+    python -m deployments.shapes_model --out B --vae-from A --vae-steps 0 --transformer-from A   # train on
 
 Trains the VAE (`AutoencoderKLFlux2`, 8x downsampling) on drawings, stores its latent
 statistics in `vae.bn`, then trains `Flux2Transformer2DModel` with the rectified-flow
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from diffusers import AutoencoderKLFlux2, FlowMatchEulerDiscreteScheduler
+from diffusers import AutoencoderKLFlux2, FlowMatchEulerDiscreteScheduler, Flux2Transformer2DModel
 
 from deployments.emulation import SETTINGS_FILENAME, build_components, encoder_out_layers, get_size
 from deployments.registry import get_variant
@@ -44,6 +45,7 @@ class TrainingConfig:
     vae_batch: int = 16
     vae_lr: float = 1e-3
     vae_from: str = ""
+    transformer_from: str = ""
     kl_weight: float = 1e-6
     transformer_steps: int = 3500
     transformer_batch: int = 64
@@ -200,6 +202,9 @@ def train(out_dir: Path, config: TrainingConfig) -> dict:
             text_encoder_out_layers=tuple(settings["text_encoder_out_layers"]),
         )
     caption_index = torch.tensor([captions.index(scene.caption) for scene in drawn])
+    if config.transformer_from:
+        trained = Flux2Transformer2DModel.from_pretrained(config.transformer_from, subfolder="transformer")
+        pipeline.register_modules(transformer=trained.float())
     ema, losses = train_transformer(
         pipeline.transformer, tokens, caption_index, embeddings[:-1], embeddings[-1], config, generator
     )
