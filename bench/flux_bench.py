@@ -24,7 +24,7 @@ from bench.quality import ClipScorer
 from bench.report import build_rows, markdown, plot, scores_note, write_parquet
 from bench.runners import Cell, HttpRunner, InProcessRunner
 from deployments.registry import VARIANTS, get_variant
-from deployments.weights import REAL_SIZE, pick_device
+from deployments.weights import REAL_SIZE, draws_noise, pick_device
 
 BENCH_DIR = Path(__file__).parent
 PROMPTS_FILE = BENCH_DIR / "prompts.txt"
@@ -116,7 +116,8 @@ def main(argv: list[str] | None = None) -> Path:
             runs.append(runner.run(cell, prompts, on_request=lambda: bar.update(1)))
 
     rows = build_rows(runs, config, mode=runner.mode, weights=args.weights if not args.url else "as served",
-                      device=device, gpu_fraction=None if args.url else args.gpu_fraction, clip=clip)
+                      device=device, gpu_fraction=None if args.url else args.gpu_fraction, clip=clip,
+                      score_quality=bool(args.url) or not draws_noise(args.weights))
     note = scores_note(rows, config.clip_model_path)
     command = "flux-bench " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     write_parquet(rows, out_dir / "results.parquet")

@@ -37,8 +37,13 @@ def _finite_mean(values: list[float]) -> float:
     return float(np.mean(finite)) if finite else math.inf
 
 
-def _quality(runs: list[CellRun], clip: ClipScorer | None) -> dict[int, dict]:
+NO_QUALITY = dict.fromkeys(("reference_steps", "ssim", "psnr_db", "shapes_adherence", "clip_score"))
+
+
+def _quality(runs: list[CellRun], clip: ClipScorer | None, score_quality: bool) -> dict[int, dict]:
     """SSIM/PSNR against the highest step count of the same variant, size, batch and concurrency."""
+    if not score_quality:
+        return {index: NO_QUALITY for index in range(len(runs))}
     groups = defaultdict(list)
     for index, run in enumerate(runs):
         cell = run.cell
@@ -65,8 +70,9 @@ def _quality(runs: list[CellRun], clip: ClipScorer | None) -> dict[int, dict]:
 
 
 def build_rows(runs: list[CellRun], config: BenchConfig, *, mode: str, weights: str, device: str,
-               gpu_fraction: float | None, clip: ClipScorer | None) -> list[dict]:
-    quality = _quality(runs, clip)
+               gpu_fraction: float | None, clip: ClipScorer | None, score_quality: bool = True) -> list[dict]:
+    """One row per cell; `score_quality=False` for random weights, whose images are noise."""
+    quality = _quality(runs, clip, score_quality)
     rows = []
     for index, run in enumerate(runs):
         cell = run.cell
@@ -98,6 +104,9 @@ def build_rows(runs: list[CellRun], config: BenchConfig, *, mode: str, weights: 
 
 def scores_note(rows: list[dict], clip_path: str | None) -> str:
     """Which quality scores were computed, said plainly in every output."""
+    if all(row["ssim"] is None for row in rows):
+        return ("Scores computed: none. Not computed: SSIM, PSNR, shapes adherence and CLIP score, since these "
+                "weights are random and draw noise; latency, memory and cost are what this run measures.")
     computed = ["SSIM and PSNR against the same prompt and seed at the highest step count measured"]
     if any(row["shapes_adherence"] is not None for row in rows):
         computed.append("shapes-world adherence (colour, background and shape all as asked) on the shapes prompts")
@@ -206,7 +215,10 @@ def plot(rows: list[dict], config: BenchConfig, out_dir: Path, default_steps: di
         axis.plot(steps, [r["ssim"] for r in members], marker="o", label=f"{label}: SSIM")
         if members[0]["shapes_adherence"] is not None:
             axis.plot(steps, [r["shapes_adherence"] for r in members], marker="s", linestyle="--", label=f"{label}: shapes adherence")
-    axis.set(xlabel="steps", ylabel="score (1 = best)", title="Quality vs steps (SSIM vs the most-steps image)", xscale="log", ylim=(0, 1.05))
+    title = "Quality vs steps (SSIM vs the most-steps image)"
+    if all(row["ssim"] is None for row in rows):
+        title = "Quality not scored: random weights draw noise"
+    axis.set(xlabel="steps", ylabel="score (1 = best)", title=title, xscale="log", ylim=(0, 1.05))
     axis.legend(fontsize=7)
     paths.append(out_dir / "quality_vs_steps.png")
     figure.savefig(paths[-1], dpi=120, bbox_inches="tight")

@@ -59,6 +59,11 @@ def _is_emulated(weights: str) -> bool:
     return weights == EMULATED_PREFIX or weights.startswith(EMULATED_PREFIX + ":")
 
 
+def draws_noise(weights: str) -> bool:
+    """Random-weight checkpoints: their images say nothing about quality, only about speed."""
+    return _is_emulated(weights) and weights != EMULATED_PREFIX
+
+
 def _trained_checkpoint() -> Path:
     if not (TRAINED_CHECKPOINT / "model_index.json").exists():
         raise WeightsError(

@@ -24,6 +24,7 @@ BIN = Path(sys.executable).parent
 KEY = "cluster-test-key"
 LONG = {"width": 512, "height": 512, "steps": 30}
 LONGER = {"width": 1024, "height": 1024, "steps": 40}
+MAX_LOAD_WAVES = 4
 
 
 def ray_cli(*args: str, env: dict) -> str:
@@ -47,12 +48,14 @@ def cluster(tmp_path_factory):
         "RAY_AUTH_MODE": "token",  # Ray's token authentication, the same token on every node
         "RAY_AUTH_TOKEN": secrets.token_hex(32),
     }
-    gcs_port, dashboard_port, http_port, metrics_port = free_port(), free_port(), free_port(), free_port()
+    gcs_port, dashboard_port, http_port = free_port(), free_port(), free_port()
+    head_metrics_port, worker_metrics_port = free_port(), free_port()
     before = set(raylet_pids())
     ray_cli("start", "--head", f"--port={gcs_port}", f"--dashboard-port={dashboard_port}", "--num-cpus=2",
-            "--num-gpus=1", f"--metrics-export-port={metrics_port}", "--disable-usage-stats", env=env)
+            "--num-gpus=1", f"--metrics-export-port={head_metrics_port}", "--disable-usage-stats", env=env)
     head_raylets = set(raylet_pids()) - before
-    ray_cli("start", f"--address=127.0.0.1:{gcs_port}", "--num-cpus=2", "--num-gpus=1", env=env)
+    ray_cli("start", f"--address=127.0.0.1:{gcs_port}", "--num-cpus=2", "--num-gpus=1",
+            f"--metrics-export-port={worker_metrics_port}", env=env)
     worker_raylets = set(raylet_pids()) - before - head_raylets
     model = {
         "weights": "emulated:tiny", "num_gpus": 1, "num_cpus": 0.5,
@@ -84,7 +87,8 @@ def cluster(tmp_path_factory):
         except httpx.HTTPError:
             pass
         time.sleep(1)
-    yield base, worker_raylets, f"http://127.0.0.1:{metrics_port}/metrics"
+    metrics_urls = [f"http://127.0.0.1:{port}/metrics" for port in (head_metrics_port, worker_metrics_port)]
+    yield base, worker_raylets, metrics_urls
     ray_cli("stop", "--force", env=env)
 
 
@@ -103,14 +107,18 @@ def submit_and_wait(client: httpx.Client, seed: int, size: dict = LONG, timeout_
 
 
 def test_replicas_spread_over_both_nodes_and_a_dead_node_loses_no_job(cluster):
-    base, worker_raylets, _metrics_url = cluster
+    base, worker_raylets, _metrics_urls = cluster
     with httpx.Client(base_url=base, headers={"x-key": KEY}, timeout=60) as client:
         wave_started = time.time()
-        with ThreadPoolExecutor(8) as pool:
-            first_wave = list(pool.map(lambda seed: submit_and_wait(client, seed), range(8)))
+        first_wave = []
+        for wave in range(MAX_LOAD_WAVES):  # sustained load: a slow replica start must not fail the test
+            with ThreadPoolExecutor(8) as pool:
+                first_wave += pool.map(lambda seed: submit_and_wait(client, seed), range(8 * wave, 8 * wave + 8))
+            if len({job["batch"]["node"] for job in first_wave}) == 2:
+                break
         assert all(job["status"] == "Ready" for job in first_wave), first_wave
         nodes = {job["batch"]["node"] for job in first_wave}
-        assert len(nodes) == 2, f"autoscaled to a replica on each node: {nodes}"
+        assert len(nodes) == 2, f"autoscaled to a replica on each node after {len(first_wave)} jobs: {nodes}"
         first_node = min(first_wave, key=lambda job: job["created_at"])["batch"]["node"]
         scaled_up_s = min(
             job["created_at"] + job["timings_s"]["queue"] + job["timings_s"]["encode"] - wave_started
@@ -130,13 +138,22 @@ def test_replicas_spread_over_both_nodes_and_a_dead_node_loses_no_job(cluster):
     assert sum(job["status"] == "Ready" for job in second_wave) >= 3, [(j["status"], j["error"]) for j in second_wave]
 
 
+def _scrape(url: str) -> str:
+    try:
+        return httpx.get(url, timeout=10).text
+    except httpx.HTTPError:  # the worker node is gone once the first test has killed it
+        return ""
+
+
 def test_custom_metrics_reach_prometheus(cluster):
     """What the dashboard's Metrics view reads: Ray's Prometheus export of our metrics."""
-    _base, _worker_raylets, metrics_url = cluster
+    base, _worker_raylets, metrics_urls = cluster
+    with httpx.Client(base_url=base, headers={"x-key": KEY}, timeout=60) as client:
+        assert submit_and_wait(client, seed=7)["status"] == "Ready"  # an image made on a node still alive
     deadline = time.monotonic() + 60
     exported = ""
     while time.monotonic() < deadline and "flux_images_generated_total" not in exported:
-        exported = httpx.get(metrics_url, timeout=10).text
+        exported = "".join(_scrape(url) for url in metrics_urls)  # each node exports its own replicas' metrics
         time.sleep(2)
     for name in ("flux_images_generated_total", "flux_batch_images", "flux_cold_starts_total", "flux_gpu_seconds_total"):
         assert name in exported, f"{name} not exported"

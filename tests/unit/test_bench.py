@@ -78,6 +78,17 @@ def test_small_grid_in_process_on_the_trained_default(tmp_path):
     assert all(_valid_png(out / name) for name in ("latency_vs_steps.png", "quality_vs_steps.png", "cost_per_image.png"))
 
 
+def test_random_weights_get_timings_but_no_quality_scores(tmp_path):
+    out = flux_bench.main([
+        "--weights", "emulated:tiny", "--variants", "flux-2-klein-4b", "--steps", "1,2", "--batch-sizes", "1",
+        "--prompts", "2", "--out", str(tmp_path),
+    ])
+    table = pq.read_table(out / "results.parquet").to_pylist()
+    assert all(row["ssim"] is None and row["shapes_adherence"] is None and row["total_p50_s"] > 0 for row in table)
+    assert "Scores computed: none" in (out / "results.md").read_text()
+    assert _valid_png(out / "quality_vs_steps.png")
+
+
 def _tiny_clip(folder):
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
@@ -102,7 +113,7 @@ def test_clip_score_when_a_local_clip_model_is_configured(tmp_path):
     config["clip_model_path"] = str(tmp_path / "clip")
     (tmp_path / "bench.yaml").write_text(yaml.safe_dump(config))
     out = flux_bench.main([
-        "--variants", "flux-2-klein-4b", "--weights", "emulated:tiny", "--steps", "1,2", "--batch-sizes", "1",
+        "--variants", "flux-2-klein-4b", "--steps", "1,2", "--batch-sizes", "1",
         "--resolutions", "64", "--prompts", "2", "--config", str(tmp_path / "bench.yaml"), "--out", str(tmp_path / "out"),
     ])
     rows = pq.read_table(out / "results.parquet").to_pylist()
