@@ -2,16 +2,20 @@
 
 The price table lives in bench/bench_config.yaml so anyone can put in what they pay; the
 hosted-API reference points sit beside the results so the comparison is in the output.
+Seconds measured on one GPU are priced on the others by their peak bf16 throughput (an
+estimate, said so in the output), and not at all on a card whose memory the run outgrew.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 SECONDS_PER_HOUR = 3600
+USABLE_MEMORY_SHARE = 0.95  # the CUDA context and allocator fragmentation take the rest
 
 
 class GpuPrice(BaseModel):
@@ -23,6 +27,9 @@ class GpuPrice(BaseModel):
     watts: float | None = Field(None, gt=0)
     usd_per_kwh: float | None = Field(None, ge=0)
     amortized_usd_per_hour: float = Field(0.0, ge=0)
+    bf16_tflops: float | None = Field(None, gt=0, description="dense peak, to estimate seconds measured on another GPU")
+    memory_gb: float | None = Field(None, gt=0)
+    device_name_pattern: str | None = Field(None, description="a regular expression for torch.cuda.get_device_name")
     note: str = ""
 
     @model_validator(mode="after")
@@ -38,6 +45,11 @@ class GpuPrice(BaseModel):
             return self.usd_per_hour
         return self.watts / 1000 * self.usd_per_kwh + self.amortized_usd_per_hour
 
+    def fits(self, peak_gpu_memory_mb: float | None) -> bool:
+        if self.memory_gb is None or peak_gpu_memory_mb is None:
+            return True
+        return peak_gpu_memory_mb <= self.memory_gb * 1024 * USABLE_MEMORY_SHARE
+
 
 class BenchConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -45,6 +57,13 @@ class BenchConfig(BaseModel):
     clip_model_path: str | None = None
     gpu_prices: dict[str, GpuPrice] = Field(min_length=1)
     hosted_reference_usd_per_image: dict[str, float] = {}
+
+    def gpu_named(self, device_name: str) -> str | None:
+        """The priced GPU a run's device is (e.g. 'NVIDIA H100 80GB HBM3' is H100), if any."""
+        for gpu, price in self.gpu_prices.items():
+            if price.device_name_pattern and re.search(price.device_name_pattern, device_name, re.IGNORECASE):
+                return gpu
+        return None
 
 
 def load_config(path: Path) -> BenchConfig:
@@ -54,6 +73,13 @@ def load_config(path: Path) -> BenchConfig:
 def gpu_seconds_per_image(wall_seconds: float, gpu_fraction: float, images: int) -> float:
     """A replica holding 0.5 of a GPU for 2 s used 1 GPU-second, shared by its images."""
     return wall_seconds * gpu_fraction / images
+
+
+def seconds_on(gpu_seconds: float, measured_on: GpuPrice | None, target: GpuPrice) -> float:
+    """Seconds measured on `measured_on`, scaled to `target` by peak bf16 throughput where both give it."""
+    if measured_on is None or measured_on is target or not (measured_on.bf16_tflops and target.bf16_tflops):
+        return gpu_seconds
+    return gpu_seconds * measured_on.bf16_tflops / target.bf16_tflops
 
 
 def usd_per_image(gpu_seconds: float, price: GpuPrice) -> float:

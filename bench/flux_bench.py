@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
 from bench.cost import load_config
@@ -94,14 +95,20 @@ def grid(args: argparse.Namespace, native_sizes: dict[str, tuple[int, int]]) -> 
     ]
 
 
+def device_label(device: torch.device) -> str:
+    """The GPU's own name ('NVIDIA H100 80GB HBM3'), so the cost table knows what it measured on."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+
+
 def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     config = load_config(args.config)
     prompts = [line.strip() for line in PROMPTS_FILE.read_text().splitlines() if line.strip()][: args.prompts]
     if args.url:
-        runner, device = HttpRunner(args.url, args.key), "service"
+        runner, device, device_name = HttpRunner(args.url, args.key), "service", "service"
     else:
-        runner, device = InProcessRunner(args.weights, args.device, args.gpu_fraction), pick_device(args.device).type
+        runner = InProcessRunner(args.weights, args.device, args.gpu_fraction)
+        device, device_name = pick_device(args.device).type, device_label(pick_device(args.device))
     facts = {name: runner.model_facts(get_variant(name).name) for name in args.variants.split(",")}
     cells = grid(args, {name: (fact.width, fact.height) for name, fact in facts.items()})
     clip = ClipScorer(config.clip_model_path) if config.clip_model_path else None
@@ -116,7 +123,7 @@ def main(argv: list[str] | None = None) -> Path:
             runs.append(runner.run(cell, prompts, on_request=lambda: bar.update(1)))
 
     rows = build_rows(runs, config, mode=runner.mode, weights=args.weights if not args.url else "as served",
-                      device=device, gpu_fraction=None if args.url else args.gpu_fraction, clip=clip,
+                      device=device, device_name=device_name, gpu_fraction=None if args.url else args.gpu_fraction, clip=clip,
                       score_quality=bool(args.url) or not draws_noise(args.weights))
     note = scores_note(rows, config.clip_model_path)
     command = "flux-bench " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))

@@ -10,13 +10,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bench.cost import BenchConfig, gpu_seconds_per_image, usd_per_image
+from bench.cost import BenchConfig, gpu_seconds_per_image, seconds_on, usd_per_image
 from bench.quality import ClipScorer, psnr_db, shapes_adherence, ssim
 from bench.runners import STAGES, CellRun
 
-# Every row has these; cost adds `usd_per_image:<GPU>` and `usd_per_1000_images:<GPU>` per priced GPU.
+# Every row has these; cost adds `usd_per_image:<GPU>` and `usd_per_1000_images:<GPU>` per priced GPU
+# (null where the run's peak GPU memory does not fit that card).
 COLUMNS = (
-    "variant", "weights", "mode", "device", "steps", "batch_size", "width", "height", "concurrency",
+    "variant", "weights", "mode", "device", "device_name", "priced_from", "steps", "batch_size", "width", "height", "concurrency",
     "requests", "images",
     *(f"{stage}_{q}_s" for stage in (*STAGES, "total") for q in ("p50", "p95")),
     "images_per_s", "peak_memory_mb", "peak_gpu_memory_mb", "gpu_fraction", "gpu_seconds_per_image",
@@ -69,16 +70,20 @@ def _quality(runs: list[CellRun], clip: ClipScorer | None, score_quality: bool) 
     return scores
 
 
-def build_rows(runs: list[CellRun], config: BenchConfig, *, mode: str, weights: str, device: str,
+def build_rows(runs: list[CellRun], config: BenchConfig, *, mode: str, weights: str, device: str, device_name: str,
                gpu_fraction: float | None, clip: ClipScorer | None, score_quality: bool = True) -> list[dict]:
-    """One row per cell; `score_quality=False` for random weights, whose images are noise."""
+    """One row per cell; `score_quality=False` for random weights, whose images are noise.
+    `priced_from` is the priced GPU the seconds were measured on, if the device is one."""
     quality = _quality(runs, clip, score_quality)
+    priced_from = config.gpu_named(device_name) if device == "cuda" else None
+    measured_on = config.gpu_prices.get(priced_from)
     rows = []
     for index, run in enumerate(runs):
         cell = run.cell
         images = sum(len(sample.images) for sample in run.samples)
         row = {
             "variant": cell.variant, "weights": weights, "mode": mode, "device": device,
+            "device_name": device_name, "priced_from": priced_from,
             "steps": cell.steps, "batch_size": cell.batch_size, "width": cell.width, "height": cell.height,
             "concurrency": cell.concurrency, "requests": len(run.samples), "images": images,
         }
@@ -96,8 +101,10 @@ def build_rows(runs: list[CellRun], config: BenchConfig, *, mode: str, weights: 
             **quality[index],
         )
         for gpu, price in config.gpu_prices.items():
-            row[f"usd_per_image:{gpu}"] = usd_per_image(row["gpu_seconds_per_image"], price)
-            row[f"usd_per_1000_images:{gpu}"] = 1000 * row[f"usd_per_image:{gpu}"]
+            fits = price.fits(row["peak_gpu_memory_mb"])
+            cost = usd_per_image(seconds_on(row["gpu_seconds_per_image"], measured_on, price), price) if fits else None
+            row[f"usd_per_image:{gpu}"] = cost
+            row[f"usd_per_1000_images:{gpu}"] = None if cost is None else 1000 * cost
         rows.append(row)
     return rows
 
@@ -135,6 +142,20 @@ def _usd(value: float) -> str:
     return f"${value:.{2 - math.floor(math.log10(value))}f}"
 
 
+def _cost_basis(row: dict, config: BenchConfig) -> str:
+    """Say which cost columns are measured and which are estimates."""
+    if row["mode"] == "http":
+        return "GPU-seconds are the service's own metering, priced as measured on every GPU."
+    if row["device"] != "cuda":
+        return "Measured on a CPU: the arithmetic is real, the seconds are not a GPU's (use --real-size on a GPU)."
+    if row["priced_from"] is None:
+        return f"Measured on {row['device_name']}, which the price table does not name: every column prices these seconds as they are."
+    scaled = [gpu for gpu in config.gpu_prices if gpu != row["priced_from"]]
+    return (f"Measured on {row['device_name']}: the {row['priced_from']} column is measured; {', '.join(scaled)} are "
+            "estimates, its seconds scaled by peak bf16 throughput. \"does not fit\": the peak GPU memory is over "
+            "that card's.")
+
+
 def markdown(rows: list[dict], config: BenchConfig, descriptions: dict[str, str], note: str, command: str) -> str:
     first = rows[0]
     lines = [
@@ -165,14 +186,16 @@ def markdown(rows: list[dict], config: BenchConfig, descriptions: dict[str, str]
         "",
         "GPU-seconds per image (wall time x GPU fraction) x the GPU's price per hour "
         f"({', '.join(f'{gpu} ${price.hourly_usd:.2f}/h' for gpu, price in config.gpu_prices.items())}).",
-        "" if first["device"] == "cuda" or first["mode"] == "http" else
-        "Measured on a CPU: the arithmetic is real, the seconds are not a GPU's (use --real-size on a GPU).",
+        _cost_basis(first, config),
         "",
         "| variant | steps | batch | size | concurrency | GPU-s/image | " + " | ".join(gpus) + " |",
         "|---|---|---|---|---|---|" + "---|" * len(gpus),
     ]
     for r in rows:
-        costs = " | ".join(f"{_usd(r[f'usd_per_image:{g}'])} ({_usd(r[f'usd_per_1000_images:{g}'])})" for g in gpus)
+        costs = " | ".join(
+            "does not fit" if r[f"usd_per_image:{g}"] is None else
+            f"{_usd(r[f'usd_per_image:{g}'])} ({_usd(r[f'usd_per_1000_images:{g}'])})" for g in gpus
+        )
         lines.append(f"| {r['variant']} | {r['steps']} | {r['batch_size']} | {r['width']}x{r['height']} | {r['concurrency']} "
                      f"| {_fmt(r['gpu_seconds_per_image'], 4)} | {costs} |")
     if config.hosted_reference_usd_per_image:
@@ -232,7 +255,7 @@ def plot(rows: list[dict], config: BenchConfig, out_dir: Path, default_steps: di
     gpus = list(config.gpu_prices)
     width = 0.8 / len(gpus)
     for offset, gpu in enumerate(gpus):
-        values = [chosen[v][f"usd_per_image:{gpu}"] for v in chosen]
+        values = [chosen[v][f"usd_per_image:{gpu}"] or 0.0 for v in chosen]  # 0: does not fit that card
         axis.bar([i + offset * width for i in range(len(chosen))], values, width=width, label=gpu)
     for name, value in config.hosted_reference_usd_per_image.items():
         axis.axhline(value, linestyle=":", color="grey")

@@ -11,7 +11,7 @@ from PIL import Image
 from pydantic import ValidationError
 
 from bench import flux_bench
-from bench.cost import GpuPrice, gpu_seconds_per_image, load_config, usd_per_image
+from bench.cost import GpuPrice, gpu_seconds_per_image, load_config, seconds_on, usd_per_image
 from bench.quality import psnr_db, ssim
 from bench.report import COLUMNS
 from deployments.memory import text_encoder_params, transformer_params
@@ -28,6 +28,17 @@ def test_cost_arithmetic_on_known_inputs():
     home = GpuPrice(watts=500, usd_per_kwh=0.2, amortized_usd_per_hour=0.1)
     assert home.hourly_usd == pytest.approx(0.2)
     assert usd_per_image(36.0, home) == pytest.approx(0.002)
+
+
+def test_seconds_measured_on_one_gpu_are_scaled_to_another_and_memory_decides_fit():
+    fast = GpuPrice(usd_per_hour=2.0, bf16_tflops=1000, memory_gb=80)
+    slow = GpuPrice(usd_per_hour=0.5, bf16_tflops=250, memory_gb=24)
+    assert seconds_on(0.5, fast, slow) == pytest.approx(2.0) and seconds_on(0.5, fast, fast) == 0.5
+    assert seconds_on(0.5, None, slow) == 0.5  # measured on no priced GPU: priced as measured
+    assert slow.fits(20_000) and not slow.fits(23_518) and fast.fits(48_733) and slow.fits(None)
+    config = load_config(flux_bench.CONFIG_FILE)
+    named = {name: config.gpu_named(name) for name in ("NVIDIA H100 80GB HBM3", "NVIDIA L4", "NVIDIA L40S", "NVIDIA GeForce RTX 4090")}
+    assert named == {"NVIDIA H100 80GB HBM3": "H100", "NVIDIA L4": "L4", "NVIDIA L40S": None, "NVIDIA GeForce RTX 4090": "RTX 4090 (home)"}
 
 
 @pytest.mark.parametrize("fields", [{}, {"usd_per_hour": 1.0, "watts": 300, "usd_per_kwh": 0.3}])
