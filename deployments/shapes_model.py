@@ -186,7 +186,7 @@ def train(out_dir: Path, config: TrainingConfig) -> dict:
     pixels = to_pixels([draw(scene, rng) for scene in drawn], IMAGE_SIDE_PX)
     if config.vae_from:
         pipeline.register_modules(vae=AutoencoderKLFlux2.from_pretrained(config.vae_from, subfolder="vae").float())
-    vae_loss = train_vae(pipeline.vae, pixels, config, generator) if config.vae_steps else float("nan")
+    vae_loss = train_vae(pipeline.vae, pixels, config, generator) if config.vae_steps else None  # JSON has no NaN
     settings["vae_reconstruction_scores"] = reconstruction_scores(pipeline.vae, held_out_scenes(), config.seed + 1)
     print("VAE reconstruction of held-out scenes:", settings["vae_reconstruction_scores"], flush=True)
     with torch.no_grad():
