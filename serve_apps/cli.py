@@ -86,7 +86,7 @@ flux-serve is up.
 
 Try:
   curl -s -X POST {base}/v1/flux-2-klein-4b -H "x-key: {key}" -H "Content-Type: application/json" \\
-       -d '{{"prompt": "a red circle on a blue background", "width": 512, "height": 512}}'
+       -d '{{"prompt": "a red circle on a blue background"}}'
 Ctrl-C stops it.""",
         flush=True,
     )
