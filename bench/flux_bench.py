@@ -12,6 +12,7 @@ results.parquet, results.md and three PNG plots to --out.
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import sys
 import time
@@ -24,7 +25,8 @@ from bench.cost import load_config
 from bench.quality import ClipScorer
 from bench.report import build_rows, markdown, plot, scores_note, write_parquet
 from bench.runners import Cell, HttpRunner, InProcessRunner
-from deployments.registry import VARIANTS, get_variant
+from deployments.params import GenerationRequest, InvalidRequestError
+from deployments.registry import VARIANTS, UnknownModelError, get_variant
 from deployments.weights import REAL_SIZE, draws_noise, pick_device
 
 BENCH_DIR = Path(__file__).parent
@@ -53,19 +55,58 @@ def _resolutions(text: str) -> list[tuple[int, int]]:
     return sizes
 
 
+def _positive_int(text: str) -> int:
+    values = _ints(text)
+    if len(values) != 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give one number, e.g. 4")
+    return values[0]
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give the share of one GPU, more than 0 and at most 1, e.g. 0.5")
+    return value
+
+
+def _variants(text: str) -> list[str]:
+    try:
+        return [get_variant(name.strip()).name for name in text.split(",")]
+    except UnknownModelError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _check_limits(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """The service's own request limits, checked before any model loads."""
+    flags = {"width": "--resolutions", "height": "--resolutions", "steps": "--steps", "num_images": "--batch-sizes"}
+    requests = [
+        *(GenerationRequest(prompt=None, width=width, height=height) for width, height in args.resolutions or []),
+        *(GenerationRequest(prompt=None, steps=steps) for steps in args.steps),
+        *(GenerationRequest(prompt=None, num_images=batch) for batch in args.batch_sizes),
+    ]
+    for request in requests:
+        try:
+            request.validate()
+        except InvalidRequestError as error:
+            parser.error(f"{flags[error.field]}: {error.message}")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="flux-bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated model variants")
+    parser.add_argument("--variants", type=_variants, default=list(VARIANTS), help="comma-separated model variants")
     parser.add_argument("--weights", default="emulated", help="in-process weights: emulated, emulated:tiny|small, a folder or a hub id")
     parser.add_argument("--steps", type=_ints, default=[1, 2, 4, 8, 16])
     parser.add_argument("--batch-sizes", type=_ints, default=[1, 4], help="images per request")
     parser.add_argument("--resolutions", type=_resolutions, default=None, help="e.g. 64 or 512x288,1024 (default: the model's native size)")
     parser.add_argument("--concurrency", type=_ints, default=[1], help="concurrent requests (HTTP only)")
-    parser.add_argument("--prompts", type=int, default=None, help="use the first N prompts of bench/prompts.txt")
+    parser.add_argument("--prompts", type=_positive_int, default=None, help="use the first N prompts of bench/prompts.txt")
     parser.add_argument("--url", help="benchmark the running service at this URL instead of in-process")
     parser.add_argument("--key", help="API key for --url")
     parser.add_argument("--real-size", action="store_true", help=f"weights {REAL_SIZE}: full-size random weights on the GPU")
-    parser.add_argument("--gpu-fraction", type=float, default=1.0, help="share of a GPU an in-process run stands for (cost)")
+    parser.add_argument("--gpu-fraction", type=_fraction, default=1.0, help="share of a GPU an in-process run stands for (cost)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--config", type=Path, default=CONFIG_FILE, help="GPU prices and CLIP model path")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default bench/results/<time>)")
@@ -74,9 +115,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--url needs --key (the service's API key)")
     if args.url and args.real_size:
         parser.error("--real-size runs in-process; for the service set weights: emulated:real in serve_config.yaml")
-    if len(args.concurrency) > 1 or args.concurrency != [1]:
-        if not args.url:
-            parser.error("--concurrency needs --url: in-process runs one request at a time")
+    if args.concurrency != [1] and not args.url:
+        parser.error("--concurrency needs --url: in-process runs one request at a time")
+    _check_limits(parser, args)
     if args.real_size:
         args.weights = REAL_SIZE
         if pick_device(args.device).type != "cuda":
@@ -87,7 +128,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def grid(args: argparse.Namespace, native_sizes: dict[str, tuple[int, int]]) -> list[Cell]:
     return [
         Cell(variant, steps, batch, width, height, concurrency)
-        for variant in args.variants.split(",")
+        for variant in args.variants
         for width, height in (args.resolutions or [native_sizes[variant]])
         for batch in args.batch_sizes
         for concurrency in args.concurrency
@@ -107,10 +148,10 @@ def main(argv: list[str] | None = None) -> Path:
     if args.url:
         runner, device, device_name = HttpRunner(args.url, args.key), "service", "service"
     else:
-        runner = InProcessRunner(args.weights, args.device, args.gpu_fraction)
-        device, device_name = pick_device(args.device).type, device_label(pick_device(args.device))
-    facts = {name: runner.model_facts(get_variant(name).name) for name in args.variants.split(",")}
-    cells = grid(args, {name: (fact.width, fact.height) for name, fact in facts.items()})
+        runner, torch_device = InProcessRunner(args.weights, args.device, args.gpu_fraction), pick_device(args.device)
+        device, device_name = torch_device.type, device_label(torch_device)
+    facts = {name: runner.model_facts(name) for name in args.variants}
+    cells = grid(args, {name: (fact.defaults.width, fact.defaults.height) for name, fact in facts.items()})
     clip = ClipScorer(config.clip_model_path) if config.clip_model_path else None
     out_dir = args.out or BENCH_DIR / "results" / time.strftime("%Y%m%d-%H%M%S")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -130,7 +171,7 @@ def main(argv: list[str] | None = None) -> Path:
     write_parquet(rows, out_dir / "results.parquet")
     table = markdown(rows, config, {name: fact.description for name, fact in facts.items()}, note, command)
     (out_dir / "results.md").write_text(table)
-    plots = plot(rows, config, out_dir, {name: fact.default_steps for name, fact in facts.items()})
+    plots = plot(rows, config, out_dir, {name: fact.defaults.steps for name, fact in facts.items()})
     print(table)
     print(f"Wrote {out_dir / 'results.parquet'}, {out_dir / 'results.md'} and {', '.join(p.name for p in plots)}")
     return out_dir

@@ -22,7 +22,7 @@ from deployments.denoiser import Denoiser
 from deployments.encoder import TextEncoder
 from deployments.params import GenerationRequest
 from deployments.registry import get_variant
-from deployments.weights import resolve_weights
+from deployments.weights import GenerationDefaults, resolve_weights
 
 SEED = 1234
 STAGES = ("encode", "queue", "denoise", "decode")
@@ -49,9 +49,7 @@ class ModelFacts:
     """What the weights say about themselves: shown in the report, and the grid's defaults."""
 
     description: str
-    width: int
-    height: int
-    default_steps: int
+    defaults: GenerationDefaults
 
 
 @dataclass
@@ -132,8 +130,7 @@ class InProcessRunner:
 
     def model_facts(self, variant: str) -> ModelFacts:
         weights = resolve_weights(get_variant(variant), self.weights)
-        defaults = weights.defaults
-        return ModelFacts(weights.description, defaults.width, defaults.height, defaults.steps)
+        return ModelFacts(weights.description, weights.defaults)
 
     def run(self, cell: Cell, prompts: list[str], on_request=lambda: None) -> CellRun:
         self._one(cell, prompts[0])  # warm-up: first-call costs are not what a served model pays
@@ -183,8 +180,7 @@ class HttpRunner:
         models = {model["id"]: model for model in self._checked(self.client.get("/v1/models")).json()}
         if variant not in models:
             raise BenchError(f"the service does not serve {variant!r}; it serves {', '.join(models)}")
-        defaults = models[variant]["defaults"]
-        return ModelFacts(models[variant]["description"], defaults["width"], defaults["height"], defaults["steps"])
+        return ModelFacts(models[variant]["description"], GenerationDefaults(**models[variant]["defaults"]))
 
     def run(self, cell: Cell, prompts: list[str], on_request=lambda: None) -> CellRun:
         self._one(cell, prompts[0])

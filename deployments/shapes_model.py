@@ -23,9 +23,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
-
 from diffusers import AutoencoderKLFlux2, FlowMatchEulerDiscreteScheduler, Flux2Transformer2DModel
+from tqdm import tqdm
 
 from deployments.emulation import SETTINGS_FILENAME, build_components, encoder_out_layers, get_size
 from deployments.registry import get_variant
@@ -55,7 +54,6 @@ class TrainingConfig:
     caption_dropout: float = 0.1
     default_steps: int = 16
     default_guidance: float = 3.0
-    eval_seeds: int = 4
     eval_seeds: int = 4
 
 

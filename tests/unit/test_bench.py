@@ -137,6 +137,12 @@ def test_clip_score_when_a_local_clip_model_is_configured(tmp_path):
     (["--url", "http://127.0.0.1:9"], "--url needs --key"),
     (["--steps", "0,2"], "at least 1"),
     (["--resolutions", "64xbig"], "is not a resolution"),
+    (["--resolutions", "100"], "--resolutions: 100 is not allowed; use a multiple of 16"),
+    (["--steps", "1,80"], "--steps: 80 is outside 1..50"),
+    (["--batch-sizes", "100"], "--batch-sizes: 100 is outside 1..12"),
+    (["--variants", "flux-2-klein-4b,foo"], "Unknown model 'foo'"),
+    (["--prompts", "0"], "at least 1"),
+    (["--gpu-fraction", "0"], "more than 0 and at most 1"),
 ])
 def test_bad_arguments_say_what_to_change(argv, message, capsys):
     with pytest.raises(SystemExit):
