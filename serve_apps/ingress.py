@@ -17,7 +17,8 @@ from serve_apps.auth import ApiKeys
 from serve_apps.config import AppArgs
 from serve_apps.jobs import JobService
 from serve_apps.protocol import ModelInfo
-from serve_apps.routes import create_app
+from serve_apps.app import create_app
+from serve_apps.routers.deps import AppServices
 from serve_apps.signing import UrlSigner, load_signing_key
 from serve_apps.storage import JobStore
 from serve_apps.views import JobViews
@@ -101,4 +102,6 @@ class Ingress:
         return counts
 
     def __serve_build_asgi_app__(self):
-        return create_app(self.service, self.keys, self.signer, self.views, self.describe_models, self.adapters)
+        return create_app(
+            AppServices(self.service, self.keys, self.signer, self.views, self.adapters, self.describe_models)
+        )

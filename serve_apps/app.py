@@ -1,0 +1,31 @@
+"""The FastAPI application: the routers, their error handlers, and the sweeper run by the lifespan."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from serve_apps.routers import admin, generation, images, jobs, loras, openai
+from serve_apps.routers.deps import AppServices
+
+ROUTERS = (admin.router, loras.router, jobs.router, images.router, openai.router, generation.router)
+
+
+def create_app(services: AppServices) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        services.service.start_sweeper()
+        yield
+
+    app = FastAPI(
+        title="flux-serve",
+        version="1",
+        description="Self-hosted FLUX.2 [klein] image generation. Send your key as `x-key` or `Authorization: Bearer`.",
+        lifespan=lifespan,
+        exception_handlers=openai.EXCEPTION_HANDLERS,
+    )
+    app.state.services = services
+    for router in ROUTERS:
+        app.include_router(router)
+    return app

@@ -1,0 +1,1 @@
+"""The HTTP routes, one `APIRouter` per area. Each reads its services from `request.app.state`."""

@@ -1,0 +1,36 @@
+"""Service-level routes: liveness, echo, the served models, a key's usage."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+from serve_apps.protocol import ModelInfo
+from serve_apps.routers.deps import ERRORS, require_key, services
+
+router = APIRouter()
+
+
+@router.get("/ping", response_class=PlainTextResponse, tags=["meta"])
+async def ping() -> str:
+    return "it works"
+
+
+@router.post("/v1/echo", tags=["meta"], responses=ERRORS)
+async def echo(request: Request, _key: str = Depends(require_key)) -> JSONResponse:
+    try:
+        body = await request.json()
+    except ValueError:
+        body = (await request.body()).decode(errors="replace")
+    return JSONResponse({"echo": body})
+
+
+@router.get("/v1/models", response_model=list[ModelInfo], tags=["models"], responses=ERRORS)
+async def list_models(request: Request, _key: str = Depends(require_key)) -> list[ModelInfo]:
+    return services(request).describe_models()
+
+
+@router.get("/v1/usage", tags=["jobs"], responses=ERRORS)
+async def usage(request: Request, key_id: str = Depends(require_key)) -> dict:
+    """GPU-seconds and cost of this key's jobs, per model, at the configured GPU price."""
+    return await services(request).service.usage(key_id)

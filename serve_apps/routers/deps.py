@@ -1,0 +1,90 @@
+"""What every router shares: the services on app.state, the key check, job ownership, submit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from http import HTTPStatus
+
+from fastapi import HTTPException, Request
+
+from deployments.registry import VARIANTS
+from lora.registry import AdapterError, AdapterRegistry
+from serve_apps.auth import ApiKeys, key_from_headers
+from serve_apps.jobs import JobService, LimitExceeded
+from serve_apps.protocol import ErrorResponse, GenerateRequest
+from serve_apps.signing import UrlSigner
+from serve_apps.views import JobViews
+
+MAX_IDEMPOTENCY_KEY_CHARS = 255
+
+ERRORS = {
+    HTTPStatus.UNAUTHORIZED.value: {"model": ErrorResponse, "description": "missing or invalid API key"},
+    HTTPStatus.NOT_FOUND.value: {"model": ErrorResponse},
+    HTTPStatus.TOO_MANY_REQUESTS.value: {"model": ErrorResponse, "description": "over a per-key limit; see Retry-After"},
+}
+
+
+@dataclass(frozen=True)
+class AppServices:
+    """Everything the routes use, stored on `app.state.services` by `create_app`."""
+
+    service: JobService
+    keys: ApiKeys
+    signer: UrlSigner
+    views: JobViews
+    adapters: AdapterRegistry
+    describe_models: object  # () -> list[ModelInfo]
+
+
+def services(request: Request) -> AppServices:
+    return request.app.state.services
+
+
+async def require_key(request: Request) -> str:
+    keys = services(request).keys
+    key_id = keys.identify(key_from_headers(request.headers))
+    if key_id is None:
+        if not keys.key_hashes:
+            message = "No API keys are configured on this server; set FLUX_API_KEYS or keys_file and restart."
+        else:
+            message = "Missing or invalid API key: send it as the `x-key` header or `Authorization: Bearer <key>`."
+        raise HTTPException(HTTPStatus.UNAUTHORIZED, message)
+    return key_id
+
+
+async def own_job(request: Request, job_id: str, key_id: str):
+    """The caller's job (adopted first if its owner stopped), or 404 for any other job."""
+    service = services(request).service
+    record = await service.load(job_id, key_id)
+    if record is None:
+        raise HTTPException(HTTPStatus.NOT_FOUND, f"No job {job_id!r} for this key: check the id returned by the submit.")
+    return await service.adopt_if_stale(record)
+
+
+def served_model(request: Request, model: str) -> str:
+    denoisers = services(request).service.denoisers
+    if model not in denoisers:
+        served = ", ".join(sorted(denoisers))
+        hint = " (known but not deployed here)" if model in VARIANTS else ""
+        raise HTTPException(HTTPStatus.NOT_FOUND, f"Unknown model {model!r}{hint}. This server serves: {served}.")
+    return model
+
+
+def unprocessable(field: str, message: str) -> HTTPException:
+    """A 422 in FastAPI's own validation shape, naming the body field."""
+    return HTTPException(
+        HTTPStatus.UNPROCESSABLE_ENTITY, [{"loc": ["body", field], "msg": message, "type": "value_error"}]
+    )
+
+
+async def submit_job(request: Request, model: str, body: GenerateRequest, key_id: str, idempotency_key: str | None):
+    if idempotency_key is not None and not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_CHARS:
+        raise HTTPException(HTTPStatus.BAD_REQUEST, f"Idempotency-Key must be 1..{MAX_IDEMPOTENCY_KEY_CHARS} characters.")
+    try:
+        return await services(request).service.submit(model, body, key_id, str(request.base_url), idempotency_key)
+    except AdapterError as error:
+        raise unprocessable("loras", str(error)) from None
+    except LimitExceeded as over:
+        raise HTTPException(
+            HTTPStatus.TOO_MANY_REQUESTS, f"Too many requests: {over}.", headers={"Retry-After": str(over.retry_after_s)}
+        ) from None

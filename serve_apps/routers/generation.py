@@ -1,0 +1,23 @@
+"""BFL's submit route, `POST /v1/{model}`. Included last: its path matches any /v1/<name>."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Header, Request
+
+from serve_apps.protocol import GenerateRequest, SubmitResponse
+from serve_apps.routers.deps import ERRORS, require_key, served_model, submit_job
+
+router = APIRouter(tags=["generate"], responses=ERRORS)
+
+
+@router.post("/v1/{model}", response_model=SubmitResponse)
+async def submit(
+    request: Request,
+    model: str,
+    body: GenerateRequest,
+    key_id: str = Depends(require_key),
+    idempotency_key: str | None = Header(None),
+) -> SubmitResponse:
+    record = await submit_job(request, served_model(request, model), body, key_id, idempotency_key)
+    base = str(request.base_url).rstrip("/")
+    return SubmitResponse(id=record["id"], polling_url=f"{base}/v1/get_result?id={record['id']}")

@@ -1,0 +1,47 @@
+"""Job status, BFL's get_result, history and cancel."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from serve_apps.protocol import GetResultResponse, JobListResponse, JobResponse, JobStatus
+from serve_apps.routers.deps import ERRORS, own_job, require_key, services
+
+router = APIRouter(tags=["jobs"], responses=ERRORS)
+
+
+@router.get("/v1/get_result", response_model=GetResultResponse, response_model_exclude_none=True)
+async def get_result(request: Request, id: str, key_id: str = Depends(require_key)) -> GetResultResponse:
+    service = services(request).service
+    record = await service.load(id, key_id)
+    if record is None:
+        return GetResultResponse(id=id, status=JobStatus.NOT_FOUND)
+    record = await service.adopt_if_stale(record)
+    return services(request).views.bfl_result(record, await service.load_progress(id))
+
+
+@router.get("/v1/jobs", response_model=JobListResponse)
+async def list_jobs(
+    request: Request,
+    limit: int = Query(20, ge=1, le=100),
+    cursor: str | None = Query(None, max_length=64, pattern=r"^[0-9]{16}_[0-9a-f]{32}$"),
+    key_id: str = Depends(require_key),
+) -> JobListResponse:
+    service, views = services(request).service, services(request).views
+    job_ids, next_cursor = await service.history(key_id, limit, cursor)
+    records = [record for record in [await service.load(job_id, key_id) for job_id in job_ids] if record]
+    return JobListResponse(jobs=[views.job(record) for record in records], next_cursor=next_cursor)
+
+
+@router.get("/v1/jobs/{job_id}", response_model=JobResponse)
+async def get_job(request: Request, job_id: str, key_id: str = Depends(require_key)) -> JobResponse:
+    service = services(request).service
+    record = await own_job(request, job_id, key_id)
+    return services(request).views.job(record, await service.load_progress(job_id), await service.queue_position(record))
+
+
+@router.post("/v1/jobs/{job_id}/cancel", response_model=JobResponse)
+async def cancel_job(request: Request, job_id: str, key_id: str = Depends(require_key)) -> JobResponse:
+    service = services(request).service
+    record = await service.cancel(await own_job(request, job_id, key_id))
+    return services(request).views.job(record, await service.load_progress(job_id))
