@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from deployments.registry import get_variant
+from flux_client.cli import add_generate_arguments, add_telegram_arguments, run_generate, run_telegram
 from serve_apps.auth import KEYS_ENV, hash_key, key_id, read_keys_file, write_keys_file
 from serve_apps.builder import build_app, validate_args
 from serve_apps.config import AppArgs
@@ -161,6 +162,8 @@ def main(argv: list[str] | None = None) -> None:
     export_parser = history_commands.add_parser("export", help="write job records to Parquet")
     export_parser.add_argument("--out", type=Path, required=True)
     export_parser.add_argument("--key", help="only this API key's jobs")
+    add_generate_arguments(commands.add_parser("generate", help="generate images through the HTTP API and save them"))
+    add_telegram_arguments(commands.add_parser("telegram", help="run the Telegram bot (configured by env; see README)"))
     options = parser.parse_args(argv)
     if options.command == "run":
         app_args_from(options.config)
@@ -175,6 +178,10 @@ def main(argv: list[str] | None = None) -> None:
             print(render(make_plan(models, options.gpus)))
         except PlanError as error:
             sys.exit(str(error))
+    elif options.command == "generate":
+        sys.exit(run_generate(options))
+    elif options.command == "telegram":
+        sys.exit(run_telegram(options))
     else:
         history_command(options)
 

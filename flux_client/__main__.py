@@ -1,0 +1,5 @@
+import sys
+
+from flux_client.cli import main
+
+sys.exit(main())

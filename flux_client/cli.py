@@ -1,0 +1,126 @@
+"""`flux-serve generate` and `flux-serve telegram`: the client side of the service, over its public HTTP API.
+
+`serve_apps.cli` adds these subcommands to `flux-serve`; `python -m flux_client` runs them without the
+server's imports (faster to start).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from flux_client import config
+from flux_client.client import FluxClient
+from flux_client.errors import FluxError
+from flux_client.options import parse_lora
+from flux_client.progress import JobUpdate
+from flux_client.protocol import DEFAULT_MODEL
+
+FAILED = 1
+
+
+def lora_argument(text: str) -> tuple[str, float]:
+    try:
+        return parse_lora(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("prompt")
+    parser.add_argument("-n", "--num-images", type=int, default=1, help="images of this prompt, in one job")
+    parser.add_argument("--out", type=Path, default=Path("."), help="folder for the images (default: here)")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"a variant of GET /v1/models (default {DEFAULT_MODEL})")
+    parser.add_argument("--aspect-ratio", help="e.g. 16:9, over the model's default area")
+    parser.add_argument("--steps", type=int, help="default: the model's")
+    parser.add_argument("--seed", type=int, help="image i uses seed + i; default: drawn by the server")
+    parser.add_argument(
+        "--lora", action="append", type=lora_argument, default=[], metavar="ID[:SCALE]", help="repeatable"
+    )
+    parser.add_argument(
+        "--image", action="append", type=Path, default=[], metavar="PATH", help="an input image to edit; repeatable"
+    )
+    parser.add_argument("--url", help=f"the API (default: ${config.URL_ENV}, else {config.api_url()})")
+    parser.add_argument("--key", help=f"API key (default: ${config.KEY_ENV}, else {config.local_key_file()})")
+
+
+class ProgressBar:
+    """One tqdm bar per job: steps once the denoiser reports them, the queue position before."""
+
+    def __init__(self, job_id: str):
+        self.bar = tqdm(desc=f"job {job_id[:8]}", unit="step", file=sys.stderr, leave=True)
+
+    def __call__(self, update: JobUpdate) -> None:
+        if update.total:
+            self.bar.total = update.total
+            self.bar.n = update.step or 0
+        self.bar.set_postfix_str(update.describe())
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def run_generate(options: argparse.Namespace) -> int:
+    """Submit, follow, download; print the files and the job id. Exit code 1 with the API's message on failure."""
+    job_id = None
+    try:
+        with FluxClient(config.api_url(options.url), config.api_key(options.key)) as flux:
+            job_id = flux.submit(
+                options.prompt,
+                options.model,
+                num_images=options.num_images,
+                aspect_ratio=options.aspect_ratio,
+                steps=options.steps,
+                seed=options.seed,
+                loras=options.lora,
+                images=options.image or None,
+            )
+            bar = ProgressBar(job_id)
+            try:
+                job = flux.wait(job_id, on_progress=bar)
+            finally:
+                bar.close()
+            paths = flux.download(job, options.out)
+    except (FluxError, TimeoutError, OSError) as error:
+        where = f" (job {job_id})" if job_id and job_id not in str(error) else ""
+        print(f"flux-serve generate: {error}{where}", file=sys.stderr)
+        return FAILED
+    for path in paths:
+        print(path)
+    print(f"job {job_id} (seed {job['seed']})")
+    return 0
+
+
+def add_telegram_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--webhook-url", help="receive updates on this public HTTPS URL instead of long polling (env TELEGRAM_WEBHOOK_URL)"
+    )
+    parser.add_argument(
+        "--webhook-listen", help="HOST:PORT the webhook server binds (env TELEGRAM_WEBHOOK_LISTEN; default 127.0.0.1:8081)"
+    )
+
+
+def run_telegram(options: argparse.Namespace) -> int:
+    """Run the bot until interrupted; configured by env (see flux_client.bot_config)."""
+    from flux_client.bot_config import BotConfig, ConfigError
+    from flux_client.telegram_bot import run_bot
+
+    try:
+        bot_config = BotConfig.from_env(webhook_url=options.webhook_url, webhook_listen=options.webhook_listen)
+    except ConfigError as error:
+        print(f"flux-serve telegram: {error}", file=sys.stderr)
+        return FAILED
+    run_bot(bot_config)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m flux_client", description="flux-serve's client commands")
+    commands = parser.add_subparsers(dest="command", required=True)
+    add_generate_arguments(commands.add_parser("generate", help="generate images and save them"))
+    add_telegram_arguments(commands.add_parser("telegram", help="run the Telegram bot"))
+    options = parser.parse_args(argv)
+    return run_generate(options) if options.command == "generate" else run_telegram(options)
