@@ -1,0 +1,87 @@
+"""A job's life as Server-Sent Events, read from storage so any ingress replica can serve it.
+
+The stream polls the job (as `GET /v1/jobs/{id}` shows it) on a sleep, never a busy loop,
+and sends only what changed: `queued` {queue_position}, `progress` {step, total}, then one
+`done` (Ready) or `error` (Error, Cancelled, Request Moderated) carrying the whole job, and
+ends. Each event's id is derived from the job's state, not counted per connection, so a
+client that reconnects with `Last-Event-ID` (after an ingress restart, say) gets only what
+it has not seen. Keep-alive comments are FastAPI's (every 15 s while nothing is sent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+from serve_apps.protocol import JobStatus
+
+POLL_INTERVAL_S = 0.25
+# An event id is attempts * ATTEMPT_SPAN + a rank inside the attempt: queue positions first
+# (nearer the front ranks higher), then denoising steps, then the end. A retried job starts
+# a new span, so its ids stay above everything the first attempt sent.
+QUEUE_RANKS = 1_000
+ATTEMPT_SPAN = 100_000
+FINAL_RANK = ATTEMPT_SPAN - 1
+
+DONE = "done"
+ERROR = "error"
+QUEUED = "queued"
+PROGRESS = "progress"
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    name: str
+    id: int
+    data: dict
+
+
+def parse_last_event_id(value: str | None) -> int:
+    """The id a reconnecting client last saw (the `Last-Event-ID` header); 0 when absent or not ours."""
+    try:
+        return max(0, int(value)) if value else 0
+    except ValueError:
+        return 0
+
+
+def state_event(job: dict) -> JobEvent | None:
+    """The event that describes the job's state now, or None while there is nothing to report."""
+    base = job.get("attempts", 0) * ATTEMPT_SPAN
+    if job["status"] != JobStatus.PENDING.value:
+        name = DONE if job["status"] == JobStatus.READY.value else ERROR
+        return JobEvent(name, base + FINAL_RANK, job)
+    position = job.get("queue_position")
+    if position is not None:
+        rank = QUEUE_RANKS - min(position, QUEUE_RANKS - 1)
+        return JobEvent(QUEUED, base + rank, {"queue_position": position})
+    progress = job.get("progress")
+    if progress:
+        step = min(progress["step"], FINAL_RANK - QUEUE_RANKS - 1)
+        return JobEvent(PROGRESS, base + QUEUE_RANKS + step, {"step": progress["step"], "total": progress["total"]})
+    return None
+
+
+async def job_events(
+    read_job: Callable[[], Awaitable[dict | None]],
+    last_event_id: int = 0,
+    poll_interval_s: float = POLL_INTERVAL_S,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> AsyncIterator[JobEvent]:
+    """Events for one job until it ends (or disappears), skipping ids up to `last_event_id`.
+
+    `read_job()` returns the job's JSON as `GET /v1/jobs/{id}` shows it (None once it is gone).
+    Ids only grow within a stream: a state ranked at or below the last id sent is not sent.
+    """
+    last_sent = last_event_id
+    while True:
+        job = await read_job()
+        if job is None:
+            return
+        event = state_event(job)
+        if event is not None and event.id > last_sent:
+            last_sent = event.id
+            yield event
+        if event is not None and event.name in (DONE, ERROR):
+            return
+        await sleep(poll_interval_s)

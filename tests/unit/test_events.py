@@ -1,0 +1,98 @@
+"""The job events stream as a pure generator: order, a finished job, reconnect with Last-Event-ID."""
+
+from __future__ import annotations
+
+import asyncio
+
+from serve_apps.events import DONE, ERROR, PROGRESS, QUEUED, job_events, parse_last_event_id
+
+
+def job(status="Pending", stage="queued", queue_position=None, step=None, total=4, attempts=0) -> dict:
+    return {
+        "id": "0" * 32,
+        "status": status,
+        "stage": stage,
+        "attempts": attempts,
+        "queue_position": queue_position,
+        "progress": {"step": step, "total": total} if step is not None else None,
+    }
+
+
+LIFE = [
+    job(queue_position=2),
+    job(queue_position=2),  # unchanged: nothing sent
+    job(queue_position=1),
+    job(stage="encoding", queue_position=0, attempts=1),
+    job(stage="denoising", step=1, attempts=1),
+    job(stage="denoising", step=1, attempts=1),
+    job(stage="denoising", step=3, attempts=1),
+    job(status="Ready", stage="done", step=4, attempts=1),
+]
+
+
+def replay(states: list[dict | None], last_event_id: int = 0) -> tuple[list, list[float]]:
+    """Run the stream over a scripted job life; returns the events and the sleeps it took."""
+    remaining, sleeps = list(states), []
+
+    async def read_job():
+        return remaining.pop(0) if len(remaining) > 1 else remaining[0]
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    async def collect():
+        return [event async for event in job_events(read_job, last_event_id, poll_interval_s=0.25, sleep=sleep)]
+
+    return asyncio.run(collect()), sleeps
+
+
+def test_events_follow_the_job_in_order_with_growing_ids_and_only_changes():
+    events, sleeps = replay(LIFE)
+    assert [(event.name, event.data.get("queue_position"), event.data.get("step")) for event in events] == [
+        (QUEUED, 2, None),
+        (QUEUED, 1, None),
+        (QUEUED, 0, None),
+        (PROGRESS, None, 1),
+        (PROGRESS, None, 3),
+        (DONE, None, None),
+    ]
+    assert events[3].data == {"step": 1, "total": 4}
+    assert events[-1].data == LIFE[-1], "done carries the job exactly as read"
+    ids = [event.id for event in events]
+    assert ids == sorted(set(ids)), "ids grow strictly"
+    assert sleeps == [0.25] * (len(LIFE) - 1), "one sleep between reads, none after the end"
+
+
+def test_a_finished_job_gives_one_event_and_ends():
+    for status, name in [("Ready", DONE), ("Error", ERROR), ("Cancelled", ERROR), ("Request Moderated", ERROR)]:
+        final = job(status=status, stage="done", attempts=1)
+        events, sleeps = replay([final])
+        assert [(event.name, event.data) for event in events] == [(name, final)]
+        assert sleeps == []
+
+
+def test_a_reconnect_with_last_event_id_repeats_nothing_seen():
+    seen, _ = replay(LIFE[:5] + [job(status="Ready", stage="done", attempts=1)])
+    last_progress = next(event for event in seen if event.name == PROGRESS)
+    again, _ = replay(LIFE[4:], last_event_id=last_progress.id)
+    assert [event.name for event in again] == [PROGRESS, DONE]
+    assert again[0].data["step"] == 3
+    done, _ = replay([LIFE[-1]], last_event_id=seen[-1].id)
+    assert done == [], "a client that saw done gets nothing more"
+
+
+def test_a_retried_job_reports_its_second_attempt_after_the_first():
+    life = [
+        job(stage="denoising", step=3, attempts=1),
+        job(stage="queued", queue_position=0, attempts=2),
+        job(stage="denoising", step=1, attempts=2),
+        job(status="Error", stage="done", attempts=2),
+    ]
+    events, _ = replay(life)
+    assert [event.name for event in events] == [PROGRESS, QUEUED, PROGRESS, ERROR]
+
+
+def test_a_job_that_disappears_ends_the_stream_and_bad_last_event_ids_count_as_none():
+    events, _ = replay([job(queue_position=0), None])
+    assert [event.name for event in events] == [QUEUED]
+    assert [parse_last_event_id(value) for value in (None, "", "abc", "-5", "12")] == [0, 0, 0, 0, 12]
