@@ -5,11 +5,14 @@ from __future__ import annotations
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
-from serve_apps.routers import admin, generation, images, jobs, loras, openai
+from serve_apps.routers import admin, events, generation, images, jobs, loras, openai, page
 from serve_apps.routers.deps import AppServices
 
-ROUTERS = (admin.router, loras.router, jobs.router, images.router, openai.router, generation.router)
+ROUTERS = (
+    page.router, admin.router, loras.router, jobs.router, events.router, images.router, openai.router, generation.router
+)
 
 
 def create_app(services: AppServices) -> FastAPI:
@@ -18,12 +21,13 @@ def create_app(services: AppServices) -> FastAPI:
         services.service.start_sweeper()
         yield
 
-    app = FastAPI(
+    app = FastAPIOffline(  # /docs and /redoc from assets in the package: they work offline
         title="flux-serve",
         version="1",
         description="Self-hosted FLUX.2 [klein] image generation. Send your key as `x-key` or `Authorization: Bearer`.",
         lifespan=lifespan,
         exception_handlers=openai.EXCEPTION_HANDLERS,
+        swagger_ui_parameters={"validatorUrl": None},  # Swagger UI would send the spec to validator.swagger.io
     )
     app.state.services = services
     for router in ROUTERS:

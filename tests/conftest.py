@@ -10,6 +10,7 @@ import pytest
 
 from deployments.denoiser import Denoiser
 from deployments.encoder import TextEncoder
+from tests.shared_serve import base_url, client, serve_instance  # noqa: F401  one Ray Serve for tests/serve and tests/browser
 
 MODEL = "flux-2-klein-4b"
 

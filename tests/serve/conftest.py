@@ -1,16 +1,12 @@
-"""One Ray Serve instance for all service tests: logical GPUs, tiny emulated models, real HTTP."""
+"""Settings of the shared Ray Serve instance (its fixtures are in tests/shared_serve.py) and helpers."""
 
 from __future__ import annotations
 
-import os
 import time
 
 import httpx
-import pytest
 
 from serve_apps.protocol import JobStatus
-
-from tests.conftest import free_port
 
 API_KEY = "test-key-123"
 SECOND_KEY = "second-key"
@@ -39,42 +35,6 @@ def service_args(storage_url: str, storage_options: dict, lora_root: str) -> dic
         "ingress": {"num_cpus": 0.25},
         "jobs": {"timeout_s": 120, "max_attempts": 2, "heartbeat_s": 1, "stale_after_s": 6},
     }
-
-
-@pytest.fixture(scope="session")
-def serve_instance(tmp_path_factory):
-    """Ray with 2 logical GPUs and the app deployed, storing in a local folder.
-
-    Yields (base_url, args). Replicas inherit this process's environment: the keys and the
-    URL signing key. (The store's S3 path is tested against a loopback S3 server in
-    tests/unit/test_s3_store.py; a whole Serve instance on it is too slow for CI.)
-    """
-    import ray
-    from ray import serve
-
-    from serve_apps.builder import build_app
-
-    os.environ["FLUX_API_KEYS"] = f"{API_KEY},{SECOND_KEY}"
-    os.environ["FLUX_URL_SIGNING_KEY"] = URL_SIGNING_KEY
-    port = free_port()
-    ray.init(num_cpus=4, num_gpus=2, include_dashboard=False, log_to_driver=False)
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    args = service_args(str(tmp_path_factory.mktemp("storage")), {}, str(tmp_path_factory.mktemp("loras")))
-    serve.run(build_app(args), name="flux", route_prefix="/")
-    yield f"http://127.0.0.1:{port}", args
-    serve.shutdown()
-    ray.shutdown()
-
-
-@pytest.fixture(scope="session")
-def base_url(serve_instance) -> str:
-    return serve_instance[0]
-
-
-@pytest.fixture
-def client(base_url):
-    with httpx.Client(base_url=base_url, headers={"x-key": API_KEY}, timeout=60) as http:
-        yield http
 
 
 def wait_for_job(client: httpx.Client, job_id: str, timeout_s: float = 90) -> dict:

@@ -1,0 +1,318 @@
+// flux-serve studio: the public HTTP API from a browser, nothing else (no CDN, no other host).
+"use strict";
+
+const KEY_STORAGE = "flux-serve.api-key";
+const POLL_INTERVAL_MS = 500;
+const HISTORY_PAGE = 10;
+const FINAL = new Set(["Ready", "Error", "Cancelled", "Request Moderated", "Content Moderated"]);
+
+const $ = (id) => document.getElementById(id);
+const state = { models: [], running: new Map(), historyCursor: null };
+
+// ---- the API, and its errors in its own words -------------------------------------------
+
+class ApiError extends Error {}
+
+function apiMessage(status, body) {
+  const detail = body && (body.detail ?? (body.error && body.error.message));
+  if (typeof detail === "string") return detail;
+  if (Array.isArray(detail)) {
+    return detail.map((problem) => {
+      const where = (problem.loc || []).filter((part) => part !== "body").join(".");
+      return where ? `${where}: ${problem.msg}` : problem.msg;
+    }).join("\n");
+  }
+  return `The server answered ${status}.`;
+}
+
+async function api(path, options = {}) {
+  const headers = { "x-key": $("api-key").value.trim(), ...(options.body ? { "Content-Type": "application/json" } : {}) };
+  let response;
+  try {
+    response = await fetch(path, { ...options, headers });
+  } catch (error) {
+    throw new ApiError(`The service cannot be reached (${error.message}).`);
+  }
+  const body = await response.json().catch(() => null);
+  if (!response.ok) throw new ApiError(apiMessage(response.status, body));
+  return body;
+}
+
+function showMessage(text) {
+  $("message").textContent = text;
+  $("message").hidden = !text;
+}
+
+async function attempt(action) {
+  try {
+    await action();
+    return true;
+  } catch (error) {
+    showMessage(error instanceof ApiError ? error.message : String(error));
+    return false;
+  }
+}
+
+const el = (tag, props = {}, ...children) => {
+  const node = Object.assign(document.createElement(tag), props);
+  node.append(...children.filter((child) => child !== null && child !== undefined));
+  return node;
+};
+
+// ---- models, LoRAs, usage ----------------------------------------------------------------
+
+async function loadModels() {
+  state.models = await api("/v1/models");
+  const select = $("model");
+  const chosen = select.value;
+  select.replaceChildren(...state.models.map((model) => el("option", { value: model.id, textContent: model.id })));
+  if (state.models.some((model) => model.id === chosen)) select.value = chosen;
+  describeModel();
+}
+
+function describeModel() {
+  const model = state.models.find((candidate) => candidate.id === $("model").value);
+  if (!model) return;
+  const backing = model.emulated ? `emulated: ${model.description}` : `${model.weights}: ${model.description}`;
+  $("model-info").textContent = `${backing}. License: ${model.license}${model.commercial_use ? "" : " (non-commercial)"}.`;
+  $("steps").placeholder = model.defaults.steps ?? "";
+  $("width").placeholder = model.defaults.width ?? "";
+  $("height").placeholder = model.defaults.height ?? "";
+}
+
+async function loadLoras() {
+  const loras = await api("/v1/loras");
+  const box = $("loras");
+  box.querySelectorAll(".lora").forEach((row) => row.remove());
+  $("loras-empty").hidden = loras.length > 0;
+  for (const lora of loras) {
+    const id = `lora-${lora.id}`;
+    const details = [lora.trigger_word && `trigger "${lora.trigger_word}"`, lora.license, `fits ${lora.fits.join(", ") || "no served model"}`];
+    box.append(el("div", { className: "lora" },
+      el("input", { type: "checkbox", id, value: lora.id }),
+      el("label", { htmlFor: id, textContent: `${lora.id} (${details.filter(Boolean).join("; ")})` }),
+      el("input", { type: "number", min: "-2", max: "2", step: "0.05", value: "1", ariaLabel: `Scale of ${lora.id}`, className: "scale" })));
+  }
+}
+
+async function loadUsage() {
+  const usage = await api("/v1/usage");
+  const total = usage.total;
+  $("usage-text").textContent = `${total.jobs} jobs, ${total.images} images, ${total.gpu_seconds.toFixed(2)} GPU-seconds, ` +
+    `$${total.cost_usd.toFixed(4)} at $${usage.usd_per_gpu_hour}/h (${usage.gpu_type}).`;
+}
+
+// ---- the form ----------------------------------------------------------------------------
+
+function numberOrNull(id) {
+  const value = $(id).value.trim();
+  return value === "" ? null : Number(value);
+}
+
+function readForm() {
+  const body = { prompt: $("prompt").value, num_images: numberOrNull("num-images") ?? 1 };
+  for (const [field, id] of [["steps", "steps"], ["seed", "seed"], ["width", "width"], ["height", "height"]]) {
+    const value = numberOrNull(id);
+    if (value !== null) body[field] = value;
+  }
+  if ($("aspect-ratio").value && body.width === undefined && body.height === undefined) body.aspect_ratio = $("aspect-ratio").value;
+  const loras = [...document.querySelectorAll(".lora")]
+    .filter((row) => row.querySelector("input[type=checkbox]").checked)
+    .map((row) => ({ id: row.querySelector("input[type=checkbox]").value, scale: Number(row.querySelector(".scale").value) }));
+  if (loras.length) body.loras = loras;
+  return body;
+}
+
+function fillForm(job, newSeed) {
+  const request = job.request;
+  $("prompt").value = request.prompt;
+  if (state.models.some((model) => model.id === job.model)) $("model").value = job.model;
+  describeModel();
+  $("aspect-ratio").value = "";
+  $("width").value = request.width ?? "";
+  $("height").value = request.height ?? "";
+  $("steps").value = request.steps ?? "";
+  $("seed").value = newSeed ? "" : (job.seed ?? request.seed ?? "");
+  $("num-images").value = request.num_images ?? 1;
+  const chosen = new Map((request.loras || []).map((lora) => [lora.id, lora.scale]));
+  document.querySelectorAll(".lora").forEach((row) => {
+    const box = row.querySelector("input[type=checkbox]");
+    box.checked = chosen.has(box.value);
+    if (box.checked) row.querySelector(".scale").value = chosen.get(box.value);
+  });
+}
+
+async function generate(event) {
+  event?.preventDefault();
+  showMessage("");
+  if (!$("model").value && !(await attempt(loadModels))) return;
+  const model = $("model").value;
+  if (!model) return showMessage("This server serves no model: check serve_config.yaml.");
+  await attempt(async () => {
+    const pressed = performance.now();
+    const submitted = await api(`/v1/${encodeURIComponent(model)}`, { method: "POST", body: JSON.stringify(readForm()) });
+    follow(submitted.id, pressed);
+  });
+}
+
+async function cancelRunning() {
+  await attempt(async () => {
+    for (const jobId of [...state.running.keys()]) await api(`/v1/jobs/${jobId}/cancel`, { method: "POST" });
+  });
+}
+
+// ---- one job's card: live events, or polling where the stream is unavailable ---------------
+
+function jobCard(jobId) {
+  $("results-empty").hidden = true;
+  const card = el("article", { className: "job", id: `job-${jobId}` },
+    el("p", { className: "prompt", textContent: $("prompt").value }),
+    el("progress", { max: 1, value: 0 }),
+    el("p", { className: "status", textContent: "Submitted" }),
+    el("div", { className: "gallery" }),
+    el("div", { className: "actions" }));
+  card.dataset.jobId = jobId;
+  $("results").querySelector("h2").after(card);
+  return card;
+}
+
+function showQueued(card, position) {
+  card.querySelector(".status").textContent = position === 0 ? "Queued: next" : `Queued: ${position} ahead`;
+}
+
+function showProgress(card, step, total) {
+  const bar = card.querySelector("progress");
+  bar.max = total;
+  bar.value = step;
+  card.querySelector(".status").textContent = `Step ${step} of ${total}`;
+  card.dataset.progressSeen ||= String(performance.now());
+}
+
+function follow(jobId, pressedAt) {
+  const card = jobCard(jobId);
+  card.dataset.pressedAt = String(pressedAt);
+  state.running.set(jobId, card);
+  $("cancel-button").disabled = false;
+  api(`/v1/jobs/${jobId}/events-token`, { method: "POST" })
+    .then((token) => listen(card, jobId, token.events_url))
+    .catch(() => poll(card, jobId));
+}
+
+function listen(card, jobId, url) {
+  const source = new EventSource(url);
+  const data = (event) => JSON.parse(event.data);
+  source.addEventListener("queued", (event) => showQueued(card, data(event).queue_position));
+  source.addEventListener("progress", (event) => showProgress(card, data(event).step, data(event).total));
+  source.addEventListener("done", (event) => { source.close(); finish(card, data(event)); });
+  source.addEventListener("error", (event) => {
+    if (event.data !== undefined) { source.close(); finish(card, data(event)); return; }
+    // A dropped connection: the browser reconnects with Last-Event-ID; a refused one ends here.
+    if (source.readyState === EventSource.CLOSED) poll(card, jobId);
+  });
+}
+
+async function poll(card, jobId) {
+  while (true) {
+    let job;
+    try {
+      job = await api(`/v1/jobs/${jobId}`);
+    } catch (error) {
+      card.querySelector(".status").textContent = error.message;
+      await new Promise((resolve) => setTimeout(resolve, POLL_INTERVAL_MS * 4));
+      continue;
+    }
+    if (FINAL.has(job.status)) return finish(card, job);
+    if (job.queue_position !== null && job.queue_position !== undefined) showQueued(card, job.queue_position);
+    else if (job.progress) showProgress(card, job.progress.step, job.progress.total);
+    await new Promise((resolve) => setTimeout(resolve, POLL_INTERVAL_MS));
+  }
+}
+
+function finish(card, job) {
+  state.running.delete(job.id);
+  $("cancel-button").disabled = state.running.size === 0;
+  card.querySelector(".prompt").textContent = job.request.prompt;
+  const status = card.querySelector(".status");
+  const bar = card.querySelector("progress");
+  if (job.status === "Ready") {
+    bar.max = 1;
+    bar.value = 1;
+    const size = `${job.request.width}x${job.request.height}`;
+    status.textContent = `Ready in ${(job.timings_s.total ?? 0).toFixed(2)} s: ${job.model}, ${size}, ` +
+      `${job.request.steps} steps, seed ${job.seed}` + (job.usage ? `, $${job.usage.cost_usd.toFixed(5)}` : "");
+    showImages(card, job);
+  } else {
+    bar.remove();
+    status.classList.add("failed");
+    status.textContent = `${job.status}: ${job.error || "no reason given"}`;
+  }
+  card.querySelector(".actions").replaceChildren(...settingsButtons(job));
+  attempt(loadUsage);
+  attempt(refreshHistory);
+}
+
+function showImages(card, job) {
+  const gallery = card.querySelector(".gallery");
+  let loaded = 0;
+  gallery.replaceChildren(...job.images.map((url, index) => {
+    const format = job.request.output_format || "jpeg";
+    const img = el("img", { src: url, alt: `${job.request.prompt} (image ${index + 1}, seed ${job.seed + index})` });
+    img.addEventListener("load", () => { if (++loaded === job.images.length) card.dataset.imagesShown = String(performance.now()); });
+    return el("figure", {}, img,
+      el("figcaption", {}, el("a", { href: url, download: `flux-${job.id.slice(0, 8)}-${index + 1}.${format}`, textContent: "Download" })));
+  }));
+}
+
+function settingsButtons(job) {
+  const again = el("button", { type: "button", className: "small", textContent: "Use these settings again" });
+  again.addEventListener("click", () => { fillForm(job, false); $("prompt").focus(); });
+  const reseed = el("button", { type: "button", className: "small", textContent: "Same settings, new seed" });
+  reseed.addEventListener("click", () => { fillForm(job, true); generate(); });
+  return [again, reseed];
+}
+
+// ---- history -----------------------------------------------------------------------------
+
+function historyItem(job) {
+  const thumb = job.images.length ? el("img", { className: "thumb", src: job.images[0], alt: "", loading: "lazy" }) : el("div", { className: "thumb" });
+  const when = new Date(job.created_at * 1000).toLocaleString();
+  const item = el("li", { id: `history-${job.id}` }, thumb, el("div", {},
+    el("p", { textContent: job.request.prompt }),
+    el("p", { className: "hint", textContent: `${job.status} · ${job.model} · ${job.request.width}x${job.request.height} · ` +
+      `${job.images.length || job.request.num_images} image(s) · seed ${job.seed} · ${when}` }),
+    el("div", { className: "actions" }, ...settingsButtons(job))));
+  return item;
+}
+
+async function loadHistory(cursor) {
+  const page = await api(`/v1/jobs?limit=${HISTORY_PAGE}` + (cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""));
+  if (!cursor) $("history-list").replaceChildren();
+  $("history-list").append(...page.jobs.map(historyItem));
+  state.historyCursor = page.next_cursor;
+  $("history-more").hidden = !page.next_cursor;
+}
+
+const refreshHistory = () => loadHistory(null);
+
+// ---- start -------------------------------------------------------------------------------
+
+async function loadAll() {
+  showMessage("");
+  if (!$("api-key").value.trim()) return showMessage("Enter your API key: `flux-serve run` prints one.");
+  if (await attempt(loadModels)) {
+    await Promise.all([attempt(loadLoras), attempt(refreshHistory), attempt(loadUsage)]);
+  }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("api-key").value = localStorage.getItem(KEY_STORAGE) || "";
+  $("api-key").addEventListener("change", () => {
+    localStorage.setItem(KEY_STORAGE, $("api-key").value.trim());
+    loadAll();
+  });
+  $("model").addEventListener("change", describeModel);
+  $("generate").addEventListener("submit", generate);
+  $("cancel-button").addEventListener("click", cancelRunning);
+  $("history-more").addEventListener("click", () => attempt(() => loadHistory(state.historyCursor)));
+  loadAll();
+});
