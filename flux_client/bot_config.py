@@ -1,0 +1,88 @@
+"""The Telegram bot's settings, from the environment (see README, "Telegram bot")."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+from flux_client import config
+from flux_client.client import DEFAULT_URL
+
+DEFAULT_WEBHOOK_LISTEN = "127.0.0.1:8081"
+TOKEN_SHAPE = re.compile(r"^\d+:[\w-]+$")  # what @BotFather hands out: 123456:ABC-def...
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the variable and the fix."""
+
+
+def _allowed_chats(text: str) -> frozenset[int]:
+    chats = set()
+    for part in text.split(","):
+        if part.strip():
+            try:
+                chats.add(int(part.strip()))
+            except ValueError:
+                raise ConfigError(
+                    f"TELEGRAM_ALLOWED_CHATS has {part.strip()!r}; give chat ids as integers, comma-separated "
+                    "(e.g. 12345,-100987654321), or leave it empty to allow anyone."
+                ) from None
+    return frozenset(chats)
+
+
+def _positive_int(name: str, default: int) -> int:
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    if not text.isdigit() or int(text) < 1:
+        raise ConfigError(f"{name} is {text!r}; it must be a whole number of at least 1.")
+    return int(text)
+
+
+def _listen_address(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"webhook listen address {text!r} must look like HOST:PORT, e.g. {DEFAULT_WEBHOOK_LISTEN}.")
+    return host, int(port)
+
+
+@dataclass(frozen=True)
+class BotConfig:
+    token: str
+    flux_url: str = DEFAULT_URL
+    flux_key: str | None = None
+    telegram_api_url: str | None = None  # a Bot API server's base URL; None: Telegram's own
+    allowed_chats: frozenset[int] = frozenset()  # empty: anyone
+    max_jobs_per_chat: int = 2
+    webhook_url: str | None = None  # set: webhook mode; None: long polling
+    webhook_listen: tuple[str, int] = _listen_address(DEFAULT_WEBHOOK_LISTEN)
+    webhook_secret: str | None = None
+    status_edit_interval_s: float = 1.0  # Telegram limits edits; one per second per status message is safe
+    service_retry_delays_s: tuple[float, ...] = (5.0, 15.0, 45.0)  # when the image service is down at submit
+    poll_interval_s: float = 0.5
+    job_timeout_s: float = 600.0
+
+    def allows(self, chat_id: int) -> bool:
+        return not self.allowed_chats or chat_id in self.allowed_chats
+
+    @classmethod
+    def from_env(cls, webhook_url: str | None = None, webhook_listen: str | None = None) -> BotConfig:
+        """Flags win over env; TELEGRAM_BOT_TOKEN is required."""
+        token = os.environ.get("TELEGRAM_BOT_TOKEN", "").strip()
+        if not token:
+            raise ConfigError("TELEGRAM_BOT_TOKEN is not set: create a bot with @BotFather and export its token.")
+        if not TOKEN_SHAPE.match(token):
+            raise ConfigError("TELEGRAM_BOT_TOKEN does not look like a bot token (123456:ABC-...); copy it from @BotFather.")
+        listen = webhook_listen or os.environ.get("TELEGRAM_WEBHOOK_LISTEN") or DEFAULT_WEBHOOK_LISTEN
+        return cls(
+            token=token,
+            flux_url=config.api_url(),
+            flux_key=config.api_key(),
+            telegram_api_url=os.environ.get("TELEGRAM_API_URL") or None,
+            allowed_chats=_allowed_chats(os.environ.get("TELEGRAM_ALLOWED_CHATS", "")),
+            max_jobs_per_chat=_positive_int("TELEGRAM_MAX_JOBS_PER_CHAT", cls.max_jobs_per_chat),
+            webhook_url=webhook_url or os.environ.get("TELEGRAM_WEBHOOK_URL") or None,
+            webhook_listen=_listen_address(listen),
+            webhook_secret=os.environ.get("TELEGRAM_WEBHOOK_SECRET") or None,
+        )

@@ -1,0 +1,248 @@
+"""The Telegram bot (aiogram 3): prompts, /gen with options, a settings menu, photo edits and album buttons,
+all through flux-serve's public HTTP API. Long polling by default; a webhook when TELEGRAM_WEBHOOK_URL is set.
+
+Settings per chat live in memory: a restart forgets them (jobs themselves live in the service)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from urllib.parse import urlsplit
+
+from aiogram import BaseMiddleware, Bot, Dispatcher, F, Router
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
+from aiogram.exceptions import TelegramAPIError
+from aiogram.filters import Command, CommandObject, CommandStart
+from aiogram.types import CallbackQuery, ErrorEvent, Message
+
+from flux_client.bot_config import BotConfig
+from flux_client.bot_jobs import JobRunner
+from flux_client.bot_keyboards import (
+    CANCEL,
+    MORE,
+    SET,
+    apply_setting,
+    describe_settings,
+    parse_callback,
+    settings_keyboard,
+)
+from flux_client.bot_options import ChatSettings, OptionError, parse_prompt, repeat_job, with_model
+from flux_client.client import AsyncFluxClient
+from flux_client.errors import FluxAPIError, FluxError
+
+log = logging.getLogger(__name__)
+
+HELP = """Send me a prompt and I draw it, e.g.
+a red circle on a blue background
+
+Options go after the prompt (or use /gen):
+/gen a fox --n 4 --ar 16:9 --model 9b --seed 7 --lora mystyle:0.8
+  --n images, --ar aspect ratio, --model 4b or 9b, --seed number, --lora ID[:SCALE] (repeatable)
+
+/settings: this chat's model, aspect ratio and number of images
+A photo with a caption: an edit of that photo (when the server supports editing)
+Under each album: Again (a new seed) and Same seed, 4 more (the next 4 seeds of its series)."""
+
+NOT_UNDERSTOOD = "I understand text prompts and photos with a caption; see /help."
+
+
+def chat_id_of(event: Message | CallbackQuery) -> int:
+    if isinstance(event, Message):
+        return event.chat.id
+    return event.message.chat.id if event.message else event.from_user.id
+
+
+def message_of(error: FluxError) -> str:
+    return error.message if isinstance(error, FluxAPIError) else str(error)
+
+
+class AllowList(BaseMiddleware):
+    """Chats outside TELEGRAM_ALLOWED_CHATS get a polite refusal and nothing else."""
+
+    def __init__(self, config: BotConfig):
+        self.config = config
+
+    async def __call__(self, handler, event, data):
+        chat_id = chat_id_of(event)
+        if self.config.allows(chat_id):
+            return await handler(event, data)
+        text = (
+            "Sorry, this bot only works in the chats its owner has allowed. "
+            f"(This chat's id is {chat_id}; the owner can add it to TELEGRAM_ALLOWED_CHATS.)"
+        )
+        try:
+            await (event.answer(text) if isinstance(event, Message) else event.answer(text, show_alert=True))
+        except TelegramAPIError as error:
+            log.warning("refusal to chat %s not delivered: %s", chat_id, error)
+        return None
+
+
+class ChatBot:
+    """The bot's handlers and state: per-chat settings (in memory), the served models, the job runner."""
+
+    def __init__(self, bot: Bot, flux: AsyncFluxClient, config: BotConfig):
+        self.bot, self.flux = bot, flux
+        self.runner = JobRunner(bot, flux, config)
+        self.settings: defaultdict[int, ChatSettings] = defaultdict(ChatSettings)
+        self.models: list[str] = []
+
+    async def served_models(self) -> list[str]:
+        """The service's model ids; the last known list (maybe empty) while it is unreachable."""
+        try:
+            self.models = [model["id"] for model in await self.flux.models()]
+        except FluxError as error:
+            log.info("models not listed: %s", error)
+        return self.models
+
+    def router(self) -> Router:
+        router = Router(name="flux")
+        router.message(CommandStart())(self.help)
+        router.message(Command("help"))(self.help)
+        router.message(Command("settings"))(self.show_settings)
+        router.message(Command("gen"))(self.gen)
+        router.message(F.photo)(self.edit_photo)
+        router.message(F.text.startswith("/"))(self.unknown_command)
+        router.message(F.text)(self.prompt)
+        router.message()(self.not_understood)
+        router.callback_query()(self.button)
+        return router
+
+    async def help(self, message: Message) -> None:
+        await message.answer(HELP)
+
+    async def not_understood(self, message: Message) -> None:
+        await message.answer(NOT_UNDERSTOOD)
+
+    async def unknown_command(self, message: Message) -> None:
+        await message.answer(f"I do not know {message.text.split()[0]}. {NOT_UNDERSTOOD}")
+
+    async def gen(self, message: Message, command: CommandObject) -> None:
+        if not command.args:
+            await message.answer("Write a prompt after /gen, e.g. /gen a red circle on a blue background --n 4")
+            return
+        await self.generate(message, command.args)
+
+    async def prompt(self, message: Message) -> None:
+        await self.generate(message, message.text)
+
+    async def edit_photo(self, message: Message) -> None:
+        if not message.caption:
+            await message.answer("Add a caption saying how to change the photo, e.g. 'make the circle green'.")
+            return
+        try:
+            photo = await self.bot.download(message.photo[-1])
+        except TelegramAPIError as error:
+            await message.answer(f"I could not fetch the photo from Telegram: {error}")
+            return
+        await self.generate(message, message.caption, [photo.read()])
+
+    async def generate(self, message: Message, text: str, images: list[bytes] | None = None) -> None:
+        try:
+            submission = parse_prompt(text, self.settings[message.chat.id])
+        except OptionError as error:
+            await message.answer(str(error))
+            return
+        if submission.model not in self.models:
+            submission = with_model(submission, await self.served_models())
+        submission.images = images or []
+        await self.runner.run(message.chat.id, submission)
+
+    async def show_settings(self, message: Message) -> None:
+        settings = self.settings[message.chat.id]
+        await message.answer(describe_settings(settings), reply_markup=settings_keyboard(settings, await self.served_models()))
+
+    async def button(self, query: CallbackQuery) -> None:
+        verb, argument = parse_callback(query.data)
+        if not verb or query.message is None:
+            await query.answer("This button no longer works; send a new prompt.")
+            return
+        chat_id = query.message.chat.id
+        if verb == SET:
+            await self._change_setting(query, chat_id, argument)
+        elif verb == CANCEL:
+            try:
+                await self.flux.cancel(argument)
+                await query.answer("Cancelling\u2026")
+            except FluxError as error:
+                await query.answer(message_of(error), show_alert=True)
+        else:
+            try:
+                job = await self.flux.job(argument)
+            except FluxError as error:
+                await query.answer(message_of(error), show_alert=True)
+                return
+            await query.answer("4 more of the same seed series" if verb == MORE else "Again, with a new seed")
+            await self.runner.run(chat_id, repeat_job(job, same_seed=verb == MORE))
+
+    async def _change_setting(self, query: CallbackQuery, chat_id: int, argument: str) -> None:
+        settings = self.settings[chat_id]
+        try:
+            changed = apply_setting(settings, argument)
+        except ValueError:
+            await query.answer("This setting no longer exists; open /settings again.")
+            return
+        await query.answer(changed)
+        try:
+            await query.message.edit_text(
+                describe_settings(settings), reply_markup=settings_keyboard(settings, await self.served_models())
+            )
+        except TelegramAPIError as error:
+            log.debug("settings menu not refreshed: %s", error)
+
+
+async def on_error(event: ErrorEvent) -> bool:
+    """Log and carry on: one odd update must never stop the bot."""
+    log.exception("update %s failed", event.update.update_id, exc_info=event.exception)
+    return True
+
+
+class BotApp:
+    """The bot, its client of the image service and its dispatcher, ready to poll or to take webhooks."""
+
+    def __init__(self, config: BotConfig):
+        self.config = config
+        api = TelegramAPIServer.from_base(config.telegram_api_url) if config.telegram_api_url else None
+        self.bot = Bot(config.token, session=AiohttpSession(api=api) if api else AiohttpSession())
+        self.flux = AsyncFluxClient(config.flux_url, config.flux_key, poll_interval_s=config.poll_interval_s)
+        self.dispatcher = Dispatcher()
+        allow_list = AllowList(config)
+        self.dispatcher.message.outer_middleware(allow_list)
+        self.dispatcher.callback_query.outer_middleware(allow_list)
+        self.dispatcher.errors.register(on_error)
+        self.dispatcher.include_router(ChatBot(self.bot, self.flux, config).router())
+        self.dispatcher.shutdown.register(self.flux.aclose)
+
+    async def poll(self, handle_signals: bool = True) -> None:
+        """Long polling until stop() (or a signal); a webhook left from webhook mode is removed first."""
+        await self.bot.delete_webhook(drop_pending_updates=False)
+        await self.dispatcher.start_polling(self.bot, handle_signals=handle_signals, polling_timeout=10)
+
+    async def stop(self) -> None:
+        await self.dispatcher.stop_polling()
+
+    def serve_webhook(self) -> None:
+        """An aiohttp server at TELEGRAM_WEBHOOK_LISTEN taking updates at the webhook URL's path."""
+        from aiogram.webhook.aiohttp_server import SimpleRequestHandler, setup_application
+        from aiohttp import web
+
+        async def register_webhook(bot: Bot) -> None:
+            await bot.set_webhook(self.config.webhook_url, secret_token=self.config.webhook_secret)
+
+        self.dispatcher.startup.register(register_webhook)
+        app = web.Application()
+        handler = SimpleRequestHandler(dispatcher=self.dispatcher, bot=self.bot, secret_token=self.config.webhook_secret)
+        handler.register(app, path=urlsplit(self.config.webhook_url).path or "/")
+        setup_application(app, self.dispatcher, bot=self.bot)
+        host, port = self.config.webhook_listen
+        web.run_app(app, host=host, port=port)
+
+
+def run_bot(config: BotConfig) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = BotApp(config)
+    if config.webhook_url:
+        app.serve_webhook()
+    else:
+        asyncio.run(app.poll())

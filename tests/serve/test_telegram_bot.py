@@ -1,0 +1,180 @@
+"""The Telegram bot end to end: a Bot API stand-in on loopback (tests/bot_api_standin.py) on one side, the
+shared Serve instance (or a closed port, for "the service is down") on the other."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import io
+from contextlib import asynccontextmanager
+
+from flux_client.bot_config import BotConfig
+from flux_client.telegram_bot import HELP, NOT_UNDERSTOOD, BotApp
+from tests.bot_api_standin import BotApiStandIn, album_photos
+from tests.conftest import free_port
+from tests.serve.conftest import API_KEY
+
+CHAT = 4242
+JPEG_MAGIC = b"\xff\xd8"
+
+
+@asynccontextmanager
+async def running_bot(flux_url: str, **settings):
+    """The stand-in and the bot polling it, until the block ends."""
+    async with BotApiStandIn() as telegram:
+        config = BotConfig(
+            token="123456:TEST-token",
+            flux_url=flux_url,
+            flux_key=API_KEY,
+            telegram_api_url=telegram.base_url,
+            status_edit_interval_s=0.0,
+            poll_interval_s=0.1,
+            service_retry_delays_s=(0.2,),
+        )
+        app = BotApp(dataclasses.replace(config, **settings))
+        polling = asyncio.create_task(app.poll(handle_signals=False))
+        await telegram.wait_for(lambda: telegram.calls_of("getUpdates"))
+        try:
+            yield telegram
+        finally:
+            await app.stop()
+            await asyncio.wait_for(polling, 10)
+
+
+def texts_to(telegram: BotApiStandIn, method: str = "sendMessage") -> list[str]:
+    return [call.params["text"] for call in telegram.calls_of(method) if call.params.get("chat_id") == CHAT]
+
+
+def closed_port_url() -> str:
+    return f"http://127.0.0.1:{free_port()}"  # nothing listens there
+
+
+def status_edits(telegram: BotApiStandIn, status_text: str = "Submitting\u2026") -> list[str]:
+    """The texts the status message was edited to, in order (the bot's first status message)."""
+    sent = [c for c in telegram.calls_of("sendMessage") if c.params["text"] == status_text]
+    assert sent, "no status message was sent"
+    status_index = telegram.calls.index(sent[0])
+    edits = [c for c in telegram.calls[status_index:] if c.method == "editMessageText"]
+    return [c.params["text"] for c in edits]
+
+
+def album_seeds(call) -> list[int]:
+    return [int(caption.removeprefix("seed ")) for _, caption in album_photos(call)]
+
+
+def test_a_prompt_gives_a_status_message_then_an_album_and_the_buttons_repeat_it(base_url):
+    async def scenario():
+        async with running_bot(base_url) as telegram:
+            telegram.push_text(CHAT, "a red circle on a blue background --n 2 --seed 11")
+            [album] = await telegram.wait_for(lambda: telegram.calls_of("sendMediaGroup"))
+            edits = status_edits(telegram)
+            assert edits[0] == "queued" and edits[-1].startswith("Done: 2 image(s)"), edits
+            photos = album_photos(album)
+            assert [caption for _, caption in photos] == ["seed 11", "seed 12"]
+            assert all(data.startswith(JPEG_MAGIC) for data, _ in photos), "real JPEG images"
+            buttons_message = await telegram.wait_for(
+                lambda: [c for c in telegram.calls_of("sendMessage") if "reply_markup" in c.params]
+            )
+            [[again, more]] = buttons_message[0].params["reply_markup"]["inline_keyboard"]
+            assert (again["text"], more["text"]) == ("Again", "Same seed, 4 more")
+            buttons = telegram.message(CHAT, text="buttons")
+
+            telegram.push_button(CHAT, buttons, again["callback_data"])
+            await telegram.wait_for(lambda: len(telegram.calls_of("sendMediaGroup")) == 2)
+            second = album_seeds(telegram.calls_of("sendMediaGroup")[1])
+            assert len(second) == 2 and second != [11, 12], "Again draws a new seed"
+            assert telegram.calls_of("answerCallbackQuery"), "the button press is answered"
+
+            telegram.push_button(CHAT, buttons, more["callback_data"])
+            await telegram.wait_for(lambda: len(telegram.calls_of("sendMediaGroup")) == 3)
+            assert album_seeds(telegram.calls_of("sendMediaGroup")[2]) == [13, 14, 15, 16], "the series goes on"
+
+    asyncio.run(scenario())
+
+
+def button(menu_call, text: str) -> str:
+    """The callback data of the button labelled `text` in a sent message's keyboard."""
+    rows = menu_call.params["reply_markup"]["inline_keyboard"]
+    return next(b["callback_data"] for row in rows for b in row if b["text"].removeprefix("\u2713 ") == text)
+
+
+def test_settings_menu_choices_apply_to_the_next_prompts_of_the_chat(base_url):
+    async def scenario():
+        async with running_bot(base_url) as telegram:
+            telegram.push_text(CHAT, "/settings")
+            [menu] = await telegram.wait_for(
+                lambda: [c for c in telegram.calls_of("sendMessage") if c.params["text"].startswith("Settings")]
+            )
+            menu_message = telegram.message(CHAT, text=menu.params["text"])
+            telegram.push_button(CHAT, menu_message, button(menu, "9b"))
+            telegram.push_button(CHAT, menu_message, button(menu, "n=2"))
+            await telegram.wait_for(lambda: len(telegram.calls_of("editMessageText")) == 2)
+            assert "images per prompt: 2" in telegram.calls_of("editMessageText")[-1].params["text"]
+
+            telegram.push_text(CHAT, "/gen a green square on a white background --seed 5")
+            [album] = await telegram.wait_for(lambda: telegram.calls_of("sendMediaGroup"))
+            assert album_seeds(album) == [5, 6], "n=2 from the settings"
+            summary = await telegram.wait_for(lambda: [t for t in texts_to(telegram) if "\u00b7 seeds" in t])
+            assert summary[0].startswith("flux-2-klein-9b"), summary
+
+    asyncio.run(scenario())
+
+
+def test_chats_outside_the_allow_list_are_refused_politely():
+    async def scenario():
+        async with running_bot(closed_port_url(), allowed_chats=frozenset({1})) as telegram:
+            telegram.push_text(CHAT, "a red circle")
+            [refusal] = await telegram.wait_for(lambda: texts_to(telegram))
+            assert refusal.startswith("Sorry, this bot only works in the chats its owner has allowed")
+            assert str(CHAT) in refusal, "the owner learns which id to allow"
+            await asyncio.sleep(0.3)
+            assert texts_to(telegram) == [refusal] and not telegram.calls_of("editMessageText"), "nothing else"
+
+    asyncio.run(scenario())
+
+
+def test_service_down_is_said_clearly_and_the_bot_keeps_answering():
+    async def scenario():
+        async with running_bot(closed_port_url(), max_jobs_per_chat=1, service_retry_delays_s=(1.0,)) as telegram:
+            telegram.push_text(CHAT, "a red circle on a blue background")
+            await telegram.wait_for(lambda: any("retrying in 1 s" in t for t in texts_to(telegram, "editMessageText")))
+            telegram.push_text(CHAT, "a second prompt while the first one waits")
+            await telegram.wait_for(lambda: any("already running in this chat" in t for t in texts_to(telegram)))
+            await telegram.wait_for(lambda: any("image service is down" in t for t in texts_to(telegram, "editMessageText")))
+
+            telegram.push_sticker(CHAT)
+            telegram.push_button(CHAT, telegram.message(CHAT, text="old"), "nonsense")
+            telegram.push_text(CHAT, "/gen a fox --n")
+            telegram.push_text(CHAT, "/help")
+            await telegram.wait_for(lambda: HELP in texts_to(telegram))
+            answers = texts_to(telegram)
+            assert NOT_UNDERSTOOD in answers, "a sticker gets a hint, not a crash"
+            assert "--n needs a value, e.g. --n 4." in answers
+            [answer] = telegram.calls_of("answerCallbackQuery")
+            assert "no longer works" in answer.params["text"]
+
+    asyncio.run(scenario())
+
+
+def jpeg_photo() -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def test_a_photo_with_a_caption_is_sent_as_an_edit(base_url):
+    async def scenario():
+        async with running_bot(base_url) as telegram:
+            telegram.push_photo(CHAT, "make the circle green", jpeg_photo())
+            outcome = await telegram.wait_for(
+                lambda: telegram.calls_of("sendPhoto")
+                or [t for t in texts_to(telegram, "editMessageText") if "edit" in t or "refused" in t]
+            )
+            assert telegram.calls_of("getFile"), "the bot fetched the photo from Telegram"
+            if isinstance(outcome[0], str):  # a server without editing yet: the API's own words, politely
+                assert outcome[0].startswith("This server cannot edit photos yet. The service said: "), outcome
+                assert "input_image" in outcome[0]
+
+    asyncio.run(scenario())
