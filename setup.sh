@@ -13,4 +13,8 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   .venv/bin/python -m pip install --quiet $TORCH_SPEC
 fi
 .venv/bin/python -m pip install --quiet -e ".[test]"
+# The browser tests (tests/browser) drive Debian's chromium through Playwright; they skip without it.
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
 .venv/bin/python -c "import torch, diffusers, ray; print(f'flux-serve ready: torch {torch.__version__}, diffusers {diffusers.__version__}, ray {ray.__version__}')"

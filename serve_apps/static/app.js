@@ -73,8 +73,9 @@ async function loadModels() {
 function describeModel() {
   const model = state.models.find((candidate) => candidate.id === $("model").value);
   if (!model) return;
-  const backing = model.emulated ? `emulated: ${model.description}` : `${model.weights}: ${model.description}`;
-  $("model-info").textContent = `${backing}. License: ${model.license}${model.commercial_use ? "" : " (non-commercial)"}.`;
+  const weights = model.emulated ? `${model.weights}, emulated offline` : model.weights;
+  $("model-info").textContent = `${model.description} Weights: ${weights}. ` +
+    `License: ${model.license}${model.commercial_use ? "" : " (non-commercial)"}.`;
   $("steps").placeholder = model.defaults.steps ?? "";
   $("width").placeholder = model.defaults.width ?? "";
   $("height").placeholder = model.defaults.height ?? "";
@@ -99,10 +100,12 @@ async function loadUsage() {
   const usage = await api("/v1/usage");
   const total = usage.total;
   $("usage-text").textContent = `${total.jobs} jobs, ${total.images} images, ${total.gpu_seconds.toFixed(2)} GPU-seconds, ` +
-    `$${total.cost_usd.toFixed(4)} at $${usage.usd_per_gpu_hour}/h (${usage.gpu_type}).`;
+    `${dollars(total.cost_usd)} at $${usage.usd_per_gpu_hour}/h (${usage.gpu_type}).`;
 }
 
 // ---- the form ----------------------------------------------------------------------------
+
+const dollars = (usd) => `$${usd >= 0.01 || usd === 0 ? usd.toFixed(2) : usd.toPrecision(2)}`;
 
 function numberOrNull(id) {
   const value = $(id).value.trim();
@@ -176,11 +179,18 @@ function jobCard(jobId) {
   return card;
 }
 
+// Times (performance.now) on the card's data-* attributes, read by the tests and bench/page_latency.py.
+function markFirstEvent(card) {
+  card.dataset.firstEventAt ||= String(performance.now());
+}
+
 function showQueued(card, position) {
+  markFirstEvent(card);
   card.querySelector(".status").textContent = position === 0 ? "Queued: next" : `Queued: ${position} ahead`;
 }
 
 function showProgress(card, step, total) {
+  markFirstEvent(card);
   const bar = card.querySelector("progress");
   bar.max = total;
   bar.value = step;
@@ -191,6 +201,7 @@ function showProgress(card, step, total) {
 function follow(jobId, pressedAt) {
   const card = jobCard(jobId);
   card.dataset.pressedAt = String(pressedAt);
+  card.dataset.submittedAt = String(performance.now());
   state.running.set(jobId, card);
   $("cancel-button").disabled = false;
   api(`/v1/jobs/${jobId}/events-token`, { method: "POST" })
@@ -239,7 +250,7 @@ function finish(card, job) {
     bar.value = 1;
     const size = `${job.request.width}x${job.request.height}`;
     status.textContent = `Ready in ${(job.timings_s.total ?? 0).toFixed(2)} s: ${job.model}, ${size}, ` +
-      `${job.request.steps} steps, seed ${job.seed}` + (job.usage ? `, $${job.usage.cost_usd.toFixed(5)}` : "");
+      `${job.request.steps} steps, seed ${job.seed}` + (job.usage ? `, ${dollars(job.usage.cost_usd)}` : "");
     showImages(card, job);
   } else {
     bar.remove();
@@ -274,7 +285,7 @@ function settingsButtons(job) {
 // ---- history -----------------------------------------------------------------------------
 
 function historyItem(job) {
-  const thumb = job.images.length ? el("img", { className: "thumb", src: job.images[0], alt: "", loading: "lazy" }) : el("div", { className: "thumb" });
+  const thumb = job.images.length ? el("img", { className: "thumb", src: job.images[0], alt: "" }) : el("div", { className: "thumb" });
   const when = new Date(job.created_at * 1000).toLocaleString();
   const item = el("li", { id: `history-${job.id}` }, thumb, el("div", {},
     el("p", { textContent: job.request.prompt }),
