@@ -15,6 +15,7 @@ import argparse
 import math
 import shlex
 import sys
+from dataclasses import replace
 import time
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from bench.cost import load_config
 from bench.quality import ClipScorer
 from bench.report import build_rows, markdown, plot, scores_note, write_parquet
 from bench.runners import Cell, HttpRunner, InProcessRunner
-from deployments.params import GenerationRequest, InvalidRequestError
+from deployments.contracts import GenerationParams, InvalidRequestError
 from deployments.registry import VARIANTS, UnknownModelError, get_variant
 from deployments.weights import REAL_SIZE, draws_noise, pick_device
 
@@ -82,14 +83,15 @@ def _variants(text: str) -> list[str]:
 def _check_limits(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """The service's own request limits, checked before any model loads."""
     flags = {"width": "--resolutions", "height": "--resolutions", "steps": "--steps", "num_images": "--batch-sizes"}
+    within = GenerationParams(prompt="", width=1024, height=1024, steps=4, guidance=None, seed=0)
     requests = [
-        *(GenerationRequest(prompt=None, width=width, height=height) for width, height in args.resolutions or []),
-        *(GenerationRequest(prompt=None, steps=steps) for steps in args.steps),
-        *(GenerationRequest(prompt=None, num_images=batch) for batch in args.batch_sizes),
+        *(replace(within, width=width, height=height) for width, height in args.resolutions or []),
+        *(replace(within, steps=steps) for steps in args.steps),
+        *(replace(within, num_images=batch) for batch in args.batch_sizes),
     ]
     for request in requests:
         try:
-            request.validate()
+            request.check()
         except InvalidRequestError as error:
             parser.error(f"{flags[error.field]}: {error.message}")
 

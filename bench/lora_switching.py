@@ -17,7 +17,7 @@ from pathlib import Path
 
 from deployments.denoiser import Denoiser
 from deployments.encoder import TextEncoder
-from deployments.params import AdapterRef, GenerationRequest
+from deployments.contracts import AdapterRef, GenerationParams
 from deployments.shapes_world import SHAPES, Scene, draw
 from lora.training import LoraTrainingConfig, train_lora
 
@@ -52,12 +52,14 @@ def main() -> None:
 
     encoder = TextEncoder(args.model, weights=args.weights)
     denoiser = Denoiser(args.model, weights=args.weights, max_loaded_adapters=1)
-    [prompt] = encoder.encode(["a red circle"])
 
     def timed(adapter: str | None) -> float:
         adapters = (AdapterRef(adapter, paths[adapter]),) if adapter else ()
         started = time.perf_counter()
-        denoiser.generate([GenerationRequest(prompt=prompt, width=args.size, height=args.size, seed=0, adapters=adapters)])
+        params = GenerationParams.with_defaults(
+            denoiser.defaults, "a red circle", width=args.size, height=args.size, seed=0, adapters=adapters
+        )
+        denoiser.generate([encoder.job(params)])
         return time.perf_counter() - started
 
     timed(None)

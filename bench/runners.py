@@ -20,9 +20,9 @@ from PIL import Image
 
 from deployments.denoiser import Denoiser
 from deployments.encoder import TextEncoder
-from deployments.params import GenerationRequest
+from deployments.contracts import GenerationDefaults, GenerationParams
 from deployments.registry import get_variant
-from deployments.weights import GenerationDefaults, resolve_weights
+from deployments.weights import resolve_weights
 
 SEED = 1234
 STAGES = ("encode", "queue", "denoise", "decode")
@@ -147,15 +147,14 @@ class InProcessRunner:
     def _one(self, cell: Cell, prompt: str) -> Sample:
         encoder, denoiser = self.workers(cell.variant)
         encoder.cache.clear()  # measure a real encoding, not a cache hit
-        started = time.perf_counter()
-        [embedding] = encoder.encode([prompt])
-        encode_s = time.perf_counter() - started
-        negative = None if denoiser.distilled else encoder.encode([""])[0]
-        request = GenerationRequest(
-            prompt=embedding, negative_prompt=negative, width=cell.width, height=cell.height,
-            steps=cell.steps, seed=SEED, num_images=cell.batch_size, output_format="png",
+        params = GenerationParams.with_defaults(
+            denoiser.defaults, prompt, width=cell.width, height=cell.height, steps=cell.steps, seed=SEED,
+            num_images=cell.batch_size, output_format="png",
         )
-        [result] = denoiser.generate([request])
+        started = time.perf_counter()
+        job = encoder.job(params)
+        encode_s = time.perf_counter() - started
+        [result] = denoiser.generate([job])
         timings = {"encode": encode_s, "queue": 0.0, "denoise": result.timings_s["denoise"], "decode": result.timings_s["decode"]}
         timings["total"] = time.perf_counter() - started
         gpu_seconds = (timings["denoise"] + timings["decode"]) * self.gpu_fraction

@@ -22,7 +22,7 @@ import httpx
 
 from deployments.denoiser import Denoiser
 from deployments.encoder import TextEncoder
-from deployments.params import GenerationRequest
+from deployments.contracts import GenerationParams
 
 PROMPT = "a red circle on a blue background"
 POLL_INTERVAL_S = 0.02
@@ -68,8 +68,8 @@ def best_in_process_s(model: str, weights: str, size: int, repeats: int) -> floa
 
     def in_process(seed: int) -> float:
         started = time.perf_counter()
-        [embedding] = encoder.encode([f"{PROMPT} {seed}"])
-        denoiser.generate([GenerationRequest(prompt=embedding, width=size, height=size, seed=seed)])
+        params = GenerationParams.with_defaults(denoiser.defaults, f"{PROMPT} {seed}", width=size, height=size, seed=seed)
+        denoiser.generate([encoder.job(params)])
         return time.perf_counter() - started
 
     in_process(0)

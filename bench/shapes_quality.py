@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw
 
 from deployments.denoiser import Denoiser
 from deployments.encoder import TextEncoder
-from deployments.params import GenerationRequest
+from deployments.contracts import GenerationParams
 from deployments.shapes_world import Scene, adherence, held_out_scenes
 
 TILE_PX = 128
@@ -25,13 +25,15 @@ CAPTION_PX = 28
 
 def generate(encoder: TextEncoder, denoiser: Denoiser, scenes: list[Scene], seeds: int) -> list[list[Image.Image]]:
     """seeds images per scene, one request per scene (image i uses seed i)."""
-    embeddings = encoder.encode([scene.caption for scene in scenes])
-    negative = encoder.encode([""])[0] if not denoiser.distilled else None
-    requests = [
-        GenerationRequest(prompt=e, negative_prompt=negative, width=64, height=64, seed=0, num_images=seeds, output_format="png")
-        for e in embeddings
+    jobs = [
+        encoder.job(
+            GenerationParams.with_defaults(
+                denoiser.defaults, scene.caption, width=64, height=64, seed=0, num_images=seeds, output_format="png"
+            )
+        )
+        for scene in scenes
     ]
-    results = denoiser.generate(requests)
+    results = denoiser.generate(jobs)
     return [[Image.open(io.BytesIO(data)).convert("RGB") for data in result.images] for result in results]
 
 

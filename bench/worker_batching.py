@@ -16,7 +16,7 @@ from cachetools import LRUCache
 
 from deployments.denoiser import Denoiser
 from deployments.encoder import TextEncoder
-from deployments.params import GenerationRequest
+from deployments.contracts import DenoiseJob, GenerationParams
 
 PROMPT = "a red circle on a blue background"
 
@@ -43,8 +43,11 @@ def main() -> None:
     denoiser = Denoiser(args.model, weights=args.weights)
     [embedding] = encoder.encode([PROMPT])
 
-    def request(seed: int, num_images: int = 1) -> GenerationRequest:
-        return GenerationRequest(prompt=embedding, width=args.size, height=args.size, seed=seed, num_images=num_images)
+    def request(seed: int, num_images: int = 1) -> DenoiseJob:
+        params = GenerationParams.with_defaults(
+            denoiser.defaults, PROMPT, width=args.size, height=args.size, seed=seed, num_images=num_images
+        )
+        return DenoiseJob(params, embedding)
 
     denoiser.generate([request(0)])
     batched_s = best_of(args.repeats, lambda: denoiser.generate([request(seed) for seed in range(8)]))

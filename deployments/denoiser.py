@@ -9,27 +9,24 @@ or inside a batch, on any device.
 from __future__ import annotations
 
 import hashlib
-import random
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-
 from pathlib import Path
 
 import torch
 from cachetools import LRUCache
 
+from deployments.contracts import AdapterRef, DenoiseJob, GenerationParams, InvalidRequestError
 from deployments.images import encode_image
-from deployments.params import MAX_SEED, GenerationRequest, InvalidRequestError
 from deployments.registry import get_variant
 from deployments.weights import load_pipeline, pick_device, pick_dtype, resolve_weights
 
-from lora.compat import AdapterMismatch, check_compatible, inspect_adapter, module_linear_shapes
-
 ProgressCallback = Callable[[int, int, int], None]
 CancelCheck = Callable[[int], bool]
+AdapterFiles = Callable[[AdapterRef], Path]
 
 
 class GenerationCancelled(Exception):
@@ -40,14 +37,9 @@ class GenerationCancelled(Exception):
 class GenerationResult:
     """Images of one request; `timings_s` holds denoise and decode (VAE + image encoding)."""
 
+    params: GenerationParams
     images: list[bytes]
-    output_format: str
-    seed: int
-    width: int
-    height: int
-    steps: int
-    guidance: float
-    timings_s: dict[str, float] = field(default_factory=dict)
+    timings_s: dict[str, float] = field(default_factory=lambda: {"denoise": 0.0, "decode": 0.0})
     batch_images: int = 0
     batch_requests: int = 0
     cancelled: bool = False
@@ -57,10 +49,12 @@ class AdapterCache:
     """LoRA adapters loaded into the pipeline on demand, at most `capacity`, least recently used out.
 
     Requests without adapters run with LoRA disabled, so they match a fresh base model.
+    `adapter_files` turns an adapter's registered source into a local file (fetched once).
     """
 
-    def __init__(self, pipeline, capacity: int):
+    def __init__(self, pipeline, capacity: int, adapter_files: AdapterFiles):
         self.pipeline = pipeline
+        self.adapter_files = adapter_files
         self.loaded: LRUCache = LRUCache(maxsize=capacity)
         self.loads = 0
 
@@ -69,14 +63,14 @@ class AdapterCache:
         """peft module names cannot hold '.', and ids are user text: name adapters by a hash."""
         return "lora_" + hashlib.sha256(key.encode()).hexdigest()[:16]
 
-    def activate(self, adapters) -> None:
+    def activate(self, adapters: tuple[AdapterRef, ...]) -> None:
         if not adapters:
             if self.loaded:
                 self.pipeline.disable_lora()
             return
         if len(adapters) > self.loaded.maxsize:
             raise InvalidRequestError("loras", f"at most {self.loaded.maxsize} adapters can be combined here.")
-        keys = [f"{adapter.id}\0{adapter.path}" for adapter in adapters]
+        keys = [f"{adapter.id}\0{adapter.source}" for adapter in adapters]
         for key, adapter in zip(keys, adapters):
             if key in self.loaded:
                 self.loaded[key]  # touch: most recently used
@@ -84,7 +78,7 @@ class AdapterCache:
             while len(self.loaded) >= self.loaded.maxsize:
                 evicted, _ = self.loaded.popitem()
                 self.pipeline.delete_adapters(self.peft_name(evicted))
-            self.pipeline.load_lora_weights(adapter.path, adapter_name=self.peft_name(key))
+            self.pipeline.load_lora_weights(str(self.adapter_files(adapter)), adapter_name=self.peft_name(key))
             self.loaded[key] = adapter.id
             self.loads += 1
         self.pipeline.enable_lora()
@@ -100,7 +94,11 @@ class _Slot:
 
 
 class Denoiser:
-    """Transformer + scheduler + VAE decoder of one model variant."""
+    """Transformer + scheduler + VAE decoder of one model variant.
+
+    It trusts `GenerationParams` (the ingress decided every default, the seed, CFG and the
+    adapters); it checks only what it alone knows: that the embeddings fit its transformer.
+    """
 
     def __init__(
         self,
@@ -110,6 +108,7 @@ class Denoiser:
         device: str = "auto",
         dtype: str = "auto",
         max_loaded_adapters: int = 8,
+        adapter_files: AdapterFiles = lambda adapter: Path(adapter.source),
     ):
         if max_images_per_forward < 1:
             raise ValueError(f"max_images_per_forward must be at least 1, got {max_images_per_forward}.")
@@ -119,19 +118,19 @@ class Denoiser:
         self.dtype = pick_dtype(self.device, dtype)
         self.pipeline = load_pipeline(self.weights, self.device, self.dtype, text_encoder=None, tokenizer=None)
         self.max_images_per_forward = max_images_per_forward
-        self.distilled = bool(self.pipeline.config.is_distilled)
         self.pixels_per_token = self.pipeline.vae_scale_factor * 2
-        self.adapters = AdapterCache(self.pipeline, max_loaded_adapters)
+        self.adapters = AdapterCache(self.pipeline, max_loaded_adapters, adapter_files)
         self._pipeline_lock = threading.Lock()
-        self.linear_shapes = module_linear_shapes(self.pipeline.transformer)
+
+    @property
+    def defaults(self):
+        return self.weights.defaults
 
     # -- validation -------------------------------------------------------------------
 
-    def validate(self, request: GenerationRequest) -> None:
-        request.validate()
-        embedding = request.prompt
+    def check_embeddings(self, job: DenoiseJob) -> None:
         expected_dim = self.pipeline.transformer.config.joint_attention_dim
-        for name, candidate in (("prompt", embedding), ("negative_prompt", request.negative_prompt)):
+        for name, candidate in (("prompt", job.prompt), ("negative_prompt", job.negative_prompt)):
             if candidate is None:
                 continue
             if candidate.text_encoder_family != self.weights.text_encoder_family or (
@@ -144,61 +143,31 @@ class Denoiser:
                     f"{self.weights.text_encoder_family} embeddings ({expected_dim} wide); encode the "
                     f"prompt with the {self.variant.name} text encoder.",
                 )
-        for adapter in request.adapters:
-            try:
-                check_compatible(adapter.id, inspect_adapter(Path(adapter.path)), self.variant.name, self.linear_shapes)
-            except AdapterMismatch as mismatch:
-                raise InvalidRequestError("loras", str(mismatch)) from None
-        if self._uses_cfg(request) and request.negative_prompt is None:
+        if job.params.uses_cfg and job.negative_prompt is None:
             raise InvalidRequestError(
                 "negative_prompt", "guidance > 1 on a non-distilled model needs the empty prompt's embedding."
             )
-
-    def _uses_cfg(self, request: GenerationRequest) -> bool:
-        return not self.distilled and self._guidance(request) > 1.0
-
-    def _steps(self, request: GenerationRequest) -> int:
-        return request.steps if request.steps is not None else self.weights.defaults.steps
-
-    def _guidance(self, request: GenerationRequest) -> float:
-        """Distilled models ignore guidance, so all their requests share one value (and passes)."""
-        if self.distilled:
-            return 1.0
-        return request.guidance if request.guidance is not None else self.weights.defaults.guidance
 
     # -- generation -------------------------------------------------------------------
 
     def generate(
         self,
-        requests: list[GenerationRequest],
+        jobs: list[DenoiseJob],
         on_progress: ProgressCallback | None = None,
         should_cancel: CancelCheck | None = None,
     ) -> list[GenerationResult]:
-        """Results in the order of `requests`. Progress is (request index, step, total steps).
+        """Results in the order of `jobs`. Progress is (job index, step, total steps).
 
         One call at a time per denoiser: the scheduler and the active adapters are pipeline state.
         """
         with self._pipeline_lock:
-            return self._generate(requests, on_progress, should_cancel)
+            return self._generate(jobs, on_progress, should_cancel)
 
-    def _generate(self, requests, on_progress, should_cancel) -> list[GenerationResult]:
-        for request in requests:
-            self.validate(request)
-        seeds = [r.seed if r.seed is not None else random.randint(0, MAX_SEED) for r in requests]
-        results = [
-            GenerationResult(
-                images=[None] * r.num_images,
-                output_format=r.output_format,
-                seed=seed,
-                width=r.width,
-                height=r.height,
-                steps=self._steps(r),
-                guidance=self._guidance(r),
-                timings_s={"denoise": 0.0, "decode": 0.0},
-            )
-            for r, seed in zip(requests, seeds)
-        ]
-        chunks = self._plan_forward_passes(requests)
+    def _generate(self, jobs, on_progress, should_cancel) -> list[GenerationResult]:
+        for job in jobs:
+            self.check_embeddings(job)
+        results = [GenerationResult(job.params, [None] * job.params.num_images) for job in jobs]
+        chunks = self._plan_forward_passes([job.params for job in jobs])
         chunks_per_request: dict[int, int] = defaultdict(int)
         for chunk in chunks:
             for request_index in {slot.request_index for slot in chunk}:
@@ -210,9 +179,7 @@ class Denoiser:
             for request_index in cancelled:
                 results[request_index].cancelled = True
             if live:
-                self._run_chunk(
-                    requests, seeds, live, results, on_progress, should_cancel, chunks_per_request, chunks_done
-                )
+                self._run_chunk(jobs, live, results, on_progress, should_cancel, chunks_per_request, chunks_done)
             for request_index in {slot.request_index for slot in chunk}:
                 chunks_done[request_index] += 1
         for result in results:
@@ -220,20 +187,20 @@ class Denoiser:
                 result.images = []
         return results
 
-    def _plan_forward_passes(self, requests: list[GenerationRequest]) -> list[list[_Slot]]:
+    def _plan_forward_passes(self, params: list[GenerationParams]) -> list[list[_Slot]]:
         """Group compatible requests, then pack them into passes, keeping a request whole where it fits."""
         groups: dict[tuple, list[int]] = defaultdict(list)
-        for index, request in enumerate(requests):
-            adapters = tuple(sorted((a.id, a.scale) for a in request.adapters))
-            groups[(request.width, request.height, self._steps(request), self._guidance(request), adapters)].append(index)
+        for index, p in enumerate(params):
+            adapters = tuple(sorted((a.id, a.scale) for a in p.adapters))
+            groups[(p.width, p.height, p.steps, p.guidance, adapters)].append(index)
         chunks: list[list[_Slot]] = []
         for indices in groups.values():
             current: list[_Slot] = []
             for index in indices:
-                if current and len(current) + requests[index].num_images > self.max_images_per_forward:
+                if current and len(current) + params[index].num_images > self.max_images_per_forward:
                     chunks.append(current)
                     current = []
-                for image_index in range(requests[index].num_images):
+                for image_index in range(params[index].num_images):
                     current.append(_Slot(index, image_index))
                     if len(current) == self.max_images_per_forward:
                         chunks.append(current)
@@ -249,24 +216,26 @@ class Denoiser:
         generator = torch.Generator("cpu").manual_seed(seed)
         return torch.randn(shape, generator=generator, dtype=torch.float32)
 
-    def _run_chunk(self, requests, seeds, slots, results, on_progress, should_cancel, chunks_per_request, chunks_done):
-        first = requests[slots[0].request_index]
-        steps, guidance = self._steps(first), self._guidance(first)
+    def _run_chunk(self, jobs, slots, results, on_progress, should_cancel, chunks_per_request, chunks_done):
+        first = jobs[slots[0].request_index].params
         request_indices = sorted({s.request_index for s in slots})
-        prompt_embeds = torch.stack([requests[s.request_index].prompt.embeds for s in slots])
+        prompt_embeds = torch.stack([jobs[s.request_index].prompt.embeds for s in slots])
         negative_embeds = None
-        if self._uses_cfg(first):
-            negative_embeds = torch.stack([requests[s.request_index].negative_prompt.embeds for s in slots])
+        if first.uses_cfg:
+            negative_embeds = torch.stack([jobs[s.request_index].negative_prompt.embeds for s in slots])
             negative_embeds = negative_embeds.to(self.device, self.dtype)
         noise = torch.stack(
-            [self.initial_noise(seeds[s.request_index] + s.image_index, first.width, first.height) for s in slots]
+            [
+                self.initial_noise(jobs[s.request_index].params.seed + s.image_index, first.width, first.height)
+                for s in slots
+            ]
         )
 
         def on_step_end(pipeline, step, _timestep, callback_kwargs):
             for request_index in request_indices:
                 if on_progress:
-                    done = chunks_done[request_index] * steps + step + 1
-                    on_progress(request_index, done, steps * chunks_per_request[request_index])
+                    done = chunks_done[request_index] * first.steps + step + 1
+                    on_progress(request_index, done, first.steps * chunks_per_request[request_index])
             if should_cancel and all(should_cancel(i) for i in request_indices):
                 raise GenerationCancelled()
             return callback_kwargs
@@ -281,8 +250,8 @@ class Denoiser:
                     latents=noise.to(self.device, self.dtype),
                     width=first.width,
                     height=first.height,
-                    num_inference_steps=steps,
-                    guidance_scale=guidance,
+                    num_inference_steps=first.steps,
+                    guidance_scale=first.guidance if first.guidance is not None else 1.0,
                     max_sequence_length=self.weights.max_sequence_length,
                     text_encoder_out_layers=self.weights.text_encoder_out_layers,
                     callback_on_step_end=on_step_end,
@@ -297,7 +266,7 @@ class Denoiser:
             torch.cuda.synchronize(self.device)  # kernels run ahead of Python: time what they did
         denoised = time.perf_counter()
         for slot, image in zip(slots, self.decode(latents)):
-            output_format = requests[slot.request_index].output_format
+            output_format = jobs[slot.request_index].params.output_format
             results[slot.request_index].images[slot.image_index] = encode_image(image, output_format)
         decoded = time.perf_counter()
         for request_index in request_indices:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from cachetools import LRUCache
 
+from deployments.contracts import DenoiseJob, GenerationParams
 from deployments.registry import get_variant
 from deployments.weights import ResolvedWeights, load_pipeline, pick_device, pick_dtype, resolve_weights
 
@@ -80,3 +81,9 @@ class TextEncoder:
                 "The embedding cache is smaller than one batch of prompts; raise cache_size."
             )
         return embedding
+
+    def job(self, params: GenerationParams, job_id: str | None = None) -> DenoiseJob:
+        """In-process callers' way to a denoiser job: the prompt, and the empty prompt where CFG runs."""
+        prompts = [params.prompt, ""] if params.uses_cfg else [params.prompt]
+        embeddings = self.encode(prompts)
+        return DenoiseJob(params, embeddings[0], embeddings[1] if params.uses_cfg else None, job_id=job_id)

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from diffusers import Flux2KleinPipeline
 
+from deployments.contracts import GenerationDefaults
 from deployments.emulation import SETTINGS_FILENAME, emulated_checkpoint, get_size
 from deployments.registry import ModelVariant
 
@@ -28,17 +29,6 @@ REAL_SIZE = "emulated:real"
 
 class WeightsError(ValueError):
     """Weights that cannot be found or loaded."""
-
-
-@dataclass(frozen=True)
-class GenerationDefaults:
-    """What a request that leaves these out gets; a trained checkpoint brings its own."""
-
-    steps: int
-    guidance: float
-    distilled: bool
-    width: int = 1024
-    height: int = 1024
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from serve_apps.records import JobRecord
 from serve_apps.storage import JobStore
 
 TIMING_STAGES = ("encode", "queue", "denoise", "decode", "store", "total")
@@ -35,28 +36,28 @@ SCHEMA = pa.schema(
 )
 
 
-def job_row(record: dict) -> dict:
-    params = record["request"]
+def job_row(record: JobRecord) -> dict:
+    params = record.params
     return {
-        "id": record["id"],
-        "model": record["model"],
-        "key_id": record.get("key_id"),
-        "status": record["status"],
-        "created_at": int(record["created_at"] * 1000),
-        "updated_at": int(record["updated_at"] * 1000),
-        **{name: params.get(name) for name in ("prompt", "width", "height", "steps", "guidance", "num_images", "output_format")},
-        "seed": record.get("seed"),
-        "attempts": record.get("attempts"),
-        "error": record.get("error"),
-        "batch_images": record.get("batch", {}).get("images"),
-        "batch_requests": record.get("batch", {}).get("requests"),
-        **{f"{stage}_s": record.get("timings_s", {}).get(stage) for stage in TIMING_STAGES},
+        "id": record.id,
+        "model": record.model,
+        "key_id": record.key_id,
+        "status": record.status.value,
+        "created_at": int(record.created_at * 1000),
+        "updated_at": int(record.updated_at * 1000),
+        **{name: getattr(params, name) for name in ("prompt", "width", "height", "steps", "guidance", "num_images", "output_format")},
+        "seed": params.seed,
+        "attempts": record.attempts,
+        "error": record.error,
+        "batch_images": record.batch.get("images"),
+        "batch_requests": record.batch.get("requests"),
+        **{f"{stage}_s": record.timings_s.get(stage) for stage in TIMING_STAGES},
     }
 
 
 def export_history(store: JobStore, out_path: Path, key_id: str | None = None) -> int:
     """Write the jobs (of one key, or all) to `out_path` as Parquet; returns the row count."""
-    rows = [job_row(record) for record in store.all_jobs() if key_id is None or record.get("key_id") == key_id]
+    rows = [job_row(record) for record in store.all_jobs() if key_id is None or record.key_id == key_id]
     rows.sort(key=lambda row: row["created_at"])
     pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), out_path)
     return len(rows)

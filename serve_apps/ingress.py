@@ -7,9 +7,9 @@ from dataclasses import asdict
 
 from ray import serve
 
-from deployments.registry import get_variant
 from diffusers import Flux2Transformer2DModel
 
+from deployments.registry import get_variant
 from deployments.weights import describe_weights, resolve_weights
 from lora.compat import linear_shapes
 from lora.registry import AdapterRegistry
@@ -22,21 +22,17 @@ from serve_apps.routers.deps import AppServices
 from serve_apps.signing import UrlSigner, load_signing_key
 from serve_apps.storage import JobStore
 from serve_apps.views import JobViews
+from serve_apps.workers import denoiser_deployment_name
 
 logger = logging.getLogger("flux_serve.ingress")
 
 
-def denoiser_deployment_name(model: str) -> str:
-    return f"Denoiser-{model}"
-
-
-def encoder_deployment_name(family: str) -> str:
-    return f"TextEncoder-{family}"
+INGRESS_MAX_ONGOING_REQUESTS = 256
 
 
 class Ingress:
-    def __init__(self, encoders: dict, denoisers: dict, limiter, args: dict):
-        self.args = AppArgs.model_validate(args)
+    def __init__(self, args: AppArgs, encoders: dict, denoisers: dict, limiter):
+        self.args = args
         self.keys = ApiKeys.from_environment(self.args.keys_file)
         if not self.keys.key_hashes:
             logger.warning("no API keys configured: every request will get 401 until FLUX_API_KEYS is set")
@@ -52,6 +48,15 @@ class Ingress:
         )
         self.service = JobService(store, encoders, denoisers, self.args, defaults, self.views, limiter, self.adapters)
         self._shapes: dict | None = None
+
+    @staticmethod
+    def deployment_options(args: AppArgs) -> dict:
+        return {
+            "name": "Ingress",
+            "ray_actor_options": {"num_cpus": args.ingress.num_cpus},
+            "autoscaling_config": args.ingress.autoscaling.model_dump(),
+            "max_ongoing_requests": INGRESS_MAX_ONGOING_REQUESTS,
+        }
 
     def transformer_shapes(self) -> dict:
         """Each served model's transformer Linear shapes, from its config (built on the meta device)."""

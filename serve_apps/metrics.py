@@ -25,6 +25,6 @@ def record_job(model: str, result, gpu_seconds: float) -> None:
     if result.images:
         IMAGES.inc(len(result.images), tags=tags)
         BATCH_IMAGES.observe(result.batch_images, tags=tags)
-        STEP_SECONDS.observe(result.timings_s.get("denoise", 0.0) / max(1, result.steps), tags=tags)
+        STEP_SECONDS.observe(result.timings_s.get("denoise", 0.0) / max(1, result.params.steps), tags=tags)
     if gpu_seconds:
         GPU_SECONDS.inc(gpu_seconds, tags=tags)

@@ -3,27 +3,31 @@
 from __future__ import annotations
 
 import math
-from enum import Enum
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 
-from deployments.params import MAX_IMAGES, MAX_SEED, MAX_SIDE_PX, MAX_STEPS, MIN_SIDE_PX, MIN_STEPS, SIDE_MULTIPLE_PX
+from deployments.contracts import (
+    MAX_GUIDANCE,
+    MAX_IMAGES,
+    MAX_LORA_SCALE,
+    MAX_SEED,
+    MAX_SIDE_PX,
+    MAX_STEPS,
+    MIN_IMAGES,
+    MIN_SIDE_PX,
+    MIN_STEPS,
+    SIDE_MULTIPLE_PX,
+    AdapterRef,
+    GenerationDefaults,
+    GenerationParams,
+    OutputFormat,
+    draw_seed,
+)
+from serve_apps.records import JobStatus
 
 PROMPT_MAX_CHARS = 10_000
 MEGAPIXEL = 1024 * 1024
-
-
-class JobStatus(str, Enum):
-    """BFL's statuses, plus Cancelled (which get_result reports as Error for BFL clients)."""
-
-    PENDING = "Pending"
-    READY = "Ready"
-    ERROR = "Error"
-    REQUEST_MODERATED = "Request Moderated"
-    CONTENT_MODERATED = "Content Moderated"
-    CANCELLED = "Cancelled"
-    NOT_FOUND = "Task not found"
 
 
 def side_from_aspect(aspect_ratio: str, area_px: int = MEGAPIXEL) -> tuple[int, int]:
@@ -47,7 +51,7 @@ class LoraChoice(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: str = Field(min_length=1, max_length=64, description="a registered LoRA (GET /v1/loras)")
-    scale: float = Field(1.0, ge=-4, le=4)
+    scale: float = Field(1.0, ge=-MAX_LORA_SCALE, le=MAX_LORA_SCALE)
 
 
 class GenerateRequest(BaseModel):
@@ -66,10 +70,10 @@ class GenerateRequest(BaseModel):
         None, description="e.g. '16:9': the model's default area in that shape; instead of width/height"
     )
     steps: int | None = Field(None, ge=MIN_STEPS, le=MAX_STEPS, description="default: the model's (4 for klein)")
-    guidance: float | None = Field(None, ge=0, le=20, description="ignored by distilled models")
+    guidance: float | None = Field(None, ge=0, le=MAX_GUIDANCE, description="ignored by distilled models")
     seed: int | None = Field(None, ge=0, le=MAX_SEED)
-    num_images: int = Field(1, ge=1, le=MAX_IMAGES)
-    output_format: Literal["jpeg", "png", "webp"] = "jpeg"
+    num_images: int = Field(1, ge=MIN_IMAGES, le=MAX_IMAGES)
+    output_format: OutputFormat = "jpeg"
     safety_tolerance: int = Field(2, ge=0, le=6, description="accepted for BFL compatibility")
     prompt_upsampling: bool = Field(False, description="accepted for BFL compatibility; not applied")
     loras: list[LoraChoice] = Field([], max_length=8, description="adapters to apply, each with its scale")
@@ -109,6 +113,25 @@ class GenerateRequest(BaseModel):
         if self.aspect_ratio is not None:
             return side_from_aspect(self.aspect_ratio, default_width * default_height)
         return self.width or default_width, self.height or default_height
+
+    def to_params(
+        self, defaults: GenerationDefaults, adapters: tuple[AdapterRef, ...] = (), prompt: str | None = None
+    ) -> GenerationParams:
+        """The one conversion: every default filled in, the seed drawn, guidance dropped on a distilled
+        model. `adapters` are the resolved `loras`; `prompt` the prompt with trigger words, if added."""
+        width, height = self.size(defaults.width, defaults.height)
+        guidance = self.guidance if self.guidance is not None else defaults.guidance
+        return GenerationParams(
+            prompt=self.prompt if prompt is None else prompt,
+            width=width,
+            height=height,
+            steps=self.steps if self.steps is not None else defaults.steps,
+            guidance=None if defaults.distilled else guidance,
+            seed=self.seed if self.seed is not None else draw_seed(),
+            num_images=self.num_images,
+            output_format=self.output_format,
+            adapters=adapters,
+        )
 
 
 class SubmitResponse(BaseModel):
@@ -200,7 +223,7 @@ class OpenAIImageRequest(BaseModel):
     n: int = Field(1, ge=1, le=MAX_IMAGES)
     size: str | None = Field(None, description="'WIDTHxHEIGHT' or 'auto'")
     response_format: Literal["url", "b64_json"] = "url"
-    output_format: Literal["png", "jpeg", "webp"] = "png"
+    output_format: OutputFormat = "png"
 
     @field_validator("size")
     @classmethod

@@ -18,6 +18,8 @@ import uuid
 
 import fsspec
 
+from serve_apps.records import JobRecord
+
 JOB_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
 KEY_ID_PATTERN = re.compile(r"^[0-9a-f]{12}$")
 HISTORY_NAME_PATTERN = re.compile(r"^[0-9]{16}_[0-9a-f]{32}$")
@@ -65,13 +67,14 @@ class JobStore:
             return None
 
     # records
-    def save_job(self, record: dict) -> None:
-        self._write_bytes(f"{self._job_dir(record['id'])}/job.json", json.dumps(record).encode())
+    def save_job(self, record: JobRecord) -> None:
+        self._write_bytes(f"{self._job_dir(record.id)}/job.json", record.model_dump_json().encode())
 
-    def load_job(self, job_id: str) -> dict | None:
+    def load_job(self, job_id: str) -> JobRecord | None:
         if not is_job_id(job_id):
             return None
-        return self._read_json(f"{self._job_dir(job_id)}/job.json")
+        stored = self._read_json(f"{self._job_dir(job_id)}/job.json")
+        return None if stored is None else JobRecord.model_validate(stored)
 
     # progress, written by the denoiser replica
     def save_progress(self, job_id: str, progress: dict) -> None:
@@ -113,7 +116,7 @@ class JobStore:
     def all_jobs(self):
         """Every job record (for exports), in no particular order."""
         for path in self.fs.glob(f"{self.root}/jobs/*/job.json"):
-            yield json.loads(self.fs.cat_file(path))
+            yield JobRecord.model_validate_json(self.fs.cat_file(path))
 
     # cancel requests, read by the denoiser between steps
     def request_cancel(self, job_id: str) -> None:

@@ -2,54 +2,74 @@
 
 from __future__ import annotations
 
-from serve_apps.protocol import GetResultResponse, JobResponse, JobStatus, Progress, ResultPayload
+from serve_apps.protocol import GetResultResponse, JobResponse, Progress, ResultPayload
+from serve_apps.records import JobRecord, JobStatus
 from serve_apps.signing import UrlSigner
+
+
+def shown_request(record: JobRecord) -> dict:
+    """The params as the API has always shown them: `loras` for the adapters."""
+    params = record.params
+    shown = {name: getattr(params, name) for name in ("prompt", "width", "height", "steps", "guidance", "seed")}
+    shown.update(num_images=params.num_images, output_format=params.output_format)
+    shown["loras"] = [{"id": a.id, "source": a.source, "scale": a.scale} for a in params.adapters]
+    return shown
 
 
 class JobViews:
     def __init__(self, signer: UrlSigner):
         self.signer = signer
 
-    def image_urls(self, record: dict) -> list[str]:
-        base = record.get("base_url", "").rstrip("/")
-        return [base + self.signer.sign(f"/v1/images/{record['id']}/{name}") for name in record["images"]]
+    def image_urls(self, record: JobRecord) -> list[str]:
+        base = record.base_url.rstrip("/")
+        return [base + self.signer.sign(f"/v1/images/{record.id}/{name}") for name in record.images]
 
-    def job(self, record: dict, progress: dict | None = None, queue_position: int | None = None) -> JobResponse:
-        webhook = record.get("webhook")
+    def job(self, record: JobRecord, progress: dict | None = None, queue_position: int | None = None) -> JobResponse:
         return JobResponse(
-            **{
-                key: record[key]
-                for key in ("id", "model", "status", "stage", "seed", "timings_s", "batch", "attempts", "error", "created_at", "updated_at", "request")
-            },
+            id=record.id,
+            model=record.model,
+            status=record.status,
+            stage=record.stage.value,
             progress=Progress(step=progress["step"], total=progress["total"]) if progress else None,
             queue_position=queue_position,
+            seed=record.params.seed,
             images=self.image_urls(record),
-            webhook_deliveries=webhook["deliveries"] if webhook else None,
-            warnings=record.get("warnings", []),
-            usage=record.get("usage"),
+            timings_s=record.timings_s,
+            batch=record.batch,
+            attempts=record.attempts,
+            error=record.error,
+            created_at=record.created_at,
+            updated_at=record.updated_at,
+            request=shown_request(record),
+            webhook_deliveries=[d.model_dump(exclude_none=True) for d in record.webhook.deliveries]
+            if record.webhook
+            else None,
+            warnings=record.warnings,
+            usage=record.usage.model_dump() if record.usage else None,
         )
 
-    def webhook_payload(self, record: dict) -> dict:
+    def webhook_payload(self, record: JobRecord) -> dict:
         return self.job(record).model_dump(mode="json")
 
-    def bfl_result(self, record: dict, progress: dict | None) -> GetResultResponse:
+    def bfl_result(self, record: JobRecord, progress: dict | None) -> GetResultResponse:
         """BFL's get_result shape. Cancelled shows as Error, so BFL clients stop polling."""
-        status = JobStatus(record["status"])
-        if status == JobStatus.READY:
+        if record.status == JobStatus.READY:
             urls = self.image_urls(record)
-            params = record["request"]
+            params = record.params
             result = ResultPayload(
                 sample=urls[0],
                 samples=urls,
-                seed=record["seed"],
-                prompt=params["prompt"],
-                width=params["width"],
-                height=params["height"],
-                output_format=params["output_format"],
+                seed=params.seed,
+                prompt=params.prompt,
+                width=params.width,
+                height=params.height,
+                output_format=params.output_format,
             )
-            return GetResultResponse(id=record["id"], status=status, result=result, progress=1.0)
-        if status == JobStatus.PENDING:
+            return GetResultResponse(id=record.id, status=record.status, result=result, progress=1.0)
+        if record.status == JobStatus.PENDING:
             fraction = progress["step"] / progress["total"] if progress else 0.0
-            return GetResultResponse(id=record["id"], status=status, progress=fraction, details={"stage": record["stage"]})
-        shown = JobStatus.ERROR if status == JobStatus.CANCELLED else status
-        return GetResultResponse(id=record["id"], status=shown, details={"error": record["error"]})
+            return GetResultResponse(
+                id=record.id, status=record.status, progress=fraction, details={"stage": record.stage.value}
+            )
+        shown = JobStatus.ERROR if record.status == JobStatus.CANCELLED else record.status
+        return GetResultResponse(id=record.id, status=shown, details={"error": record.error})

@@ -1,25 +1,26 @@
 """Thin Ray Serve wrappers over the plain model workers: batching, live knobs, storage.
 
 `@serve.batch` sits on a thin async method that hands the whole batch to the worker's pure
-batch function in a thread, so the replica keeps collecting the next batch meanwhile.
-The builder turns these classes into deployments.
+batch function in a thread, so the replica keeps collecting the next batch meanwhile. Each
+wrapper takes the typed config whole, says its own deployment options, and takes its worker
+class as an argument so tests can inject one. The builder turns them into deployments.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
-from dataclasses import dataclass, field
 
 import ray
 from ray import serve
 
-from deployments.denoiser import Denoiser
+from deployments.contracts import DenoiseJob, DenoiseOutcome
+from deployments.denoiser import Denoiser, GenerationResult
 from deployments.encoder import PromptEmbedding, TextEncoder
-from deployments.params import AdapterRef, GenerationRequest
+from deployments.registry import get_variant
 from lora.sources import fetch_adapter
 from serve_apps import metrics
+from serve_apps.config import AppArgs
 from serve_apps.storage import JobStore
 
 CANCEL_POLL_S = 0.25
@@ -27,31 +28,15 @@ ADAPTER_SETS_PER_REPLICA = 8
 PROGRESS_WRITE_S = 0.25
 
 
-@dataclass
-class DenoiseJob:
-    job_id: str
-    request: GenerationRequest
-    submitted_at: float = field(default_factory=time.time)
+def encoder_deployment_name(family: str) -> str:
+    return f"TextEncoder-{family}"
 
 
-def adapter_set_key(request: GenerationRequest) -> str:
-    """The multiplexed model id of a request: its adapters, whatever their scales ('' for none)."""
-    return "+".join(sorted(adapter.id for adapter in request.adapters))
+def denoiser_deployment_name(model: str) -> str:
+    return f"Denoiser-{model}"
 
 
-@dataclass
-class DenoiseOutcome:
-    images: list[str]
-    seed: int
-    timings_s: dict[str, float]
-    batch: dict[str, int]
-    gpu_seconds: float = 0.0
-    replica_ready_at: float = 0.0
-    node_id: str = ""
-    cancelled: bool = False
-
-
-def job_gpu_seconds(result, num_gpus: float) -> float:
+def job_gpu_seconds(result: GenerationResult, num_gpus: float) -> float:
     """The job's share of its passes: their wall time x the replica's GPU fraction x its share of images."""
     busy_s = result.timings_s.get("denoise", 0.0) + result.timings_s.get("decode", 0.0)
     share = len(result.images) / result.batch_images if result.batch_images else 0.0
@@ -67,8 +52,28 @@ def apply_batching(batched_method, user_config: dict) -> None:
 
 
 class EncoderServer:
-    def __init__(self, model: str, weights: str, cache_size: int, device: str = "auto", dtype: str = "auto"):
-        self.encoder = TextEncoder(model, weights=weights, cache_size=cache_size, device=device, dtype=dtype)
+    """One text encoder family; `model` is any served model of that family."""
+
+    def __init__(self, args: AppArgs, model: str, encoder_class=TextEncoder):
+        model_args = args.models[model]
+        self.encoder = encoder_class(
+            model,
+            weights=model_args.weights,
+            cache_size=args.encoder.cache_size,
+            device=model_args.device,
+            dtype=model_args.dtype,
+        )
+
+    @staticmethod
+    def deployment_options(args: AppArgs, model: str) -> dict:
+        encoder = args.encoder
+        return {
+            "name": encoder_deployment_name(get_variant(model).text_encoder.family),
+            "ray_actor_options": {"num_cpus": encoder.num_cpus, "num_gpus": encoder.num_gpus},
+            "autoscaling_config": encoder.autoscaling.model_dump(),
+            "max_ongoing_requests": 2 * encoder.batching.max_batch_size,
+            "user_config": encoder.batching.model_dump(),
+        }
 
     def reconfigure(self, user_config: dict) -> None:
         apply_batching(self.encode, user_config)
@@ -79,36 +84,37 @@ class EncoderServer:
 
 
 class DenoiserServer:
-    def __init__(
-        self,
-        model: str,
-        weights: str,
-        storage_url: str,
-        storage_options: dict | None = None,
-        max_images_per_forward: int = 12,
-        device: str = "auto",
-        dtype: str = "auto",
-        max_loaded_adapters: int = 8,
-        lora_roots: list[str] | None = None,
-        num_gpus: float = 0.0,
-    ):
+    def __init__(self, args: AppArgs, model: str, denoiser_class=Denoiser):
+        model_args = args.models[model]
         self.model = model
-        self.num_gpus = num_gpus
-        self.denoiser = Denoiser(
+        self.num_gpus = model_args.num_gpus
+        self.store = JobStore(args.storage_url, args.storage_options)
+        self.denoiser = denoiser_class(
             model,
-            weights=weights,
-            max_images_per_forward=max_images_per_forward,
-            device=device,
-            dtype=dtype,
-            max_loaded_adapters=max_loaded_adapters,
+            weights=model_args.weights,
+            max_images_per_forward=model_args.max_images_per_forward,
+            device=model_args.device,
+            dtype=model_args.dtype,
+            max_loaded_adapters=args.loras.max_loaded_per_replica,
+            adapter_files=lambda adapter: fetch_adapter(
+                adapter.source, args.loras.allowed_roots, storage_options=args.storage_options
+            ),
         )
-        self.store = JobStore(storage_url, storage_options)
-        self.storage_options = storage_options or {}
-        self.lora_roots = lora_roots or []
-        self.node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+        self.node_id = ray.get_runtime_context().get_node_id()[:12] if ray.is_initialized() else ""
         self.ready_at = time.time()
         metrics.COLD_STARTS.inc(tags={"model": model})
         self._cancel_checked_at: dict[str, tuple[float, bool]] = {}
+
+    @staticmethod
+    def deployment_options(args: AppArgs, model: str) -> dict:
+        model_args = args.models[model]
+        return {
+            "name": denoiser_deployment_name(model),
+            "ray_actor_options": {"num_cpus": model_args.num_cpus, "num_gpus": model_args.num_gpus},
+            "autoscaling_config": model_args.autoscaling.model_dump(),
+            "max_ongoing_requests": 2 * model_args.batching.max_batch_size,
+            "user_config": model_args.batching.model_dump(),
+        }
 
     def reconfigure(self, user_config: dict) -> None:
         apply_batching(self.generate, user_config)
@@ -129,16 +135,6 @@ class DenoiserServer:
             await self.adapter_set(key)
         return await asyncio.to_thread(self.generate_batch, jobs)
 
-    def with_local_adapters(self, request: GenerationRequest) -> GenerationRequest:
-        """Adapter sources (s3://, hub ids) fetched into this machine's cache."""
-        if not request.adapters:
-            return request
-        local = tuple(
-            AdapterRef(a.id, str(fetch_adapter(a.path, self.lora_roots, storage_options=self.storage_options)), a.scale)
-            for a in request.adapters
-        )
-        return dataclasses.replace(request, adapters=local)
-
     def cancel_requested(self, job_id: str) -> bool:
         """Looked up in storage at most every CANCEL_POLL_S per job, so object stores see few calls."""
         now = time.monotonic()
@@ -151,7 +147,6 @@ class DenoiserServer:
     def generate_batch(self, jobs: list[DenoiseJob]) -> list[DenoiseOutcome]:
         """Denoise a batch, write progress and images to storage, return what each job needs."""
         started = time.time()
-
         last_written: dict[int, float] = {}
 
         def on_progress(index: int, step: int, total: int) -> None:
@@ -164,31 +159,28 @@ class DenoiserServer:
         def should_cancel(index: int) -> bool:
             return self.cancel_requested(jobs[index].job_id)
 
-        results = self.denoiser.generate(
-            [self.with_local_adapters(job.request) for job in jobs], on_progress=on_progress, should_cancel=should_cancel
-        )
-        outcomes = []
-        for job, result in zip(jobs, results):
-            stored_at = time.perf_counter()
-            names = []
-            for number, image in enumerate(result.images):
-                name = f"{number}.{result.output_format}"
-                self.store.save_image(job.job_id, name, image)
-                names.append(name)
-            timings = {"queue": max(0.0, started - job.submitted_at), **result.timings_s}
-            timings["store"] = time.perf_counter() - stored_at
-            outcome = DenoiseOutcome(
-                images=names,
-                seed=result.seed,
-                timings_s=timings,
-                batch={"images": result.batch_images, "requests": result.batch_requests},
-                gpu_seconds=job_gpu_seconds(result, self.num_gpus),
-                replica_ready_at=self.ready_at,
-                node_id=self.node_id,
-                cancelled=result.cancelled,
-            )
-            outcomes.append(outcome)
-            metrics.record_job(self.model, result, outcome.gpu_seconds)
+        results = self.denoiser.generate(jobs, on_progress=on_progress, should_cancel=should_cancel)
+        outcomes = [self._store_result(job, result, started) for job, result in zip(jobs, results)]
         for job in jobs:
             self._cancel_checked_at.pop(job.job_id, None)
         return outcomes
+
+    def _store_result(self, job: DenoiseJob, result: GenerationResult, started: float) -> DenoiseOutcome:
+        stored_at = time.perf_counter()
+        names = []
+        for number, image in enumerate(result.images):
+            name = f"{number}.{job.params.output_format}"
+            self.store.save_image(job.job_id, name, image)
+            names.append(name)
+        timings = {"queue": max(0.0, started - job.submitted_at), **result.timings_s}
+        timings["store"] = time.perf_counter() - stored_at
+        gpu_seconds = job_gpu_seconds(result, self.num_gpus)
+        metrics.record_job(self.model, result, gpu_seconds)
+        return DenoiseOutcome(
+            images=names,
+            timings_s=timings,
+            batch={"images": result.batch_images, "requests": result.batch_requests, "node": self.node_id},
+            gpu_seconds=gpu_seconds,
+            replica_ready_at=self.ready_at,
+            cancelled=result.cancelled,
+        )

@@ -20,4 +20,4 @@ async def submit(
 ) -> SubmitResponse:
     record = await submit_job(request, served_model(request, model), body, key_id, idempotency_key)
     base = str(request.base_url).rstrip("/")
-    return SubmitResponse(id=record["id"], polling_url=f"{base}/v1/get_result?id={record['id']}")
+    return SubmitResponse(id=record.id, polling_url=f"{base}/v1/get_result?id={record.id}")

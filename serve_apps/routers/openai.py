@@ -53,14 +53,14 @@ async def openai_generate(
     service, views = services(request).service, services(request).views
     model = served_model(request, body.model) if body.model else sorted(service.denoisers)[0]
     record = await submit_job(request, model, body.to_generate_request(), key_id, None)
-    record = await service.wait(record["id"], key_id)
-    if record["status"] == JobStatus.REQUEST_MODERATED.value:
-        raise HTTPException(HTTPStatus.BAD_REQUEST, f"Request moderated: {record['error']}.")
-    if record["status"] != JobStatus.READY.value:
-        raise HTTPException(HTTPStatus.BAD_GATEWAY, f"Generation failed: {record['error']}.")
+    record = await service.wait(record.id, key_id)
+    if record.status == JobStatus.REQUEST_MODERATED:
+        raise HTTPException(HTTPStatus.BAD_REQUEST, f"Request moderated: {record.error}.")
+    if record.status != JobStatus.READY:
+        raise HTTPException(HTTPStatus.BAD_GATEWAY, f"Generation failed: {record.error}.")
     if body.response_format == "url":
         data = [OpenAIImage(url=url, revised_prompt=body.prompt) for url in views.image_urls(record)]
     else:
-        images = [await service.load_image(record["id"], name) for name in record["images"]]
+        images = [await service.load_image(record.id, name) for name in record.images]
         data = [OpenAIImage(b64_json=base64.b64encode(image).decode(), revised_prompt=body.prompt) for image in images]
     return OpenAIImagesResponse(created=int(time.time()), data=data)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
+from deployments.contracts import GenerationParams
 from serve_apps.config import AppArgs
 from serve_apps.jobs import JobService
+from serve_apps.records import JobRecord
 from serve_apps.signing import UrlSigner
 from serve_apps.storage import JobStore, new_job_id
 from serve_apps.views import JobViews
@@ -16,13 +17,12 @@ def make_service(tmp_path) -> JobService:
     return JobService(JobStore(str(tmp_path)), {}, {}, AppArgs(storage_url=str(tmp_path)), {}, JobViews(UrlSigner(b"k", 60)))
 
 
-def pending_record(model: str, created_at: float, stage: str = "queued") -> dict:
-    now = time.time()
-    return {
-        "id": new_job_id(), "model": model, "key_id": "0123456789ab", "status": "Pending", "stage": stage,
-        "created_at": created_at, "updated_at": now, "heartbeat_at": now, "attempts": 0, "owner": "other",
-        "request": {}, "images": [], "timings_s": {}, "batch": {}, "error": None, "seed": 1,
-    }
+def pending_record(model: str, created_at: float, stage: str = "queued") -> JobRecord:
+    params = GenerationParams(prompt="p", width=64, height=64, steps=4, guidance=None, seed=1)
+    return JobRecord(
+        id=new_job_id(), model=model, key_id="0123456789ab", stage=stage, created_at=created_at, owner="other",
+        params=params,
+    )
 
 
 def test_queue_position_counts_earlier_waiting_jobs_of_the_same_model(tmp_path):
@@ -34,7 +34,7 @@ def test_queue_position_counts_earlier_waiting_jobs_of_the_same_model(tmp_path):
     later = pending_record("a", 5)
     for record in (running, earlier, other_model, mine, later):
         service.store.save_job(record)
-        service.store.mark_pending(record["id"])
+        service.store.mark_pending(record.id)
     assert asyncio.run(service.queue_position(mine)) == 1
     assert asyncio.run(service.queue_position(earlier)) == 0
     assert asyncio.run(service.queue_position(running)) is None
@@ -44,9 +44,9 @@ def test_cancelling_an_orphaned_queued_job_ends_it_at_once(tmp_path):
     service = make_service(tmp_path)
     record = pending_record("a", 1)
     service.store.save_job(record)
-    service.store.mark_pending(record["id"])
+    service.store.mark_pending(record.id)
     asyncio.run(service.cancel(record))
-    stored = service.store.load_job(record["id"])
-    assert stored["status"] == "Cancelled" and stored["error"] == "cancelled by the user"
+    stored = service.store.load_job(record.id)
+    assert stored.status == "Cancelled" and stored.error == "cancelled by the user"
     assert service.store.pending_job_ids() == []
-    assert service.store.is_cancel_requested(record["id"])
+    assert service.store.is_cancel_requested(record.id)

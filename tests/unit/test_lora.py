@@ -15,7 +15,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from deployments.denoiser import Denoiser
-from deployments.params import AdapterRef, GenerationRequest, InvalidRequestError
+from deployments.contracts import AdapterRef, DenoiseJob, GenerationParams, InvalidRequestError
 from deployments.shapes_world import SHAPES, Scene, draw
 from lora.compat import AdapterMismatch, check_compatible, inspect_adapter, linear_shapes
 from lora.dataset import DatasetError, load_examples, to_pixels
@@ -54,8 +54,15 @@ def mean_rgb(image_bytes: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(image_bytes)).convert("RGB"), dtype=np.float32).mean(axis=(0, 1))
 
 
-def request(prompt, adapters=(), seed=3) -> GenerationRequest:
-    return GenerationRequest(prompt=prompt, width=64, height=64, seed=seed, num_images=2, output_format="png", adapters=tuple(adapters))
+def params(adapters=(), seed=3) -> GenerationParams:
+    return GenerationParams(
+        prompt="", width=64, height=64, steps=4, guidance=None, seed=seed, num_images=2, output_format="png",
+        adapters=tuple(adapters),
+    )
+
+
+def request(prompt, adapters=(), seed=3) -> DenoiseJob:
+    return DenoiseJob(params(adapters, seed), prompt)
 
 
 def test_training_lowers_the_loss_and_writes_a_card(red_adapter):
@@ -133,10 +140,21 @@ def test_lru_evicts_and_reloads(red_adapter, encoder):
     assert denoiser.adapters.loads == 3 and again.images == first.images
 
 
-def test_adapter_for_the_other_variant_is_refused_before_any_work(red_adapter, denoiser_9b, encoder_9b):
-    [prompt] = encoder_9b.encode(["a circle"])
-    with pytest.raises(InvalidRequestError, match="made for flux-2-klein-4b; this request targets flux-2-klein-9b"):
-        denoiser_9b.generate([request(prompt, [AdapterRef("red", str(red_adapter.adapter_path))])])
+def test_adapter_for_the_other_variant_is_refused_before_any_work(red_adapter, denoiser, denoiser_9b, tmp_path):
+    """Decided once, at registration: a request for the other variant is refused at submit."""
+    from lora.registry import AdapterError, AdapterRegistry
+    from serve_apps.storage import JobStore
+
+    shapes = {
+        model: linear_shapes(dict(worker.pipeline.transformer.config))
+        for model, worker in ((MODEL, denoiser), ("flux-2-klein-9b", denoiser_9b))
+    }
+    folder = red_adapter.adapter_path.parent
+    registry = AdapterRegistry(JobStore(str(tmp_path)), lambda: shapes, [str(folder.parent)], cache_dir=tmp_path / "c")
+    registry.register("red", str(folder))
+    assert [record["id"] for record in registry.resolve(MODEL, [("red", 1.0)])] == ["red"]
+    with pytest.raises(AdapterError, match="made for flux-2-klein-4b; this request targets flux-2-klein-9b"):
+        registry.resolve("flux-2-klein-9b", [("red", 1.0)])
 
 
 def test_tensors_alone_reveal_the_wrong_size(red_adapter, denoiser_9b):
@@ -155,12 +173,11 @@ def test_flux1_kohya_adapter_is_refused(tmp_path):
         check_compatible("old", inspect_adapter(path), MODEL, {})
 
 
-def test_duplicate_adapter_and_wild_scale_are_bad_input(encoder):
-    [prompt] = encoder.encode(["x"])
+def test_duplicate_adapter_and_wild_scale_are_bad_input():
     with pytest.raises(InvalidRequestError, match="listed twice"):
-        request(prompt, [AdapterRef("a", "p"), AdapterRef("a", "p")]).validate()
+        params([AdapterRef("a", "p"), AdapterRef("a", "p")]).check()
     with pytest.raises(InvalidRequestError, match="outside -4..4"):
-        request(prompt, [AdapterRef("a", "p", 9.0)]).validate()
+        params([AdapterRef("a", "p", 9.0)]).check()
 
 
 def test_parquet_dataset_and_dataset_errors(tmp_path):

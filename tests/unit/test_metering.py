@@ -2,6 +2,7 @@
 
 import pytest
 
+from deployments.contracts import GenerationParams
 from deployments.denoiser import GenerationResult
 from serve_apps.builder import ConfigError, validate_args
 from serve_apps.config import PricingArgs
@@ -9,9 +10,10 @@ from serve_apps.workers import job_gpu_seconds
 
 
 def result(images: int, batch_images: int, denoise_s: float, decode_s: float) -> GenerationResult:
+    params = GenerationParams(prompt="", width=64, height=64, steps=4, guidance=None, seed=0, output_format="png")
     return GenerationResult(
-        images=[b""] * images, output_format="png", seed=0, width=64, height=64, steps=4, guidance=1.0,
-        timings_s={"denoise": denoise_s, "decode": decode_s}, batch_images=batch_images, batch_requests=2,
+        params, images=[b""] * images, timings_s={"denoise": denoise_s, "decode": decode_s},
+        batch_images=batch_images, batch_requests=2,
     )
 
 

@@ -14,11 +14,13 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pyarrow.parquet as pq
 import pytest
 
+from deployments.contracts import GenerationParams
 from serve_apps.auth import ApiKeys, hash_key, read_keys_file, write_keys_file
 from serve_apps.history import SCHEMA, export_history
 from serve_apps.limits import KeyLimiter
 from serve_apps.moderation import PromptPolicy
 from serve_apps.signing import UrlSigner
+from serve_apps.records import JobRecord
 from serve_apps.storage import JobStore, new_job_id
 from serve_apps.webhooks import deliver, signed_headers
 
@@ -143,13 +145,14 @@ def test_idempotency_is_per_key(tmp_path):
 def test_history_export_to_parquet(tmp_path):
     store = JobStore(str(tmp_path / "store"))
     for number in range(3):
-        store.save_job({
-            "id": new_job_id(), "model": "flux-2-klein-4b", "key_id": KEY_ID if number else "ffffffffffff",
-            "status": "Ready", "created_at": 1000.0 + number, "updated_at": 1001.0 + number,
-            "request": {"prompt": f"p{number}", "width": 64, "height": 64, "steps": 4, "guidance": None, "num_images": 1, "output_format": "png"},
-            "seed": number, "attempts": 1, "error": None, "batch": {"images": 1, "requests": 1},
-            "timings_s": {"encode": 0.1, "denoise": 0.5, "total": 0.7},
-        })
+        params = GenerationParams(
+            prompt=f"p{number}", width=64, height=64, steps=4, guidance=None, seed=number, output_format="png"
+        )
+        store.save_job(JobRecord(
+            id=new_job_id(), model="flux-2-klein-4b", key_id=KEY_ID if number else "ffffffffffff",
+            status="Ready", created_at=1000.0 + number, updated_at=1001.0 + number, params=params,
+            attempts=1, batch={"images": 1, "requests": 1}, timings_s={"encode": 0.1, "denoise": 0.5, "total": 0.7},
+        ))
     assert export_history(store, tmp_path / "all.parquet") == 3
     assert export_history(store, tmp_path / "mine.parquet", key_id=KEY_ID) == 2
     table = pq.read_table(tmp_path / "mine.parquet")

@@ -1,6 +1,8 @@
 """The job store on a real S3-compatible server (moto, on loopback), through s3fs."""
 
+from deployments.contracts import GenerationParams
 from serve_apps.history import export_history
+from serve_apps.records import JobRecord
 from serve_apps.storage import JobStore, new_job_id
 
 KEY_ID = "0123456789ab"
@@ -10,8 +12,8 @@ def test_records_images_markers_and_history_on_s3(s3_url, s3_endpoint, tmp_path)
     store = JobStore(s3_url, {"endpoint_url": s3_endpoint})
     other_replica = JobStore(s3_url, {"endpoint_url": s3_endpoint})
     job_id = new_job_id()
-    record = {"id": job_id, "model": "m", "key_id": KEY_ID, "status": "Pending", "created_at": 1.0, "updated_at": 1.0,
-              "request": {"prompt": "p"}}
+    params = GenerationParams(prompt="p", width=64, height=64, steps=4, guidance=None, seed=1)
+    record = JobRecord(id=job_id, model="m", key_id=KEY_ID, created_at=1.0, updated_at=1.0, params=params)
     store.save_job(record)
     store.mark_pending(job_id)
     store.add_history(KEY_ID, job_id, 1.0)
@@ -32,14 +34,18 @@ def test_records_images_markers_and_history_on_s3(s3_url, s3_endpoint, tmp_path)
 
 def test_denoiser_worker_writes_images_and_progress_to_s3(s3_url, s3_endpoint, encoder):
     """The denoiser deployment's class, in-process, against the loopback S3 server."""
-    from deployments.params import GenerationRequest
-    from serve_apps.workers import DenoiseJob, DenoiserServer
+    from serve_apps.config import AppArgs, ModelArgs
+    from serve_apps.workers import DenoiserServer
 
-    worker = DenoiserServer("flux-2-klein-4b", "emulated:tiny", s3_url, {"endpoint_url": s3_endpoint})
-    [embedding] = encoder.encode(["a red circle"])
+    model = "flux-2-klein-4b"
+    args = AppArgs(
+        storage_url=s3_url, storage_options={"endpoint_url": s3_endpoint}, models={model: ModelArgs(weights="emulated:tiny")}
+    )
+    worker = DenoiserServer(args, model)
     job_id = new_job_id()
-    request = GenerationRequest(prompt=embedding, width=64, height=64, seed=1, num_images=2, output_format="png")
-    [outcome] = worker.generate_batch([DenoiseJob(job_id, request)])
+    params = GenerationParams(prompt="a red circle", width=64, height=64, steps=4, guidance=None, seed=1, num_images=2,
+                              output_format="png")
+    [outcome] = worker.generate_batch([encoder.job(params, job_id)])
     reader = JobStore(s3_url, {"endpoint_url": s3_endpoint})
     assert outcome.images == ["0.png", "1.png"]
     assert reader.load_image(job_id, "1.png").startswith(b"\x89PNG")

@@ -12,20 +12,22 @@ from PIL import Image
 
 from deployments.denoiser import Denoiser
 from deployments.emulation import build_checkpoint
-from deployments.params import GenerationRequest, InvalidRequestError
+from deployments.contracts import DenoiseJob, GenerationParams, InvalidRequestError
 from deployments.registry import VARIANTS, UnknownModelError, get_variant
+from deployments.weights import describe_weights
 
 MODEL = "flux-2-klein-4b"
+TINY_DEFAULTS = describe_weights(get_variant(MODEL), "emulated:tiny").defaults
 
 
 def pixels(image_bytes: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(image_bytes)).convert("RGB")).astype(np.int16)
 
 
-def make_request(embedding, **overrides) -> GenerationRequest:
+def make_request(embedding, **overrides) -> DenoiseJob:
     fields = {"width": 64, "height": 64, "seed": 7, "output_format": "png"}
     fields.update(overrides)
-    return GenerationRequest(prompt=embedding, **fields)
+    return DenoiseJob(GenerationParams.with_defaults(TINY_DEFAULTS, "a prompt", **fields), embedding)
 
 
 @pytest.mark.parametrize(
@@ -37,7 +39,7 @@ def test_sizes_and_formats(denoiser, prompt, width, height, output_format):
     image = Image.open(io.BytesIO(result.images[0]))
     assert image.size == (width, height)
     assert image.format == {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}[output_format]
-    assert result.steps == get_variant(MODEL).default_steps == 4
+    assert result.params.steps == get_variant(MODEL).default_steps == 4
     assert result.timings_s["denoise"] > 0 and result.timings_s["decode"] > 0
 
 
@@ -58,7 +60,7 @@ def test_same_seed_same_image_other_seed_other_image(denoiser, prompt):
 
 def test_drawn_seed_is_reported_and_reproduces(denoiser, prompt):
     [drawn] = denoiser.generate([make_request(prompt, seed=None)])
-    [replayed] = denoiser.generate([make_request(prompt, seed=drawn.seed)])
+    [replayed] = denoiser.generate([make_request(prompt, seed=drawn.params.seed)])
     assert np.abs(pixels(drawn.images[0]) - pixels(replayed.images[0])).max() <= 1
 
 
@@ -77,7 +79,7 @@ def test_incompatible_requests_run_in_separate_passes(denoiser, prompt):
         [make_request(prompt), make_request(prompt, width=128), make_request(prompt, steps=2)]
     )
     assert small.batch_images == large.batch_images == longer.batch_images == 1
-    assert longer.steps == 2
+    assert longer.params.steps == 2
 
 
 def test_images_per_forward_cap_splits_passes(denoiser_factory, prompt):
@@ -125,9 +127,9 @@ def test_cancelled_request_in_a_batch_leaves_the_others(denoiser, prompts):
         ({"seed": -1}, "seed"),
     ],
 )
-def test_bad_input_names_the_field_and_range(denoiser, prompt, overrides, field):
+def test_bad_input_names_the_field_and_range(prompt, overrides, field):
     with pytest.raises(InvalidRequestError) as error:
-        denoiser.generate([make_request(prompt, **overrides)])
+        make_request(prompt, **overrides)
     assert error.value.field == field
     assert str(overrides[field]).strip("'") in str(error.value)
 

@@ -1,0 +1,163 @@
+"""What the ingress and the model workers agree on, without torch: limits, parameters, wire messages.
+
+`GenerationParams` is decided once, at submit (every default, the seed, whether CFG runs,
+the adapters); the denoiser trusts it and re-derives nothing. `DenoiseJob` carries it with
+the prompt embeddings to a denoiser replica; `DenoiseOutcome` comes back.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
+
+MIN_SIDE_PX = 64
+MAX_SIDE_PX = 2048
+SIDE_MULTIPLE_PX = 16
+MIN_STEPS = 1
+MAX_STEPS = 50
+MIN_IMAGES = 1
+MAX_IMAGES = 12
+MAX_GUIDANCE = 20.0
+MAX_LORA_SCALE = 4.0
+MAX_SEED = 2**32 - 1  # JSON-safe in every client; image i uses seed + i
+OutputFormat = Literal["jpeg", "png", "webp"]
+OUTPUT_FORMATS: tuple[str, ...] = get_args(OutputFormat)
+
+
+class InvalidRequestError(ValueError):
+    """A request field outside what the model accepts; `field` names it for the API error."""
+
+    def __init__(self, field_name: str, message: str):
+        super().__init__(f"{field_name}: {message}")
+        self.field = field_name
+        self.message = message
+
+
+@dataclass(frozen=True)
+class GenerationDefaults:
+    """What a request that leaves these out gets; a trained checkpoint brings its own."""
+
+    steps: int
+    guidance: float
+    distilled: bool
+    width: int = 1024
+    height: int = 1024
+
+
+@dataclass(frozen=True)
+class AdapterRef:
+    """A LoRA adapter to apply: its registered id, where its file is (as registered) and its scale."""
+
+    id: str
+    source: str
+    scale: float = 1.0
+
+
+def draw_seed() -> int:
+    return random.randint(0, MAX_SEED)
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """One request for `num_images` images of one prompt, every choice made.
+
+    `guidance` is None on a guidance-distilled model (it has no guidance to give). Image i
+    uses seed + i, so a request's images are reproducible one by one.
+    """
+
+    prompt: str
+    width: int
+    height: int
+    steps: int
+    guidance: float | None
+    seed: int
+    num_images: int = 1
+    output_format: OutputFormat = "jpeg"
+    adapters: tuple[AdapterRef, ...] = ()
+
+    @property
+    def uses_cfg(self) -> bool:
+        """Classifier-free guidance: the rule of Flux2KleinPipeline, so the ingress knows to send the
+        empty prompt's embedding (the denoiser has no text encoder)."""
+        return self.guidance is not None and self.guidance > 1.0
+
+    @property
+    def adapter_set(self) -> str:
+        """The multiplexed model id of a request: its adapters, whatever their scales ('' for none)."""
+        return "+".join(sorted(adapter.id for adapter in self.adapters))
+
+    def check(self) -> None:
+        """Raise InvalidRequestError for a value outside the limits (the HTTP schema checks the same)."""
+        for name in ("width", "height"):
+            value = getattr(self, name)
+            if not MIN_SIDE_PX <= value <= MAX_SIDE_PX or value % SIDE_MULTIPLE_PX:
+                raise InvalidRequestError(
+                    name,
+                    f"{value} is not allowed; use a multiple of {SIDE_MULTIPLE_PX} between "
+                    f"{MIN_SIDE_PX} and {MAX_SIDE_PX} pixels.",
+                )
+        if not MIN_STEPS <= self.steps <= MAX_STEPS:
+            raise InvalidRequestError("steps", f"{self.steps} is outside {MIN_STEPS}..{MAX_STEPS}.")
+        if self.guidance is not None and not 0.0 <= self.guidance <= MAX_GUIDANCE:
+            raise InvalidRequestError("guidance", f"{self.guidance} is outside 0..{MAX_GUIDANCE:g}.")
+        if not MIN_IMAGES <= self.num_images <= MAX_IMAGES:
+            raise InvalidRequestError("num_images", f"{self.num_images} is outside {MIN_IMAGES}..{MAX_IMAGES}.")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise InvalidRequestError("seed", f"{self.seed} is outside 0..{MAX_SEED}.")
+        if len({adapter.id for adapter in self.adapters}) != len(self.adapters):
+            raise InvalidRequestError("loras", "an adapter is listed twice; list each once with its scale.")
+        for adapter in self.adapters:
+            if not -MAX_LORA_SCALE <= adapter.scale <= MAX_LORA_SCALE:
+                raise InvalidRequestError(
+                    "loras", f"scale {adapter.scale} of {adapter.id!r} is outside -{MAX_LORA_SCALE:g}..{MAX_LORA_SCALE:g}."
+                )
+        if self.output_format not in OUTPUT_FORMATS:
+            raise InvalidRequestError("output_format", f"{self.output_format!r} is not one of {', '.join(OUTPUT_FORMATS)}.")
+
+    @classmethod
+    def with_defaults(cls, defaults: GenerationDefaults, prompt: str, **given: Any) -> GenerationParams:
+        """For in-process callers (bench, tests): what is not given takes the model's default or a drawn
+        seed, and the result is checked (the HTTP path is checked by its schema)."""
+        steps = given.pop("steps", None)
+        guidance = given.pop("guidance", None)
+        seed = given.pop("seed", None)
+        params = cls(
+            prompt=prompt,
+            width=given.pop("width", defaults.width),
+            height=given.pop("height", defaults.height),
+            steps=defaults.steps if steps is None else steps,
+            guidance=None if defaults.distilled else (defaults.guidance if guidance is None else guidance),
+            seed=draw_seed() if seed is None else seed,
+            **given,
+        )
+        params.check()
+        return params
+
+
+@dataclass(frozen=True)
+class DenoiseJob:
+    """What a denoiser replica receives: the params and the prompt embeddings the encoder made.
+
+    The embeddings are `deployments.encoder.PromptEmbedding`s (torch tensors), typed loosely here
+    so this module stays importable without torch.
+    """
+
+    params: GenerationParams
+    prompt: Any
+    negative_prompt: Any = None
+    job_id: str | None = None
+    submitted_at: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class DenoiseOutcome:
+    """What comes back for one job: its stored image names, timings, batch and metering."""
+
+    images: list[str]
+    timings_s: dict[str, float]
+    batch: dict[str, int | str]
+    gpu_seconds: float = 0.0
+    replica_ready_at: float = 0.0
+    cancelled: bool = False
