@@ -6,8 +6,10 @@ import io
 
 from PIL import Image
 
-PIL_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
-MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+from deployments.contracts import OUTPUT_FORMATS
+
+PIL_FORMATS = {name: name.upper() for name in OUTPUT_FORMATS}
+MEDIA_TYPES = {name: f"image/{name}" for name in OUTPUT_FORMATS}
 
 
 def encode_image(image: Image.Image, output_format: str, quality: int = 95) -> bytes:

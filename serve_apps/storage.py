@@ -18,13 +18,14 @@ import uuid
 
 import fsspec
 
+from deployments.contracts import OUTPUT_FORMATS
 from serve_apps.records import JobRecord
 
 JOB_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
 KEY_ID_PATTERN = re.compile(r"^[0-9a-f]{12}$")
 HISTORY_NAME_PATTERN = re.compile(r"^[0-9]{16}_[0-9a-f]{32}$")
 NEWEST_FIRST_BASE_MS = 10**16
-IMAGE_NAME_PATTERN = re.compile(r"^[0-9]{1,2}\.(png|jpeg|webp)$")
+IMAGE_NAME_PATTERN = re.compile(rf"^[0-9]{{1,2}}\.({'|'.join(OUTPUT_FORMATS)})$")
 
 
 def new_job_id() -> str:
