@@ -73,7 +73,9 @@ class BotConfig:
         if not token:
             raise ConfigError("TELEGRAM_BOT_TOKEN is not set: create a bot with @BotFather and export its token.")
         if not TOKEN_SHAPE.match(token):
-            raise ConfigError("TELEGRAM_BOT_TOKEN does not look like a bot token (123456:ABC-...); copy it from @BotFather.")
+            raise ConfigError(
+                "TELEGRAM_BOT_TOKEN does not look like a bot token (123456:ABC-...); copy it from @BotFather."
+            )
         listen = webhook_listen or os.environ.get("TELEGRAM_WEBHOOK_LISTEN") or DEFAULT_WEBHOOK_LISTEN
         return cls(
             token=token,

@@ -103,7 +103,6 @@ def parse_prompt(text: str, settings: ChatSettings) -> Submission:
     return submission
 
 
-
 def resolve_model(name: str, served: list[str]) -> str:
     """'9b' -> 'flux-2-klein-9b' when exactly one served model ends with it; unknown names pass to the API."""
     if name in served or not served:

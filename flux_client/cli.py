@@ -96,10 +96,12 @@ def run_generate(options: argparse.Namespace) -> int:
 
 def add_telegram_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--webhook-url", help="receive updates on this public HTTPS URL instead of long polling (env TELEGRAM_WEBHOOK_URL)"
+        "--webhook-url",
+        help="receive updates on this public HTTPS URL instead of long polling (env TELEGRAM_WEBHOOK_URL)",
     )
     parser.add_argument(
-        "--webhook-listen", help="HOST:PORT the webhook server binds (env TELEGRAM_WEBHOOK_LISTEN; default 127.0.0.1:8081)"
+        "--webhook-listen",
+        help="HOST:PORT the webhook server binds (env TELEGRAM_WEBHOOK_LISTEN; default 127.0.0.1:8081)",
     )
 
 

@@ -123,7 +123,9 @@ class FluxClient(_Base):
         raise_for_api_error(response)
         return response.json()
 
-    def submit(self, prompt: str, model: str = DEFAULT_MODEL, *, images: list[ImageInput] | None = None, **fields) -> str:
+    def submit(
+        self, prompt: str, model: str = DEFAULT_MODEL, *, images: list[ImageInput] | None = None, **fields
+    ) -> str:
         """Start a job; returns its id. fields: num_images, aspect_ratio, width, height, steps, seed,
         loras [(id, scale)], output_format. images: input images (paths, bytes or URLs) for edits."""
         return self._call("POST", f"/v1/{model}", json=submit_body(prompt, images=images, **fields))["id"]

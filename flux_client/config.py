@@ -1,4 +1,4 @@
-"""Where the API is and which key to use: flags, then env (FLUX_API_URL, FLUX_API_KEY), then `flux-serve run`'s key file."""
+"""Where the API is and which key to use: flags, then env (FLUX_API_URL, FLUX_API_KEY), then the local key file."""
 
 from __future__ import annotations
 

@@ -151,7 +151,9 @@ class ChatBot:
 
     async def show_settings(self, message: Message) -> None:
         settings = self.settings[message.chat.id]
-        await message.answer(describe_settings(settings), reply_markup=settings_keyboard(settings, await self.served_models()))
+        await message.answer(
+            describe_settings(settings), reply_markup=settings_keyboard(settings, await self.served_models())
+        )
 
     async def button(self, query: CallbackQuery) -> None:
         verb, argument = parse_callback(query.data)
@@ -232,7 +234,9 @@ class BotApp:
 
         self.dispatcher.startup.register(register_webhook)
         app = web.Application()
-        handler = SimpleRequestHandler(dispatcher=self.dispatcher, bot=self.bot, secret_token=self.config.webhook_secret)
+        handler = SimpleRequestHandler(
+            dispatcher=self.dispatcher, bot=self.bot, secret_token=self.config.webhook_secret
+        )
         handler.register(app, path=urlsplit(self.config.webhook_url).path or "/")
         setup_application(app, self.dispatcher, bot=self.bot)
         host, port = self.config.webhook_listen

@@ -79,13 +79,25 @@ class BotApiStandIn:
         self._push(message=self.message(chat_id, photo=[size], caption=caption))
 
     def push_sticker(self, chat_id: int) -> None:
-        sticker = {"file_id": "s1", "file_unique_id": "s1", "type": "regular", "width": 1, "height": 1,
-                   "is_animated": False, "is_video": False}
+        sticker = {
+            "file_id": "s1",
+            "file_unique_id": "s1",
+            "type": "regular",
+            "width": 1,
+            "height": 1,
+            "is_animated": False,
+            "is_video": False,
+        }
         self._push(message=self.message(chat_id, sticker=sticker))
 
     def push_button(self, chat_id: int, message: dict, data: str) -> None:
-        query = {"id": str(next(self.ids)), "from": user(chat_id), "chat_instance": "ci", "message": message,
-                 "data": data}
+        query = {
+            "id": str(next(self.ids)),
+            "from": user(chat_id),
+            "chat_instance": "ci",
+            "message": message,
+            "data": data,
+        }
         self._push(callback_query=query)
 
     def calls_of(self, method: str) -> list[Call]:
@@ -185,10 +197,16 @@ class BotApiStandIn:
 
     async def _getFile(self, params: dict) -> dict:
         file_id = params["file_id"]
-        return {"file_id": file_id, "file_unique_id": file_id, "file_size": len(self.files.get(file_id, b"")),
-                "file_path": f"photos/{file_id}"}
+        return {
+            "file_id": file_id,
+            "file_unique_id": file_id,
+            "file_size": len(self.files.get(file_id, b"")),
+            "file_path": f"photos/{file_id}",
+        }
 
 
 def album_photos(call: Call) -> list[tuple[bytes, str]]:
     """(image bytes, caption) of each photo of a sendMediaGroup call."""
-    return [(call.params[item["media"].removeprefix("attach://")], item.get("caption")) for item in call.params["media"]]
+    return [
+        (call.params[item["media"].removeprefix("attach://")], item.get("caption")) for item in call.params["media"]
+    ]

@@ -91,9 +91,28 @@ def test_cli_generate_writes_four_files_and_prints_them_with_the_job_id(base_url
     env = {**os.environ, "FLUX_API_URL": base_url, "FLUX_API_KEY": API_KEY}
     out = tmp_path / "images"
     done = subprocess.run(
-        [sys.executable, "-m", "flux_client", "generate", PROMPT, "-n", "4", "--out", str(out), "--seed", "5",
-         "--steps", "4", "--aspect-ratio", "1:1"],
-        check=False, env=env, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "flux_client",
+            "generate",
+            PROMPT,
+            "-n",
+            "4",
+            "--out",
+            str(out),
+            "--seed",
+            "5",
+            "--steps",
+            "4",
+            "--aspect-ratio",
+            "1:1",
+        ],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr
     files = sorted(out.iterdir())

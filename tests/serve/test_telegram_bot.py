@@ -140,7 +140,9 @@ def test_service_down_is_said_clearly_and_the_bot_keeps_answering():
             await telegram.wait_for(lambda: any("retrying in 1 s" in t for t in texts_to(telegram, "editMessageText")))
             telegram.push_text(CHAT, "a second prompt while the first one waits")
             await telegram.wait_for(lambda: any("already running in this chat" in t for t in texts_to(telegram)))
-            await telegram.wait_for(lambda: any("image service is down" in t for t in texts_to(telegram, "editMessageText")))
+            await telegram.wait_for(
+                lambda: any("image service is down" in t for t in texts_to(telegram, "editMessageText"))
+            )
 
             telegram.push_sticker(CHAT)
             telegram.push_button(CHAT, telegram.message(CHAT, text="old"), "nonsense")
@@ -169,8 +171,10 @@ def test_a_photo_with_a_caption_is_sent_as_an_edit(base_url):
         async with running_bot(base_url) as telegram:
             telegram.push_photo(CHAT, "make the circle green", jpeg_photo())
             outcome = await telegram.wait_for(
-                lambda: telegram.calls_of("sendPhoto")
-                or [t for t in texts_to(telegram, "editMessageText") if "edit" in t or "refused" in t]
+                lambda: (
+                    telegram.calls_of("sendPhoto")
+                    or [t for t in texts_to(telegram, "editMessageText") if "edit" in t or "refused" in t]
+                )
             )
             assert telegram.calls_of("getFile"), "the bot fetched the photo from Telegram"
             if isinstance(outcome[0], str):  # a server without editing yet: the API's own words, politely

@@ -1,0 +1,401 @@
+"""flux_client without a server: error mapping, the events stream and its fallbacks (httpx.MockTransport),
+option parsing of the CLI and the bot, the bot's config. No Ray here."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+
+import httpx
+import pytest
+
+from flux_client import AsyncFluxClient, FluxAPIError, FluxClient, FluxConnectionError, JobFailed, JobUpdate
+from flux_client import config as client_config
+from flux_client.bot_config import BotConfig, ConfigError
+from flux_client.bot_keyboards import apply_setting, parse_callback, settings_keyboard
+from flux_client.bot_options import ChatSettings, OptionError, parse_prompt, repeat_job, resolve_model
+from flux_client.cli import main as cli_main
+from flux_client.errors import error_message
+from flux_client.options import parse_lora
+from flux_client.sse import EventParser
+
+JOB_ID = "a" * 32
+MODELS = ["flux-2-klein-4b", "flux-2-klein-9b"]
+
+
+def job(status: str = "Ready", **fields) -> dict:
+    return {
+        "id": JOB_ID,
+        "model": MODELS[0],
+        "status": status,
+        "stage": "done",
+        "seed": 7,
+        "error": None,
+        "images": [f"http://flux.test/v1/images/{JOB_ID}/0.png?exp=1&sig=x"],
+        **fields,
+    }
+
+
+def sse(*events: tuple[str, dict]) -> bytes:
+    return "".join(f"id: {i}\nevent: {name}\ndata: {json.dumps(data)}\n\n" for i, (name, data) in enumerate(events))
+
+
+def client(handler, **options) -> FluxClient:
+    return FluxClient("http://flux.test", "k", transport=httpx.MockTransport(handler), poll_interval_s=0, **options)
+
+
+# -- errors -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"detail": "Missing or invalid API key"}, "Missing or invalid API key"),
+        (
+            {
+                "detail": [
+                    {"loc": ["body", "width"], "msg": "must be a multiple of 16, e.g. 96"},
+                    {"loc": ["body"], "msg": "give either aspect_ratio or width/height, not both"},
+                ]
+            },
+            "width: must be a multiple of 16, e.g. 96; give either aspect_ratio or width/height, not both",
+        ),
+        ({"error": {"message": "size: must be a multiple of 16", "code": 422}}, "size: must be a multiple of 16"),
+    ],
+    ids=["fastapi-text", "pydantic-list", "openai"],
+)
+def test_error_message_reads_every_api_error_shape(body, message):
+    assert error_message(httpx.Response(422, json=body)) == message
+
+
+def test_error_message_of_a_non_json_body_is_its_text_or_reason():
+    assert error_message(httpx.Response(502, text="upstream down")) == "upstream down"
+    assert error_message(httpx.Response(503)) == "Service Unavailable"
+
+
+def test_api_errors_raise_with_status_message_and_retry_after():
+    def handler(request):
+        return httpx.Response(429, json={"detail": "Too many requests: 8 jobs"}, headers={"Retry-After": "3"})
+
+    with client(handler) as flux, pytest.raises(FluxAPIError) as raised:
+        flux.submit("x")
+    assert (raised.value.status_code, raised.value.message, raised.value.retry_after_s) == (
+        429,
+        "Too many requests: 8 jobs",
+        3.0,
+    )
+    assert str(raised.value) == "HTTP 429: Too many requests: 8 jobs"
+
+
+def test_an_unreachable_service_raises_a_connection_error_naming_the_url():
+    def handler(request):
+        raise httpx.ConnectError("connection refused")
+
+    with (
+        client(handler) as flux,
+        pytest.raises(FluxConnectionError, match="cannot reach the flux-serve API at http://flux.test"),
+    ):
+        flux.models()
+
+
+# -- submit ---------------------------------------------------------------------------------
+
+
+def test_submit_sends_the_key_the_fields_given_loras_and_input_images(tmp_path):
+    seen = {}
+
+    def handler(request):
+        seen.update(path=request.url.path, key=request.headers.get("x-key"), body=json.loads(request.content))
+        return httpx.Response(200, json={"id": JOB_ID, "polling_url": "u"})
+
+    photo = tmp_path / "in.png"
+    photo.write_bytes(b"png bytes")
+    with client(handler) as flux:
+        assert (
+            flux.submit(
+                "a fox",
+                "flux-2-klein-9b",
+                num_images=4,
+                seed=7,
+                loras=[("style", 0.8)],
+                images=[photo, b"raw", "https://example.com/a.png"],
+            )
+            == JOB_ID
+        )
+    assert seen["path"] == "/v1/flux-2-klein-9b" and seen["key"] == "k"
+    body = seen["body"]
+    assert body["num_images"] == 4 and body["seed"] == 7 and "width" not in body, "unset fields: server defaults"
+    assert body["loras"] == [{"id": "style", "scale": 0.8}]
+    assert base64.b64decode(body["input_image"]) == b"png bytes" and base64.b64decode(body["input_image_2"]) == b"raw"
+    assert body["input_image_3"] == "https://example.com/a.png"
+
+
+def test_submit_refuses_a_missing_input_image_file_before_sending(tmp_path):
+    with client(lambda request: pytest.fail("nothing should be sent")) as flux, pytest.raises(FileNotFoundError):
+        flux.submit("x", images=[tmp_path / "missing.png"])
+
+
+# -- wait: events stream, polling, fallbacks --------------------------------------------------
+
+
+def test_wait_follows_the_events_stream_and_reports_each_update():
+    stream = sse(
+        ("queued", {"queue_position": 1}),
+        ("progress", {"step": 1, "total": 2}),
+        ("preview", {"image": "..."}),
+        ("progress", {"step": 2, "total": 2}),
+        ("done", job()),
+    )
+
+    def handler(request):
+        assert request.url.path == f"/v1/jobs/{JOB_ID}/events"
+        return httpx.Response(200, content=stream, headers={"content-type": "text/event-stream"})
+
+    updates = []
+    with client(handler) as flux:
+        assert flux.wait(JOB_ID, on_progress=updates.append)["status"] == "Ready"
+    assert [update.describe() for update in updates] == ["queued, position 2", "step 1/2", "step 2/2"]
+
+
+def test_wait_raises_job_failed_with_the_final_job_from_an_error_event():
+    cancelled = job("Cancelled", images=[], error="cancelled by the user")
+
+    def handler(request):
+        return httpx.Response(200, content=sse(("error", cancelled)), headers={"content-type": "text/event-stream"})
+
+    with client(handler) as flux, pytest.raises(JobFailed, match="ended Cancelled: cancelled by the user") as failed:
+        flux.wait(JOB_ID)
+    assert failed.value.job == cancelled
+
+
+def polling_server(events_answer: httpx.Response | Exception):
+    """A server whose events route gives `events_answer`; GET /v1/jobs/{id} is Pending twice, then Ready."""
+    polls = []
+
+    def handler(request):
+        if request.url.path.endswith("/events"):
+            if isinstance(events_answer, Exception):
+                raise events_answer
+            return events_answer
+        polls.append(request)
+        progress = {"step": len(polls), "total": 2}
+        return httpx.Response(
+            200, json=job() if len(polls) > 2 else job("Pending", stage="denoising", progress=progress)
+        )
+
+    return handler, polls
+
+
+@pytest.mark.parametrize(
+    "events_answer",
+    [
+        httpx.Response(404, json={"detail": "Not Found"}),
+        httpx.Response(405),
+        httpx.ReadError("stream broke"),
+        httpx.Response(
+            200, content=sse(("queued", {"queue_position": 0})), headers={"content-type": "text/event-stream"}
+        ),
+    ],
+    ids=["no-route-404", "no-route-405", "broken", "ended-early"],
+)
+def test_wait_falls_back_to_polling(events_answer):
+    handler, polls = polling_server(events_answer)
+    updates = []
+    with client(handler) as flux:
+        assert flux.wait(JOB_ID, on_progress=updates.append)["status"] == "Ready"
+    assert len(polls) == 3
+    assert [u.describe() for u in updates if u.step] == ["step 1/2", "step 2/2"]
+
+
+def test_polling_rides_out_a_short_outage_but_not_a_long_one():
+    calls = []
+
+    def flaky(request):
+        calls.append(request)
+        if len(calls) < 3:
+            raise httpx.ConnectError("restarting")
+        return httpx.Response(200, json=job())
+
+    with client(flaky, use_events=False, max_unreachable_s=60) as flux:
+        assert flux.wait(JOB_ID)["status"] == "Ready"
+
+    def down(request):
+        raise httpx.ConnectError("down")
+
+    with client(down, use_events=False, max_unreachable_s=0) as flux, pytest.raises(FluxConnectionError):
+        flux.wait(JOB_ID)
+
+
+def test_wait_gives_up_after_timeout_s_with_a_hint():
+    pending = client(lambda r: httpx.Response(200, json=job("Pending")), use_events=False)
+    with pending as flux, pytest.raises(TimeoutError, match="longer timeout_s or cancel it"):
+        flux.wait(JOB_ID, timeout_s=0.05)
+
+
+def test_download_uses_the_signed_urls_without_sending_the_key(tmp_path):
+    def handler(request):
+        assert "x-key" not in request.headers, "a signed URL needs no key; the key never leaves for it"
+        return httpx.Response(200, content=b"\x89PNG...")
+
+    with client(handler) as flux:
+        [path] = flux.download(job(), tmp_path / "new")
+    assert path == tmp_path / "new" / f"{JOB_ID}-0.png" and path.read_bytes() == b"\x89PNG..."
+
+
+def test_async_client_follows_events_with_an_async_callback_and_maps_errors():
+    stream = sse(("progress", {"step": 1, "total": 1}), ("done", job()))
+
+    def handler(request):
+        if request.url.path == "/v1/models":
+            return httpx.Response(401, json={"detail": "Missing or invalid API key"})
+        return httpx.Response(200, content=stream, headers={"content-type": "text/event-stream"})
+
+    async def scenario():
+        updates = []
+
+        async def remember(update):
+            updates.append(update)
+
+        async with AsyncFluxClient("http://flux.test", "k", transport=httpx.MockTransport(handler)) as flux:
+            assert (await flux.wait(JOB_ID, on_progress=remember))["status"] == "Ready"
+            with pytest.raises(FluxAPIError, match="HTTP 401: Missing or invalid API key"):
+                await flux.models()
+        return updates
+
+    assert [u.describe() for u in asyncio.run(scenario())] == ["step 1/1"]
+
+
+# -- pieces -------------------------------------------------------------------------------------
+
+
+def test_event_parser_joins_data_lines_skips_comments_and_keeps_ids():
+    parser = EventParser()
+    lines = [": keep-alive", "", "event: progress", "id: 7", 'data: {"step": 1,', 'data: "total": 4}', ""]
+    events = [event for event in map(parser.feed, lines) if event]
+    assert len(events) == 1
+    assert (events[0].name, events[0].id, events[0].data) == ("progress", "7", {"step": 1, "total": 4})
+
+
+def test_job_update_describes_queue_steps_and_the_end():
+    assert JobUpdate(JOB_ID, queue_position=0).describe() == "queued"
+    assert JobUpdate(JOB_ID, queue_position=1).describe() == "queued, position 2"
+    assert JobUpdate(JOB_ID, stage="encoding").describe() == "encoding"
+    assert JobUpdate(JOB_ID, stage="denoising", step=5, total=16).describe() == "step 5/16"
+    assert JobUpdate.from_job(job()).describe() == "done"
+
+
+@pytest.mark.parametrize(
+    ("text", "parsed"), [("style", ("style", 1.0)), ("style:0.8", ("style", 0.8)), ("my:style:-1", ("my:style", -1.0))]
+)
+def test_parse_lora(text, parsed):
+    assert parse_lora(text) == parsed
+
+
+@pytest.mark.parametrize("text", [":0.5", "style:strong"])
+def test_parse_lora_refuses_with_the_right_form(text):
+    with pytest.raises(ValueError, match=r"ID:SCALE|must be a number"):
+        parse_lora(text)
+
+
+def test_cli_refuses_a_bad_lora_before_contacting_anything(capsys):
+    with pytest.raises(SystemExit) as exit_code:
+        cli_main(["generate", "x", "--lora", "style:strong", "--url", "http://127.0.0.1:9"])
+    assert exit_code.value.code == 2 and "must be a number, e.g. style:0.8" in capsys.readouterr().err
+
+
+def test_cli_reports_an_unreachable_service_and_exits_1(capsys):
+    assert cli_main(["generate", "x", "--url", "http://127.0.0.1:9", "--key", "k"]) == 1
+    assert "cannot reach the flux-serve API at http://127.0.0.1:9" in capsys.readouterr().err
+
+
+def test_url_and_key_come_from_flags_then_env_then_the_local_key_file(tmp_path, monkeypatch):
+    key_file = tmp_path / "api-key"
+    key_file.write_text("file-key\n")
+    monkeypatch.setenv("FLUX_SERVE_KEY_FILE", str(key_file))
+    monkeypatch.delenv("FLUX_API_KEY", raising=False)
+    monkeypatch.delenv("FLUX_API_URL", raising=False)
+    assert client_config.api_key() == "file-key" and client_config.api_url() == "http://127.0.0.1:8000"
+    monkeypatch.setenv("FLUX_API_KEY", "env-key")
+    monkeypatch.setenv("FLUX_API_URL", "http://gpu-box:8000")
+    assert client_config.api_key() == "env-key" and client_config.api_url() == "http://gpu-box:8000"
+    assert client_config.api_key("flag-key") == "flag-key" and client_config.api_url("http://x") == "http://x"
+
+
+# -- the bot's options, buttons and config -------------------------------------------------------
+
+
+def test_gen_options_anywhere_over_the_chat_settings():
+    settings = ChatSettings(model="flux-2-klein-9b", aspect_ratio="4:3", num_images=2)
+    parsed = parse_prompt("a fox --n 4 in snow --seed=7 --lora mystyle:0.8 --lora other", settings)
+    assert parsed.prompt == "a fox in snow" and parsed.num_images == 4 and parsed.seed == 7
+    assert parsed.loras == [("mystyle", 0.8), ("other", 1.0)]
+    assert (parsed.model, parsed.aspect_ratio) == ("flux-2-klein-9b", "4:3"), "settings fill what is not given"
+    assert parse_prompt("a fox \u2014ar 16:9 \u2014model 4b", settings).aspect_ratio == "16:9", "phones' dashes"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("a fox --size 3", "Unknown option --size"),
+        ("a fox --n", "--n needs a value, e.g. --n 4"),
+        ("a fox --seed seven", "--seed needs a whole number"),
+        ("--n 2", "Write a prompt too"),
+    ],
+)
+def test_gen_option_errors_show_the_right_form(text, message):
+    with pytest.raises(OptionError, match=message):
+        parse_prompt(text, ChatSettings())
+
+
+def test_model_short_names_resolve_against_the_served_models():
+    assert resolve_model("9b", MODELS) == "flux-2-klein-9b"
+    assert resolve_model("flux-2-klein-4b", MODELS) == "flux-2-klein-4b"
+    assert resolve_model("b", MODELS) == "b", "ambiguous or unknown: the API names the choices"
+
+
+def test_again_draws_a_new_seed_and_more_continues_the_seed_series():
+    past = {
+        "model": "flux-2-klein-9b",
+        "seed": 10,
+        "request": {
+            "prompt": "a fox",
+            "num_images": 2,
+            "width": 64,
+            "height": 64,
+            "steps": 4,
+            "loras": [{"id": "s", "scale": 0.5}],
+        },
+    }
+    again, more = repeat_job(past, same_seed=False), repeat_job(past, same_seed=True)
+    assert (again.seed, again.num_images, again.model, again.loras) == (None, 2, "flux-2-klein-9b", [("s", 0.5)])
+    assert (more.seed, more.num_images) == (12, 4)
+
+
+def test_buttons_fit_telegrams_64_bytes_and_unknown_data_is_ignored():
+    keyboard = settings_keyboard(ChatSettings(), MODELS)
+    assert all(len(b.callback_data.encode()) <= 64 for row in keyboard.inline_keyboard for b in row)
+    assert keyboard.inline_keyboard[0][0].text == "\u2713 4b", "the current model is ticked"
+    assert parse_callback(f"again:{JOB_ID}") == ("again", JOB_ID)
+    assert parse_callback("rm -rf") == ("", "") and parse_callback(None) == ("", "")
+    settings = ChatSettings()
+    assert apply_setting(settings, "n=4") == "images per prompt: 4" and settings.num_images == 4
+    with pytest.raises(ValueError):
+        apply_setting(settings, "n=1000")
+
+
+def test_bot_config_from_env(monkeypatch):
+    monkeypatch.delenv("TELEGRAM_BOT_TOKEN", raising=False)
+    with pytest.raises(ConfigError, match="@BotFather"):
+        BotConfig.from_env()
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", "123:abc-DEF")
+    monkeypatch.setenv("TELEGRAM_ALLOWED_CHATS", "12, -100987")
+    monkeypatch.setenv("TELEGRAM_API_URL", "http://127.0.0.1:8081")
+    config = BotConfig.from_env(webhook_url="https://bot.example/hook")
+    assert config.allowed_chats == {12, -100987} and config.allows(12) and not config.allows(13)
+    assert config.telegram_api_url == "http://127.0.0.1:8081" and config.webhook_url == "https://bot.example/hook"
+    monkeypatch.setenv("TELEGRAM_ALLOWED_CHATS", "12,me")
+    with pytest.raises(ConfigError, match="TELEGRAM_ALLOWED_CHATS has 'me'"):
+        BotConfig.from_env()
+    monkeypatch.setenv("TELEGRAM_ALLOWED_CHATS", "")
+    assert BotConfig.from_env().allows(99), "empty: anyone"
