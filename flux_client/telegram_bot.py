@@ -224,8 +224,9 @@ class BotApp:
     async def stop(self) -> None:
         await self.dispatcher.stop_polling()
 
-    def serve_webhook(self) -> None:
-        """An aiohttp server at TELEGRAM_WEBHOOK_LISTEN taking updates at the webhook URL's path."""
+    def webhook_app(self):
+        """An aiohttp application taking Telegram's updates at the webhook URL's path; it registers the webhook
+        (with TELEGRAM_WEBHOOK_SECRET, which Telegram sends back and the handler checks) when it starts."""
         from aiogram.webhook.aiohttp_server import SimpleRequestHandler, setup_application
         from aiohttp import web
 
@@ -234,13 +235,22 @@ class BotApp:
 
         self.dispatcher.startup.register(register_webhook)
         app = web.Application()
-        handler = SimpleRequestHandler(
-            dispatcher=self.dispatcher, bot=self.bot, secret_token=self.config.webhook_secret
+        secret = self.config.webhook_secret
+        SimpleRequestHandler(dispatcher=self.dispatcher, bot=self.bot, secret_token=secret).register(
+            app, path=webhook_path(self.config.webhook_url)
         )
-        handler.register(app, path=urlsplit(self.config.webhook_url).path or "/")
         setup_application(app, self.dispatcher, bot=self.bot)
+        return app
+
+    def serve_webhook(self) -> None:
+        from aiohttp import web
+
         host, port = self.config.webhook_listen
-        web.run_app(app, host=host, port=port)
+        web.run_app(self.webhook_app(), host=host, port=port)
+
+
+def webhook_path(webhook_url: str) -> str:
+    return urlsplit(webhook_url).path or "/"
 
 
 def run_bot(config: BotConfig) -> None:

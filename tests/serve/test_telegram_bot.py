@@ -182,3 +182,42 @@ def test_a_photo_with_a_caption_is_sent_as_an_edit(base_url):
                 assert "input_image" in outcome[0]
 
     asyncio.run(scenario())
+
+
+def test_webhook_mode_registers_its_url_and_takes_only_updates_carrying_the_secret():
+    from aiohttp import ClientSession, web
+
+    async def scenario():
+        async with BotApiStandIn() as telegram:
+            port = free_port()
+            config = BotConfig(
+                token="123456:TEST-token",
+                flux_url=closed_port_url(),
+                telegram_api_url=telegram.base_url,
+                webhook_url="https://bot.example/tg/hook",
+                webhook_listen=("127.0.0.1", port),
+                webhook_secret="s3cret-token",
+            )
+            runner = web.AppRunner(BotApp(config).webhook_app())
+            await runner.setup()
+            await web.TCPSite(runner, "127.0.0.1", port).start()
+            try:
+                [registered] = await telegram.wait_for(lambda: telegram.calls_of("setWebhook"))
+                assert registered.params["url"] == config.webhook_url
+                assert registered.params["secret_token"] == "s3cret-token"
+                update = {"update_id": 1, "message": telegram.message(CHAT, text="/help")}
+                async with ClientSession() as http:
+                    forged = await http.post(f"http://127.0.0.1:{port}/tg/hook", json=update)
+                    assert forged.status == 401, "an update without Telegram's secret is refused"
+                    genuine = await http.post(
+                        f"http://127.0.0.1:{port}/tg/hook",
+                        json=update,
+                        headers={"X-Telegram-Bot-Api-Secret-Token": "s3cret-token"},
+                    )
+                    assert genuine.status == 200
+                await telegram.wait_for(lambda: HELP in texts_to(telegram))
+                assert texts_to(telegram) == [HELP]
+            finally:
+                await runner.cleanup()
+
+    asyncio.run(scenario())
