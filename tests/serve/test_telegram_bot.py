@@ -8,6 +8,9 @@ import dataclasses
 import io
 from contextlib import asynccontextmanager
 
+import pytest
+
+from flux_client import AsyncFluxClient, JobFailed
 from flux_client.bot_config import BotConfig
 from flux_client.telegram_bot import HELP, NOT_UNDERSTOOD, BotApp
 from tests.bot_api_standin import BotApiStandIn, album_photos
@@ -116,6 +119,28 @@ def test_settings_menu_choices_apply_to_the_next_prompts_of_the_chat(base_url):
             assert album_seeds(album) == [5, 6], "n=2 from the settings"
             summary = await telegram.wait_for(lambda: [t for t in texts_to(telegram) if "\u00b7 seeds" in t])
             assert summary[0].startswith("flux-2-klein-9b"), summary
+
+    asyncio.run(scenario())
+
+
+def test_the_status_message_carries_cancel_and_the_cancel_button_stops_the_job(base_url):
+    async def scenario():
+        async with running_bot(base_url) as telegram:
+            telegram.push_text(CHAT, "a blue square on a red background")
+            await telegram.wait_for(lambda: telegram.calls_of("sendMediaGroup") + telegram.calls_of("sendPhoto"))
+            queued = next(c for c in telegram.calls_of("editMessageText") if c.params["text"] == "queued")
+            [[cancel]] = queued.params["reply_markup"]["inline_keyboard"]
+            assert cancel["text"] == "Cancel" and cancel["callback_data"].startswith("cancel:")
+
+            async with AsyncFluxClient(base_url, API_KEY) as flux:
+                long_job = await flux.submit("a red circle", width=1024, height=1024, steps=40)
+                telegram.push_button(CHAT, telegram.message(CHAT, text="status"), f"cancel:{long_job}")
+                await telegram.wait_for(
+                    lambda: [c for c in telegram.calls_of("answerCallbackQuery") if "Cancelling" in c.params["text"]]
+                )
+                with pytest.raises(JobFailed) as failed:
+                    await flux.wait(long_job, timeout_s=60)
+            assert failed.value.status == "Cancelled"
 
     asyncio.run(scenario())
 
