@@ -13,7 +13,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from flux_client import config
-from flux_client.client import FluxClient
+from flux_client.client import DEFAULT_URL, FluxClient
 from flux_client.errors import FluxError
 from flux_client.options import parse_lora
 from flux_client.progress import JobUpdate
@@ -43,7 +43,7 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--image", action="append", type=Path, default=[], metavar="PATH", help="an input image to edit; repeatable"
     )
-    parser.add_argument("--url", help=f"the API (default: ${config.URL_ENV}, else {config.api_url()})")
+    parser.add_argument("--url", help=f"the API (default: ${config.URL_ENV}, else {DEFAULT_URL})")
     parser.add_argument("--key", help=f"API key (default: ${config.KEY_ENV}, else {config.local_key_file()})")
 
 
