@@ -1,7 +1,8 @@
 """A job's life as Server-Sent Events, read from storage so any ingress replica can serve it.
 
-The stream polls the job (as `GET /v1/jobs/{id}` shows it) on a sleep, never a busy loop,
-and sends only what changed: `queued` {queue_position}, `progress` {step, total}, then one
+The stream polls the job (as `GET /v1/jobs/{id}` shows it) on a sleep, never a busy loop:
+every 0.1 s while the job moves, backing off to 0.5 s while nothing changes (a job waiting
+in the queue costs little), and sends only what changed: `queued` {queue_position}, `progress` {step, total}, then one
 `done` (Ready) or `error` (Error, Cancelled, Request Moderated) carrying the whole job, and
 ends. Each event's id is derived from the job's state, not counted per connection, so a
 client that reconnects with `Last-Event-ID` (after an ingress restart, say) gets only what
@@ -16,7 +17,8 @@ from dataclasses import dataclass
 
 from serve_apps.protocol import JobStatus
 
-POLL_INTERVAL_S = 0.25
+ACTIVE_POLL_S = 0.1
+IDLE_POLL_S = 0.5
 # An event id is attempts * ATTEMPT_SPAN + a rank inside the attempt: queue positions first
 # (nearer the front ranks higher), then denoising steps, then the end. A retried job starts
 # a new span, so its ids stay above everything the first attempt sent.
@@ -65,23 +67,27 @@ def state_event(job: dict) -> JobEvent | None:
 async def job_events(
     read_job: Callable[[], Awaitable[dict | None]],
     last_event_id: int = 0,
-    poll_interval_s: float = POLL_INTERVAL_S,
+    active_poll_s: float = ACTIVE_POLL_S,
+    idle_poll_s: float = IDLE_POLL_S,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> AsyncIterator[JobEvent]:
     """Events for one job until it ends (or disappears), skipping ids up to `last_event_id`.
 
     `read_job()` returns the job's JSON as `GET /v1/jobs/{id}` shows it (None once it is gone).
     Ids only grow within a stream: a state ranked at or below the last id sent is not sent.
+    The wait between reads is `active_poll_s` after a change and doubles up to `idle_poll_s`.
     """
-    last_sent = last_event_id
+    last_sent, wait_s = last_event_id, active_poll_s
     while True:
         job = await read_job()
         if job is None:
             return
         event = state_event(job)
         if event is not None and event.id > last_sent:
-            last_sent = event.id
+            last_sent, wait_s = event.id, active_poll_s
             yield event
+        else:
+            wait_s = min(wait_s * 2, idle_poll_s)
         if event is not None and event.name in (DONE, ERROR):
             return
-        await sleep(poll_interval_s)
+        await sleep(wait_s)

@@ -73,8 +73,8 @@ async function loadModels() {
 function describeModel() {
   const model = state.models.find((candidate) => candidate.id === $("model").value);
   if (!model) return;
-  const weights = model.emulated ? `${model.weights}, emulated offline` : model.weights;
-  $("model-info").textContent = `${model.description} Weights: ${weights}. ` +
+  const weights = model.emulated ? `${model.weights} (no real checkpoint)` : model.weights;
+  $("model-info").textContent = `${model.description.replace(/\.?$/, ".")} Weights: ${weights}. ` +
     `License: ${model.license}${model.commercial_use ? "" : " (non-commercial)"}.`;
   $("steps").placeholder = model.defaults.steps ?? "";
   $("width").placeholder = model.defaults.width ?? "";
@@ -239,7 +239,8 @@ async function poll(card, jobId) {
   }
 }
 
-function finish(card, job) {
+async function finish(card, job) {
+  card.dataset.finishedAt = String(performance.now());
   state.running.delete(job.id);
   $("cancel-button").disabled = state.running.size === 0;
   card.querySelector(".prompt").textContent = job.request.prompt;
@@ -251,27 +252,26 @@ function finish(card, job) {
     const size = `${job.request.width}x${job.request.height}`;
     status.textContent = `Ready in ${(job.timings_s.total ?? 0).toFixed(2)} s: ${job.model}, ${size}, ` +
       `${job.request.steps} steps, seed ${job.seed}` + (job.usage ? `, ${dollars(job.usage.cost_usd)}` : "");
-    showImages(card, job);
+    await showImages(card, job);
   } else {
     bar.remove();
     status.classList.add("failed");
     status.textContent = `${job.status}: ${job.error || "no reason given"}`;
   }
   card.querySelector(".actions").replaceChildren(...settingsButtons(job));
+  // After the images: the history's thumbnails would compete with them for the connection.
   attempt(loadUsage);
   attempt(refreshHistory);
 }
 
-function showImages(card, job) {
-  const gallery = card.querySelector(".gallery");
-  let loaded = 0;
-  gallery.replaceChildren(...job.images.map((url, index) => {
-    const format = job.request.output_format || "jpeg";
-    const img = el("img", { src: url, alt: `${job.request.prompt} (image ${index + 1}, seed ${job.seed + index})` });
-    img.addEventListener("load", () => { if (++loaded === job.images.length) card.dataset.imagesShown = String(performance.now()); });
-    return el("figure", {}, img,
-      el("figcaption", {}, el("a", { href: url, download: `flux-${job.id.slice(0, 8)}-${index + 1}.${format}`, textContent: "Download" })));
-  }));
+async function showImages(card, job) {
+  const format = job.request.output_format || "jpeg";
+  const images = job.images.map((url, index) =>
+    el("img", { src: url, alt: `${job.request.prompt} (image ${index + 1}, seed ${job.seed + index})` }));
+  card.querySelector(".gallery").replaceChildren(...images.map((img, index) => el("figure", {}, img,
+    el("figcaption", {}, el("a", { href: img.src, download: `flux-${job.id.slice(0, 8)}-${index + 1}.${format}`, textContent: "Download" })))));
+  await Promise.all(images.map((img) => img.decode().catch(() => null)));
+  card.dataset.imagesShown = String(performance.now());
 }
 
 function settingsButtons(job) {

@@ -41,7 +41,7 @@ def replay(states: list[dict | None], last_event_id: int = 0) -> tuple[list, lis
         sleeps.append(seconds)
 
     async def collect():
-        return [event async for event in job_events(read_job, last_event_id, poll_interval_s=0.25, sleep=sleep)]
+        return [event async for event in job_events(read_job, last_event_id, active_poll_s=0.1, idle_poll_s=0.5, sleep=sleep)]
 
     return asyncio.run(collect()), sleeps
 
@@ -60,7 +60,12 @@ def test_events_follow_the_job_in_order_with_growing_ids_and_only_changes():
     assert events[-1].data == LIFE[-1], "done carries the job exactly as read"
     ids = [event.id for event in events]
     assert ids == sorted(set(ids)), "ids grow strictly"
-    assert sleeps == [0.25] * (len(LIFE) - 1), "one sleep between reads, none after the end"
+    assert sleeps == [0.1, 0.2, 0.1, 0.1, 0.1, 0.2, 0.1], "fast after a change, slower while quiet, none after the end"
+
+
+def test_a_quiet_job_is_read_ever_less_often_down_to_the_idle_interval():
+    _, sleeps = replay([job(queue_position=3)] * 6 + [job(status="Ready", stage="done")])
+    assert sleeps == [0.1, 0.2, 0.4, 0.5, 0.5, 0.5]
 
 
 def test_a_finished_job_gives_one_event_and_ends():
