@@ -18,8 +18,8 @@ from pathlib import Path
 from deployments.denoiser import Denoiser
 from deployments.encoder import TextEncoder
 from deployments.contracts import AdapterRef, GenerationParams
-from deployments.shapes_world import SHAPES, Scene, draw
-from lora.training import LoraTrainingConfig, train_lora
+from training.lora_trainer import LoraTrainingConfig, train_lora
+from training.shapes_world import SHAPES, Scene, draw
 
 
 def make_dataset(folder: Path, colour: str) -> Path:

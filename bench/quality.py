@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from deployments.shapes_world import Scene, all_scenes, read_image
+from training.shapes_world import Scene, all_scenes, read_image
 
 SHAPES_CAPTIONS: dict[str, Scene] = {scene.caption: scene for scene in all_scenes()}
 

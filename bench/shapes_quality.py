@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw
 from deployments.denoiser import Denoiser
 from deployments.encoder import TextEncoder
 from deployments.contracts import GenerationParams
-from deployments.shapes_world import Scene, adherence, held_out_scenes
+from training.shapes_world import Scene, adherence, held_out_scenes
 
 TILE_PX = 128
 CAPTION_PX = 28

@@ -86,7 +86,7 @@ SIZES: dict[str, EmulatedSize] = {
         vae=VaeShape((16, 32, 32, 32), norm_num_groups=8, latent_channels=16),
         max_sequence_length=512,
     ),
-    # The offline default model trained on the shapes world (deployments/shapes_model.py):
+    # The offline default model trained on the shapes world (training/shapes_model.py):
     # 64x64 images are 16 image tokens, captions fit in 32 text tokens.
     "shapes": EmulatedSize(
         encoders={"qwen3-4b": EncoderShape(64, 4, 4, 16, 128), "qwen3-8b": EncoderShape(64, 4, 4, 16, 128)},

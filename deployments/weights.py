@@ -58,7 +58,7 @@ def _trained_checkpoint() -> Path:
     if not (TRAINED_CHECKPOINT / "model_index.json").exists():
         raise WeightsError(
             f"The trained offline model is missing from {TRAINED_CHECKPOINT}; restore it from the "
-            "repository, train it again (python -m deployments.shapes_model), or use weights: emulated:tiny."
+            "repository, train it again (python -m training.shapes_model), or use weights: emulated:tiny."
         )
     return TRAINED_CHECKPOINT
 

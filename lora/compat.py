@@ -7,15 +7,10 @@ transformer is built on the meta device), so the ingress can check without loadi
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from pathlib import Path
-
 import torch
 from diffusers import Flux2Transformer2DModel
-from safetensors import safe_open
 
-from lora.training import ADAPTER_FILENAME, METADATA_KEY
+from lora.adapter_file import AdapterInfo, AdapterMismatch
 
 TRANSFORMER_PREFIX = "transformer."
 FOREIGN_PREFIXES = {
@@ -24,49 +19,6 @@ FOREIGN_PREFIXES = {
     "diffusion_model.": "an adapter in ComfyUI/BFL format for another transformer",
     "unet.": "a Stable Diffusion UNet adapter",
 }
-
-
-class AdapterMismatch(ValueError):
-    """An adapter that does not fit the model a request targets; the message says why."""
-
-
-@dataclass(frozen=True)
-class AdapterInfo:
-    path: Path
-    shapes: dict[str, tuple[int, ...]]
-    metadata: dict
-
-    @property
-    def rank(self) -> int | None:
-        ranks = {shape[0] for key, shape in self.shapes.items() if key.endswith("lora_A.weight")}
-        return ranks.pop() if len(ranks) == 1 else None
-
-    def describe(self) -> dict:
-        return {
-            "path": str(self.path),
-            "tensors": len(self.shapes),
-            "rank": self.rank,
-            "modules": len({key.rsplit(".lora_", 1)[0] for key in self.shapes}),
-            **{key: self.metadata.get(key) for key in ("base_model", "trigger_word", "license", "tags")},
-        }
-
-
-def adapter_file(path: Path) -> Path:
-    path = Path(path)
-    if path.is_dir():
-        path = path / ADAPTER_FILENAME
-    if not path.exists() or path.suffix != ".safetensors":
-        raise AdapterMismatch(f"{path} is not a .safetensors adapter file (or a folder holding {ADAPTER_FILENAME}).")
-    return path
-
-
-def inspect_adapter(path: Path) -> AdapterInfo:
-    file = adapter_file(path)
-    with safe_open(str(file), framework="pt") as handle:
-        shapes = {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
-        header = handle.metadata() or {}
-    metadata = json.loads(header[METADATA_KEY]) if METADATA_KEY in header else {}
-    return AdapterInfo(file, shapes, metadata)
 
 
 def module_linear_shapes(module: torch.nn.Module) -> dict[str, tuple[int, int]]:

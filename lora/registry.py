@@ -11,7 +11,8 @@ import re
 import time
 from pathlib import Path
 
-from lora.compat import AdapterMismatch, check_compatible, inspect_adapter
+from lora.adapter_file import AdapterMismatch, inspect_adapter
+from lora.compat import check_compatible
 from lora.sources import DEFAULT_CACHE_DIR, fetch_adapter
 
 ADAPTER_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")

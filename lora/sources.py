@@ -9,7 +9,7 @@ from pathlib import Path
 
 import fsspec
 
-from lora.training import ADAPTER_FILENAME
+from lora.adapter_file import ADAPTER_FILENAME
 
 DEFAULT_CACHE_DIR = Path(os.environ.get("FLUX_SERVE_CACHE", Path.home() / ".cache" / "flux-serve")) / "loras"
 

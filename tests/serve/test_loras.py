@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from lora.training import LoraTrainingConfig, train_lora
 from tests.serve.conftest import wait_for_job
 from tests.serve.test_api import submit
 from tests.unit.test_lora import write_red_dataset
+from training.lora_trainer import LoraTrainingConfig, train_lora
 
 pytestmark = pytest.mark.serve
 

@@ -14,12 +14,13 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from deployments.denoiser import Denoiser
 from deployments.contracts import AdapterRef, DenoiseJob, GenerationParams, InvalidRequestError
-from deployments.shapes_world import SHAPES, Scene, draw
-from lora.compat import AdapterMismatch, check_compatible, inspect_adapter, linear_shapes
-from lora.dataset import DatasetError, load_examples, to_pixels
-from lora.training import LoraTrainingConfig, train_lora
+from deployments.denoiser import Denoiser
+from lora.adapter_file import AdapterMismatch, inspect_adapter
+from lora.compat import check_compatible, linear_shapes
+from training.dataset import DatasetError, load_examples, to_pixels
+from training.lora_trainer import LoraTrainingConfig, train_lora
+from training.shapes_world import SHAPES, Scene, draw
 
 MODEL = "flux-2-klein-4b"
 

@@ -4,7 +4,7 @@ import random
 
 from PIL import ImageFilter
 
-from deployments.shapes_world import adherence, all_scenes, draw, held_out_scenes, training_scenes
+from training.shapes_world import adherence, all_scenes, draw, held_out_scenes, training_scenes
 
 
 def test_scorer_reads_every_ground_truth_drawing_even_slightly_blurred():

@@ -8,9 +8,9 @@ from diffusers import Flux2KleinPipeline
 from bench.shapes_quality import generate
 from deployments.denoiser import Denoiser
 from deployments.encoder import TextEncoder
-from deployments.shapes_model import TrainingConfig, train
-from deployments.shapes_world import adherence, held_out_scenes
 from deployments.weights import TRAINED_CHECKPOINT
+from training.shapes_model import TrainingConfig, train
+from training.shapes_world import adherence, held_out_scenes
 
 
 @pytest.fixture(scope="module")

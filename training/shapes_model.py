@@ -1,7 +1,7 @@
 """Train the offline default model: FLUX.2 [klein] architecture, learned on the shapes world.
 
-    python -m deployments.shapes_model --out deployments/checkpoints/flux2-klein-shapes
-    python -m deployments.shapes_model --out B --vae-from A --vae-steps 0 --transformer-from A   # train on
+    python -m training.shapes_model --out deployments/checkpoints/flux2-klein-shapes
+    python -m training.shapes_model --out B --vae-from A --vae-steps 0 --transformer-from A   # train on
 
 Trains the VAE (`AutoencoderKLFlux2`, 8x downsampling) on drawings, stores its latent
 statistics in `vae.bn`, then trains `Flux2Transformer2DModel` with the rectified-flow
@@ -28,9 +28,9 @@ from tqdm import tqdm
 
 from deployments.emulation import SETTINGS_FILENAME, build_components, encoder_out_layers, get_size
 from deployments.registry import get_variant
-from deployments.shapes_world import IMAGE_SIDE_PX, Scene, adherence, draw, held_out_scenes, training_scenes
-from lora.dataset import to_pixels
-from lora.flow_matching import flow_matching_loss, images_to_tokens, set_latent_statistics, token_ids
+from training.dataset import to_pixels
+from training.flow_matching import flow_matching_loss, images_to_tokens, set_latent_statistics, token_ids
+from training.shapes_world import IMAGE_SIDE_PX, Scene, adherence, draw, held_out_scenes, training_scenes
 
 SIZE = "shapes"
 VARIANT = "flux-2-klein-4b"

@@ -7,7 +7,6 @@ metadata and a model card README.md ready for the Hugging Face hub.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,18 +15,15 @@ import torch
 from diffusers import Flux2KleinPipeline
 from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict
-from safetensors import safe_open
-from safetensors.torch import save_file
 from tqdm import tqdm
 
 from deployments.registry import get_variant
 from deployments.weights import load_pipeline, pick_device, resolve_weights
-from lora.card import model_card
-from lora.dataset import load_examples, to_pixels
-from lora.flow_matching import flow_matching_loss, images_to_tokens, token_ids
+from lora.adapter_file import ADAPTER_FILENAME, write_metadata
+from training.card import model_card
+from training.dataset import load_examples, to_pixels
+from training.flow_matching import flow_matching_loss, images_to_tokens, token_ids
 
-ADAPTER_FILENAME = "pytorch_lora_weights.safetensors"
-METADATA_KEY = "flux_serve"
 TARGET_MODULES = (
     r".*\.(to_q|to_k|to_v|to_out\.0|add_q_proj|add_k_proj|add_v_proj|to_add_out|to_qkv_mlp_proj)$"
     r"|.*single_transformer_blocks\.\d+\.attn\.to_out$"
@@ -117,22 +113,7 @@ def train_lora(config: LoraTrainingConfig, show_progress: bool = True) -> Traini
         "training": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
         "trained_on_weights": weights.description,
     }
-    add_metadata(out / ADAPTER_FILENAME, metadata)
+    write_metadata(out / ADAPTER_FILENAME, metadata)
     card_path = out / "README.md"
     card_path.write_text(model_card(metadata, losses))
     return TrainingResult(config, out / ADAPTER_FILENAME, card_path, losses, time.time() - started)
-
-
-def add_metadata(path: Path, metadata: dict) -> None:
-    """Keep the file's tensors and header, adding ours under METADATA_KEY."""
-    with safe_open(str(path), framework="pt") as handle:
-        header = dict(handle.metadata() or {})
-        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-    header[METADATA_KEY] = json.dumps(metadata)
-    save_file(tensors, str(path), metadata=header)
-
-
-def read_metadata(path: Path) -> dict:
-    with safe_open(str(path), framework="pt") as handle:
-        header = handle.metadata() or {}
-    return json.loads(header[METADATA_KEY]) if METADATA_KEY in header else {}

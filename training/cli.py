@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     train_parser.add_argument("--tags", nargs="*", default=[], help="e.g. style person nsfw")
     options = parser.parse_args(argv)
 
-    from lora.compat import AdapterMismatch, inspect_adapter
+    from lora.adapter_file import AdapterMismatch, inspect_adapter
 
     if options.command == "inspect":
         try:
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
         except AdapterMismatch as error:
             sys.exit(str(error))
         return
-    from lora.training import LoraTrainingConfig, train_lora
+    from training.lora_trainer import LoraTrainingConfig, train_lora
 
     settings = {k: v for k, v in vars(options).items() if k != "command"}
     result = train_lora(LoraTrainingConfig(**settings))
