@@ -47,10 +47,14 @@ def check_compatible(adapter_id: str, info: AdapterInfo, model: str, shapes: dic
     for key, shape in info.shapes.items():
         foreign = next((what for prefix, what in FOREIGN_PREFIXES.items() if key.startswith(prefix)), None)
         if foreign:
-            raise AdapterMismatch(f"LoRA {adapter_id!r} is {foreign} (tensor {key!r}), not a FLUX.2 [klein] adapter; it cannot be used with {model}.")
+            raise AdapterMismatch(
+                f"LoRA {adapter_id!r} is {foreign} (tensor {key!r}), not a FLUX.2 [klein] adapter; it cannot be used with {model}."
+            )
         if not key.startswith(TRANSFORMER_PREFIX) or ".lora_" not in key:
-            raise AdapterMismatch(f"LoRA {adapter_id!r} has a tensor {key!r} that is not a diffusers transformer LoRA weight.")
-        module, kind = key[len(TRANSFORMER_PREFIX):].rsplit(".lora_", 1)
+            raise AdapterMismatch(
+                f"LoRA {adapter_id!r} has a tensor {key!r} that is not a diffusers transformer LoRA weight."
+            )
+        module, kind = key[len(TRANSFORMER_PREFIX) :].rsplit(".lora_", 1)
         if module not in shapes:
             raise AdapterMismatch(
                 f"LoRA {adapter_id!r} adapts {module!r}, which {model}'s transformer does not have: "

@@ -24,8 +24,14 @@ class AdapterError(ValueError):
 
 
 class AdapterRegistry:
-    def __init__(self, store, model_shapes, allowed_roots: list[str], storage_options: dict | None = None,
-                 cache_dir: Path = DEFAULT_CACHE_DIR):
+    def __init__(
+        self,
+        store,
+        model_shapes,
+        allowed_roots: list[str],
+        storage_options: dict | None = None,
+        cache_dir: Path = DEFAULT_CACHE_DIR,
+    ):
         """`model_shapes()` returns {served model: {module: (in, out)}} of its transformer."""
         self.store = store
         self.model_shapes = model_shapes
@@ -33,8 +39,14 @@ class AdapterRegistry:
         self.storage_options = storage_options or {}
         self.cache_dir = cache_dir
 
-    def register(self, adapter_id: str, source: str, trigger_word: str | None = None,
-                 license: str | None = None, tags: list[str] | None = None) -> dict:
+    def register(
+        self,
+        adapter_id: str,
+        source: str,
+        trigger_word: str | None = None,
+        license: str | None = None,
+        tags: list[str] | None = None,
+    ) -> dict:
         if not ADAPTER_ID_PATTERN.match(adapter_id):
             raise AdapterError(f"LoRA id {adapter_id!r} must be 1-64 letters, digits, '.', '_' or '-'.")
         try:
@@ -72,14 +84,20 @@ class AdapterRegistry:
         for adapter_id, _scale in requested:
             record = self.store.load_lora(adapter_id) if ADAPTER_ID_PATTERN.match(adapter_id) else None
             if record is None:
-                raise AdapterError(f"No LoRA {adapter_id!r} is registered; see GET /v1/loras or POST /v1/loras to add it.")
+                raise AdapterError(
+                    f"No LoRA {adapter_id!r} is registered; see GET /v1/loras or POST /v1/loras to add it."
+                )
             if model not in record["fits"]:
                 raise AdapterError(record["refusals"].get(model, f"LoRA {adapter_id!r} does not fit {model}."))
             records.append(record)
         tags = [set(record["tags"]) for record in records]
         for pair in FORBIDDEN_TAG_PAIRS:
-            if any(pair & a and pair & b and (pair & a) != (pair & b) for a in tags for b in tags) or any(pair <= t for t in tags):
-                raise AdapterError(f"Combining an adapter tagged {' with one tagged '.join(sorted(pair))} is refused by policy.")
+            if any(pair & a and pair & b and (pair & a) != (pair & b) for a in tags for b in tags) or any(
+                pair <= t for t in tags
+            ):
+                raise AdapterError(
+                    f"Combining an adapter tagged {' with one tagged '.join(sorted(pair))} is refused by policy."
+                )
         return records
 
 
@@ -92,5 +110,7 @@ def trigger_warnings(prompt: str, records: list[dict]) -> list[str]:
 
 
 def add_trigger_words(prompt: str, records: list[dict]) -> str:
-    missing = [r["trigger_word"] for r in records if r.get("trigger_word") and r["trigger_word"].lower() not in prompt.lower()]
+    missing = [
+        r["trigger_word"] for r in records if r.get("trigger_word") and r["trigger_word"].lower() not in prompt.lower()
+    ]
     return ", ".join([*missing, prompt]) if missing else prompt

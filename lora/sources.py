@@ -18,12 +18,16 @@ class SourceError(ValueError):
     """An adapter source that is not allowed or cannot be fetched."""
 
 
-def fetch_adapter(source: str, allowed_roots: list[str], cache_dir: Path = DEFAULT_CACHE_DIR, storage_options: dict | None = None) -> Path:
+def fetch_adapter(
+    source: str, allowed_roots: list[str], cache_dir: Path = DEFAULT_CACHE_DIR, storage_options: dict | None = None
+) -> Path:
     """A local .safetensors path for `source`, downloading remote sources into `cache_dir` once."""
     if source.startswith("s3://"):
         return _download(source, cache_dir, storage_options or {})
     if "://" in source:
-        raise SourceError(f"LoRA source {source!r}: only local paths, s3:// URLs and Hugging Face repo ids are supported.")
+        raise SourceError(
+            f"LoRA source {source!r}: only local paths, s3:// URLs and Hugging Face repo ids are supported."
+        )
     path = Path(source).expanduser()
     if path.is_absolute() or source.startswith("."):
         resolved = path.resolve()
@@ -38,7 +42,9 @@ def fetch_adapter(source: str, allowed_roots: list[str], cache_dir: Path = DEFAU
         return resolved
     if source.count("/") == 1:
         return _from_hub(source, cache_dir)
-    raise SourceError(f"LoRA source {source!r} is neither an absolute path, an s3:// URL nor a repo id like 'user/name'.")
+    raise SourceError(
+        f"LoRA source {source!r} is neither an absolute path, an s3:// URL nor a repo id like 'user/name'."
+    )
 
 
 def _download(url: str, cache_dir: Path, storage_options: dict) -> Path:

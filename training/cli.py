@@ -15,7 +15,9 @@ def main(argv: list[str] | None = None) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     inspect_parser = commands.add_parser("inspect", help="what an adapter file is: base model, trigger, rank, modules")
     inspect_parser.add_argument("path", type=Path)
-    train_parser = commands.add_parser("train", help="train an adapter on a folder of images + .txt captions or a Parquet file")
+    train_parser = commands.add_parser(
+        "train", help="train an adapter on a folder of images + .txt captions or a Parquet file"
+    )
     train_parser.add_argument("--model", required=True, choices=sorted(VARIANTS))
     train_parser.add_argument("--data", type=Path, required=True)
     train_parser.add_argument("--out", type=Path, required=True)
@@ -42,8 +44,10 @@ def main(argv: list[str] | None = None) -> None:
 
     settings = {k: v for k, v in vars(options).items() if k != "command"}
     result = train_lora(LoraTrainingConfig(**settings))
-    print(f"adapter: {result.adapter_path}\nmodel card: {result.card_path}\n"
-          f"loss {result.losses[0]:.4f} -> {result.losses[-1]:.4f} in {result.seconds:.0f} s")
+    print(
+        f"adapter: {result.adapter_path}\nmodel card: {result.card_path}\n"
+        f"loss {result.losses[0]:.4f} -> {result.losses[-1]:.4f} in {result.seconds:.0f} s"
+    )
 
 
 if __name__ == "__main__":

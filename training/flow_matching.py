@@ -34,7 +34,9 @@ def set_latent_statistics(vae: AutoencoderKLFlux2, pixels: torch.Tensor, batch_s
     vae.bn.running_var.copy_(patches.var(dim=(0, 2, 3)))
 
 
-def token_ids(batch_size: int, height_tokens: int, width_tokens: int, text_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+def token_ids(
+    batch_size: int, height_tokens: int, width_tokens: int, text_tokens: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Position ids for image and text tokens, as the pipeline builds them."""
     grid = torch.zeros(batch_size, 1, height_tokens, width_tokens)
     image_ids = Flux2KleinPipeline._prepare_latent_ids(grid)

@@ -85,7 +85,9 @@ def train_vae(vae, pixels: torch.Tensor, config: TrainingConfig, generator: torc
         bar.set_postfix(loss=f"{loss_value:.4f}")
         if (step + 1) % 500 == 0:
             vae.eval()
-            bar.write(f"VAE step {step + 1}: held-out reconstructions {reconstruction_scores(vae, held_out_scenes(), config.seed + 1)}")
+            bar.write(
+                f"VAE step {step + 1}: held-out reconstructions {reconstruction_scores(vae, held_out_scenes(), config.seed + 1)}"
+            )
             vae.train()
     vae.eval()
     return loss_value
@@ -100,7 +102,9 @@ def train_transformer(transformer, tokens, caption_index, embeddings, empty_embe
     losses = []
     for step in bar:
         for group in optimizer.param_groups:
-            group["lr"] = config.transformer_lr * cosine_with_warmup(step, config.transformer_steps, config.warmup_steps)
+            group["lr"] = config.transformer_lr * cosine_with_warmup(
+                step, config.transformer_steps, config.warmup_steps
+            )
         rows = torch.randint(len(tokens), (config.transformer_batch,), generator=generator)
         prompt_embeds = embeddings[caption_index[rows]]
         dropped = torch.rand(config.transformer_batch, generator=generator) < config.caption_dropout
@@ -223,8 +227,12 @@ def train(out_dir: Path, config: TrainingConfig) -> dict:
         "and triangles; draws prompts like 'a red circle on a blue background' at 64x64. It stands "
         "in for every variant; set weights to the real checkpoints for real images"
     )
-    settings["training"] = {**asdict(config), "seconds": round(train_seconds), "vae_loss": vae_loss,
-                            "final_loss": float(np.mean(losses[-100:]))}
+    settings["training"] = {
+        **asdict(config),
+        "seconds": round(train_seconds),
+        "vae_loss": vae_loss,
+        "final_loss": float(np.mean(losses[-100:])),
+    }
     (out_dir / SETTINGS_FILENAME).write_text(json.dumps(settings, indent=2, sort_keys=True))
     reloaded = load_pipeline(resolve_weights(variant, str(out_dir)), pick_device("cpu"), torch.float32)
     settings["held_out_scores"] = evaluate(reloaded, settings, held_out_scenes(), seeds=config.eval_seeds)

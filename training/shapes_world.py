@@ -55,7 +55,11 @@ def held_out_scenes() -> list[Scene]:
     every shape-colour and shape-background pair, are still seen with something else.
     """
     pairs = [(colour, background) for colour in COLOURS for background in COLOURS if colour != background]
-    return [Scene(SHAPES[index % 3], colour, background) for index, (colour, background) in enumerate(pairs) if index % 7 in (1, 3, 5)]
+    return [
+        Scene(SHAPES[index % 3], colour, background)
+        for index, (colour, background) in enumerate(pairs)
+        if index % 7 in (1, 3, 5)
+    ]
 
 
 def training_scenes() -> list[Scene]:
@@ -112,7 +116,14 @@ def read_image(image: Image.Image) -> Reading:
     largest connected blob keeps faint specks and edge lines out of the bounding box.
     """
     pixels = np.asarray(image.convert("RGB").resize((IMAGE_SIDE_PX, IMAGE_SIDE_PX)), dtype=np.float32)
-    border = np.concatenate([pixels[:2].reshape(-1, 3), pixels[-2:].reshape(-1, 3), pixels[:, :2].reshape(-1, 3), pixels[:, -2:].reshape(-1, 3)])
+    border = np.concatenate(
+        [
+            pixels[:2].reshape(-1, 3),
+            pixels[-2:].reshape(-1, 3),
+            pixels[:, :2].reshape(-1, 3),
+            pixels[:, -2:].reshape(-1, 3),
+        ]
+    )
     background_rgb = np.median(border, axis=0)
     distance = np.sqrt(((pixels - background_rgb) ** 2).sum(axis=2))
     blobs = label(distance > 60, connectivity=1)
