@@ -93,6 +93,12 @@ class WebhookArgs(StrictModel):
     timeout_s: float = Field(10.0, gt=0)
 
 
+class NetworkArgs(StrictModel):
+    """Outbound calls to caller-given URLs (webhooks) reach only public addresses, except these hosts."""
+
+    allowed_private_hosts: list[str] = Field([], description="host names or addresses, e.g. a receiver on the LAN")
+
+
 class ModerationArgs(StrictModel):
     """Prompts matching any of these case-insensitive regular expressions end Request Moderated."""
 
@@ -144,6 +150,7 @@ class AppArgs(StrictModel):
     jobs: JobArgs = JobArgs()
     limits: LimitArgs = LimitArgs()
     webhooks: WebhookArgs = WebhookArgs()
+    network: NetworkArgs = NetworkArgs()
     moderation: ModerationArgs = ModerationArgs()
     loras: LoraArgs = LoraArgs()
     pricing: PricingArgs = PricingArgs()

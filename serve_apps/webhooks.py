@@ -3,7 +3,9 @@
 Signatures follow the Standard Webhooks scheme Replicate uses: headers `webhook-id`,
 `webhook-timestamp` and `webhook-signature: v1,<base64 HMAC-SHA256 of "id.timestamp.body">`,
 keyed with the job's `webhook_secret`. A receiver checks the HMAC and that the timestamp is
-recent. Failed deliveries are retried with exponential backoff.
+recent. Failed deliveries are retried with exponential backoff. Each attempt first checks the
+URL resolves to a public address (it may have changed since submit); what went wrong is
+recorded by kind only (e.g. ConnectError), so the record is no port scanner.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import json
 import time
 
 import httpx
+
+from serve_apps.network import BlockedUrl, check_public_url_async
 
 
 def signature(secret: str, webhook_id: str, timestamp: int, body: bytes) -> str:
@@ -39,20 +43,28 @@ async def deliver(
     max_attempts: int,
     initial_backoff_s: float,
     timeout_s: float,
+    allowed_private_hosts: list[str],
     on_attempt=None,
 ) -> bool:
-    """POST until a 2xx answer or attempts run out; `on_attempt(dict)` records each try."""
+    """POST until a 2xx answer or attempts run out; `on_attempt(dict)` records each try.
+
+    A URL that resolves to a private address ends the delivery at once (no retries)."""
     body = json.dumps(payload).encode()
     backoff_s = initial_backoff_s
     async with httpx.AsyncClient(timeout=timeout_s, follow_redirects=False) as client:
         for attempt in range(1, max_attempts + 1):
             started = time.time()
             try:
+                await check_public_url_async(url, allowed_private_hosts, "webhook_url")
                 response = await client.post(url, content=body, headers=signed_headers(secret, webhook_id, body))
                 outcome = {"status_code": response.status_code}
                 delivered = 200 <= response.status_code < 300
+            except BlockedUrl as blocked:
+                if on_attempt:
+                    await on_attempt({"attempt": attempt, "at": started, "delivered": False, "error": str(blocked)})
+                return False
             except httpx.HTTPError as error:
-                outcome = {"error": f"{type(error).__name__}: {error}"}
+                outcome = {"error": f"{type(error).__name__}: the delivery failed"}
                 delivered = False
             if on_attempt:
                 await on_attempt({"attempt": attempt, "at": started, "delivered": delivered, **outcome})

@@ -156,5 +156,6 @@ class JobRunner:
             max_attempts=self.args.webhooks.max_attempts,
             initial_backoff_s=self.args.webhooks.initial_backoff_s,
             timeout_s=self.args.webhooks.timeout_s,
+            allowed_private_hosts=self.args.network.allowed_private_hosts,
             on_attempt=remember,
         )

@@ -9,6 +9,7 @@ from deployments.contracts import AdapterRef, GenerationDefaults, GenerationPara
 from lora.registry import AdapterError, AdapterRegistry, add_trigger_words, trigger_warnings
 from serve_apps.config import AppArgs
 from serve_apps.moderation import PromptPolicy
+from serve_apps.network import check_public_url_async
 from serve_apps.protocol import GenerateRequest
 from serve_apps.records import JobRecord, JobStatus, Stage, Webhook
 from serve_apps.storage import JobStore, new_job_id
@@ -64,7 +65,10 @@ class JobSubmitter:
     ) -> JobRecord:
         """A new record, counted against the key's limits and remembered in its history (not yet saved).
 
-        A prompt the policy refuses comes back already final (Request Moderated)."""
+        A prompt the policy refuses comes back already final (Request Moderated). Raises BlockedUrl
+        for a webhook_url that resolves to a private address."""
+        if request.webhook_url:
+            await check_public_url_async(request.webhook_url, self.args.network.allowed_private_hosts, "webhook_url")
         params, warnings = await asyncio.to_thread(self.params, model, request)
         record = JobRecord(
             id=new_job_id(),

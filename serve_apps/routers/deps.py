@@ -11,6 +11,7 @@ from deployments.registry import VARIANTS
 from lora.registry import AdapterError, AdapterRegistry
 from serve_apps.auth import ApiKeys, key_from_headers
 from serve_apps.jobs import JobService, LimitExceeded
+from serve_apps.network import BlockedUrl
 from serve_apps.protocol import ErrorResponse, GenerateRequest
 from serve_apps.signing import UrlSigner
 from serve_apps.views import JobViews
@@ -84,6 +85,8 @@ async def submit_job(request: Request, model: str, body: GenerateRequest, key_id
         return await services(request).service.submit(model, body, key_id, str(request.base_url), idempotency_key)
     except AdapterError as error:
         raise unprocessable("loras", str(error)) from None
+    except BlockedUrl as blocked:
+        raise unprocessable("webhook_url", str(blocked)) from None
     except LimitExceeded as over:
         raise HTTPException(
             HTTPStatus.TOO_MANY_REQUESTS, f"Too many requests: {over}.", headers={"Retry-After": str(over.retry_after_s)}

@@ -30,6 +30,7 @@ def service_args(storage_url: str, storage_options: dict, lora_root: str) -> dic
         "moderation": {"blocked_patterns": [BLOCKED_WORD]},
         "loras": {"allowed_roots": [lora_root], "max_loaded_per_replica": 2},
         "webhooks": {"max_attempts": 3, "initial_backoff_s": 0.2, "timeout_s": 5},
+        "network": {"allowed_private_hosts": ["127.0.0.1"]},
         "models": {name: model for name in MODELS},
         "encoder": {"num_cpus": 0.25},
         "ingress": {"num_cpus": 0.25},

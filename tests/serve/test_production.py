@@ -170,3 +170,13 @@ def test_history_pages_and_privacy(client, base_url):
         assert client.get(f"/v1/jobs/{mine[0]}").status_code == 404, "another key's job is not visible"
         assert client.get("/v1/get_result", params={"id": mine[0]}).json()["status"] == "Task not found"
         assert second.get("/v1/jobs", params={"cursor": "../../x"}).status_code == 422
+
+
+def test_webhook_to_a_private_address_is_refused_at_submit(client):
+    for url in ("http://10.0.0.5/hook", "http://169.254.169.254/latest/meta-data/"):
+        response = client.post(
+            "/v1/flux-2-klein-4b", json={"prompt": "x", "width": 64, "height": 64, "webhook_url": url}
+        )
+        assert response.status_code == 422, response.text
+        [problem] = response.json()["detail"]
+        assert problem["loc"] == ["body", "webhook_url"] and "only calls public addresses" in problem["msg"]

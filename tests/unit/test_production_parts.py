@@ -73,7 +73,7 @@ def test_webhook_is_retried_with_backoff_and_attempts_recorded():
 
     url = f"http://127.0.0.1:{server.server_port}/hook"
     try:
-        delivered = asyncio.run(deliver(url, {"id": "j"}, "secret-123", "j", 5, 0.01, 5, on_attempt=record))
+        delivered = asyncio.run(deliver(url, {"id": "j"}, "secret-123", "j", 5, 0.01, 5, ["127.0.0.1"], on_attempt=record))
     finally:
         server.shutdown()
     assert delivered
@@ -87,7 +87,7 @@ def test_webhook_to_a_closed_port_gives_up_after_max_attempts():
     async def record(attempt):
         attempts.append(attempt)
 
-    delivered = asyncio.run(deliver("http://127.0.0.1:9/x", {}, None, "j", 3, 0.01, 1, on_attempt=record))
+    delivered = asyncio.run(deliver("http://127.0.0.1:9/x", {}, None, "j", 3, 0.01, 1, ["127.0.0.1"], on_attempt=record))
     assert not delivered and len(attempts) == 3 and all("error" in a for a in attempts)
 
 
