@@ -99,6 +99,28 @@ class NetworkArgs(StrictModel):
     allowed_private_hosts: list[str] = Field([], description="host names or addresses, e.g. a receiver on the LAN")
 
 
+class InputArgs(StrictModel):
+    """Images in (input_image .. input_image_N, uploads, masks): how many, how big, how long to fetch.
+    URLs are fetched through the network guard above."""
+
+    max_references: int = Field(4, ge=1, le=8, description="reference images per request (BFL's klein takes 4)")
+    max_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="largest image file, downloaded or sent")
+    max_pixels: int = Field(
+        64 * 1024 * 1024, ge=64 * 64, description="largest declared width x height, checked before decoding"
+    )
+    timeout_s: float = Field(10.0, gt=0, description="whole download of one image URL, redirects included")
+    max_redirects: int = Field(3, ge=0, le=10)
+
+
+class SafetyArgs(StrictModel):
+    """An image safety checker for inputs (Request Moderated) and outputs (Content Moderated), gated
+    by each request's safety_tolerance. Off when `checker` is None."""
+
+    checker: str | None = Field(
+        None, description="'module:Class' of an ImageSafetyChecker, e.g. serve_apps.safety_nudenet:NudeNetChecker"
+    )
+
+
 class ModerationArgs(StrictModel):
     """Prompts matching any of these case-insensitive regular expressions end Request Moderated."""
 
@@ -129,6 +151,10 @@ class PricingArgs(StrictModel):
 
     gpu_type: str = "rtx-4090"
     usd_per_gpu_hour: dict[str, float] = {"h100": 2.49, "a100": 1.29, "l4": 0.71, "rtx-4090": 0.07}
+    gpu_s_per_megapixel_step: dict[str, float] = Field(
+        {"flux-2-klein-4b": 0.25, "flux-2-klein-9b": 0.5},
+        description="GPU-seconds per megapixel (output and references) per step on gpu_type: the price quoted at submit",
+    )
 
     @model_validator(mode="after")
     def _priced(self) -> PricingArgs:
@@ -151,6 +177,8 @@ class AppArgs(StrictModel):
     limits: LimitArgs = LimitArgs()
     webhooks: WebhookArgs = WebhookArgs()
     network: NetworkArgs = NetworkArgs()
+    inputs: InputArgs = InputArgs()
+    safety: SafetyArgs = SafetyArgs()
     moderation: ModerationArgs = ModerationArgs()
     loras: LoraArgs = LoraArgs()
     pricing: PricingArgs = PricingArgs()
