@@ -1,7 +1,8 @@
 """Denoiser: batches of prompt embeddings -> encoded images, loaded without the text encoder.
 
 Requests that can share a forward pass (same size, steps and guidance) run as one latent
-batch, at most `max_images_per_forward` images at a time. Each image's starting noise is
+batch, at most `max_images_per_forward` images and `max_pixels_per_forward` pixels at a time,
+and the VAE decodes one image at a time, so 12 images at 2048x2048 run in several passes. Each image's starting noise is
 drawn on the CPU from its own seed, so an image is the same whether its request runs alone
 or inside a batch, on any device.
 """
@@ -105,6 +106,7 @@ class Denoiser:
         model: str,
         weights: str = "emulated",
         max_images_per_forward: int = 12,
+        max_pixels_per_forward: int = 12 * 1024 * 1024,
         device: str = "auto",
         dtype: str = "auto",
         max_loaded_adapters: int = 8,
@@ -118,6 +120,7 @@ class Denoiser:
         self.dtype = pick_dtype(self.device, dtype)
         self.pipeline = load_pipeline(self.weights, self.device, self.dtype, text_encoder=None, tokenizer=None)
         self.max_images_per_forward = max_images_per_forward
+        self.max_pixels_per_forward = max_pixels_per_forward
         self.pixels_per_token = self.pipeline.vae_scale_factor * 2
         self.adapters = AdapterCache(self.pipeline, max_loaded_adapters, adapter_files)
         self._pipeline_lock = threading.Lock()
@@ -195,19 +198,25 @@ class Denoiser:
             groups[(p.width, p.height, p.steps, p.guidance, adapters)].append(index)
         chunks: list[list[_Slot]] = []
         for indices in groups.values():
+            capacity = self.images_per_pass(params[indices[0]])
             current: list[_Slot] = []
             for index in indices:
-                if current and len(current) + params[index].num_images > self.max_images_per_forward:
+                if current and len(current) + params[index].num_images > capacity:
                     chunks.append(current)
                     current = []
                 for image_index in range(params[index].num_images):
                     current.append(_Slot(index, image_index))
-                    if len(current) == self.max_images_per_forward:
+                    if len(current) == capacity:
                         chunks.append(current)
                         current = []
             if current:
                 chunks.append(current)
         return chunks
+
+    def images_per_pass(self, params: GenerationParams) -> int:
+        """Images of this size in one pass: the image cap, lowered until their pixels fit (one image always runs)."""
+        by_pixels = self.max_pixels_per_forward // (params.width * params.height)
+        return max(1, min(self.max_images_per_forward, by_pixels))
 
     def initial_noise(self, seed: int, width: int, height: int) -> torch.Tensor:
         """Packed-latent noise for one image, drawn on the CPU so every device agrees."""
@@ -277,8 +286,12 @@ class Denoiser:
             result.batch_requests = max(result.batch_requests, len(request_indices))
 
     def decode(self, latents: torch.Tensor) -> list:
-        """VAE decode of unpatchified latents (what the pipeline returns for output_type='latent')."""
+        """VAE decode of unpatchified latents (what the pipeline returns for output_type='latent'), one image
+        at a time: the decoder's activations are about 2 GB per 2048x2048 image, too many for a batch of 12."""
+        images = []
         with torch.inference_mode():
             vae = self.pipeline.vae
-            pixels = vae.decode(latents.to(vae.dtype), return_dict=False)[0]
-            return self.pipeline.image_processor.postprocess(pixels, output_type="pil")
+            for latent in latents.split(1):
+                pixels = vae.decode(latent.to(vae.dtype), return_dict=False)[0]
+                images += self.pipeline.image_processor.postprocess(pixels, output_type="pil")
+        return images

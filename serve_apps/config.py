@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
-
 import re
+from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -50,6 +49,14 @@ class ModelArgs(StrictModel):
     num_gpus: float = Field(0.5, ge=0, le=8)
     num_cpus: float = Field(1.0, ge=0)
     max_images_per_forward: int = Field(12, ge=1, le=64)
+    max_pixels_per_forward: int = Field(
+        12 * 1024 * 1024,
+        ge=64 * 64,
+        description="pixels of all images in one latent batch (and VAE decode); one image larger than this runs alone",
+    )
+    max_queued_requests: int = Field(
+        64, ge=1, description="per ingress replica, waiting for a busy denoiser; over it the job waits its turn"
+    )
     device: str = "auto"
     dtype: str = "auto"
     batching: BatchingArgs = BatchingArgs()
@@ -61,7 +68,10 @@ class EncoderArgs(StrictModel):
 
     num_gpus: float = Field(0.0, ge=0, le=8)
     num_cpus: float = Field(0.5, ge=0)
-    cache_size: int = Field(1024, ge=1)
+    cache_bytes: int = Field(
+        1024**3, ge=64 * 1024**2, description="prompt embeddings kept, in bytes (a real 4B embedding is 7.9 MB in bf16)"
+    )
+    max_queued_requests: int = Field(256, ge=1, description="per ingress replica, waiting for a busy encoder")
     batching: BatchingArgs = BatchingArgs(max_batch_size=16, batch_wait_timeout_s=0.01)
     autoscaling: AutoscalingArgs = AutoscalingArgs()
 
@@ -81,10 +91,16 @@ class JobArgs(StrictModel):
 
 
 class LimitArgs(StrictModel):
-    """Per API key; over them a submit gets 429 with Retry-After."""
+    """Per API key (over them a submit gets 429 with Retry-After) and for the whole service."""
 
     concurrent_jobs_per_key: int = Field(24, ge=1)
     submits_per_minute_per_key: int = Field(600, ge=1)
+    max_queued_jobs: int = Field(
+        1000, ge=1, description="unfinished jobs of all keys together; over it a submit gets 503 with Retry-After"
+    )
+    max_body_bytes: int = Field(
+        32 * 1024 * 1024, ge=1024, description="request bodies larger than this get 413 before they are read"
+    )
 
 
 class WebhookArgs(StrictModel):
@@ -143,6 +159,11 @@ class LoraArgs(StrictModel):
     allowed_roots: list[str] = ["~/.local/share/flux-serve/loras"]
     max_loaded_per_replica: int = Field(8, ge=1, le=64)
     max_per_request: int = Field(4, ge=1, le=8)
+    allowed_s3_prefixes: list[str] = Field(
+        [], description="s3://bucket/prefix/ adapters may come from; empty: no s3:// sources"
+    )
+    allowed_hub_orgs: list[str] = Field([], description="Hugging Face users/orgs adapters may come from; empty: none")
+    max_download_bytes: int = Field(1024**3, ge=1, description="largest remote adapter file fetched")
 
 
 class PricingArgs(StrictModel):
@@ -188,6 +209,11 @@ class AppArgs(StrictModel):
     result_url_ttl_s: float = Field(600.0, gt=0, description="how long signed image URLs stay valid")
     storage_url: str = Field(DEFAULT_STORAGE_URL, validate_default=True)
     storage_options: dict = Field(default_factory=dict, description="passed to fsspec, e.g. S3 endpoint_url")
+    database_url: str | None = Field(
+        None,
+        description="job state: sqlite:///PATH or postgresql://USER:PASSWORD@HOST/DB; "
+        "default a SQLite file beside a local storage folder",
+    )
     keys_file: str | None = None
 
     @field_validator("models")
@@ -229,6 +255,14 @@ class AppArgs(StrictModel):
         if "://" in url and not url.startswith("file://"):
             return url
         return str(Path(url.removeprefix("file://")).expanduser().resolve())
+
+    @model_validator(mode="after")
+    def _database_beside_storage(self) -> AppArgs:
+        if self.database_url is None:
+            from serve_apps.database import default_database_url
+
+            self.database_url = default_database_url(self.storage_url)
+        return self
 
     @field_validator("keys_file")
     @classmethod

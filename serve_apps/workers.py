@@ -59,7 +59,7 @@ class EncoderServer:
         self.encoder = encoder_class(
             model,
             weights=model_args.weights,
-            cache_size=args.encoder.cache_size,
+            cache_bytes=args.encoder.cache_bytes,
             device=model_args.device,
             dtype=model_args.dtype,
         )
@@ -72,6 +72,7 @@ class EncoderServer:
             "ray_actor_options": {"num_cpus": encoder.num_cpus, "num_gpus": encoder.num_gpus},
             "autoscaling_config": encoder.autoscaling.model_dump(),
             "max_ongoing_requests": 2 * encoder.batching.max_batch_size,
+            "max_queued_requests": encoder.max_queued_requests,
             "user_config": encoder.batching.model_dump(),
         }
 
@@ -93,6 +94,7 @@ class DenoiserServer:
             model,
             weights=model_args.weights,
             max_images_per_forward=model_args.max_images_per_forward,
+            max_pixels_per_forward=model_args.max_pixels_per_forward,
             device=model_args.device,
             dtype=model_args.dtype,
             max_loaded_adapters=args.loras.max_loaded_per_replica,
@@ -113,6 +115,7 @@ class DenoiserServer:
             "ray_actor_options": {"num_cpus": model_args.num_cpus, "num_gpus": model_args.num_gpus},
             "autoscaling_config": model_args.autoscaling.model_dump(),
             "max_ongoing_requests": 2 * model_args.batching.max_batch_size,
+            "max_queued_requests": model_args.max_queued_requests,
             "user_config": model_args.batching.model_dump(),
         }
 
