@@ -26,6 +26,9 @@ KEY_ID_PATTERN = re.compile(r"^[0-9a-f]{12}$")
 HISTORY_NAME_PATTERN = re.compile(r"^[0-9]{16}_[0-9a-f]{32}$")
 NEWEST_FIRST_BASE_MS = 10**16
 IMAGE_NAME_PATTERN = re.compile(rf"^[0-9]{{1,2}}\.({'|'.join(OUTPUT_FORMATS)})$")
+REFERENCE_NAME_PATTERN = re.compile(r"^[0-9a-f]{64}\.png$")
+UPLOAD_ID_PATTERN = re.compile(r"^upload_[0-9a-f]{32}$")
+UPLOAD_KEY_PATTERN = re.compile(r"^[0-9a-f]{12}$")
 
 
 def new_job_id() -> str:
@@ -118,6 +121,35 @@ class JobStore:
         """Every job record (for exports), in no particular order."""
         for path in self.fs.glob(f"{self.root}/jobs/*/job.json"):
             yield JobRecord.model_validate_json(self.fs.cat_file(path))
+
+    # input images: references content-addressed (refs/<sha256>.png, shared by every job that sends
+    # the same image), uploads private to the key that made them (uploads/<key id>/<upload id>.png)
+    def save_reference(self, name: str, data: bytes) -> None:
+        if not REFERENCE_NAME_PATTERN.match(name):
+            raise ValueError(f"not a reference name: {name!r}")
+        if not self.fs.exists(f"{self.root}/refs/{name}"):
+            self._write_bytes(f"{self.root}/refs/{name}", data)
+
+    def load_reference(self, name: str) -> bytes | None:
+        if not REFERENCE_NAME_PATTERN.match(name):
+            return None
+        try:
+            return self.fs.cat_file(f"{self.root}/refs/{name}")
+        except FileNotFoundError:
+            return None
+
+    def save_upload(self, key_id: str, upload_id: str, data: bytes) -> None:
+        if not (UPLOAD_KEY_PATTERN.match(key_id) and UPLOAD_ID_PATTERN.match(upload_id)):
+            raise ValueError(f"not a key id and upload id: {key_id!r}, {upload_id!r}")
+        self._write_bytes(f"{self.root}/uploads/{key_id}/{upload_id}.png", data)
+
+    def load_upload(self, key_id: str, upload_id: str) -> bytes | None:
+        if not (UPLOAD_KEY_PATTERN.match(key_id) and UPLOAD_ID_PATTERN.match(upload_id)):
+            return None
+        try:
+            return self.fs.cat_file(f"{self.root}/uploads/{key_id}/{upload_id}.png")
+        except FileNotFoundError:
+            return None
 
     # cancel requests, read by the denoiser between steps
     def request_cancel(self, job_id: str) -> None:
