@@ -7,8 +7,9 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
+from serve_apps.body_limit import BodySizeLimit
 from serve_apps.routers import admin, events, generation, images, jobs, loras, openai, page
-from serve_apps.routers.deps import AppServices
+from serve_apps.routers.deps import AppServices, check_key
 
 ROUTERS = (
     page.router, admin.router, loras.router, jobs.router, events.router, images.router, openai.router, generation.router
@@ -30,6 +31,11 @@ def create_app(services: AppServices) -> FastAPI:
         swagger_ui_parameters={"validatorUrl": None},  # Swagger UI would send the spec to validator.swagger.io
     )
     app.state.services = services
+    app.add_middleware(
+        BodySizeLimit,
+        max_body_bytes=services.service.args.limits.max_body_bytes,
+        check_key=lambda headers: check_key(headers, services.keys),
+    )
     for router in ROUTERS:
         app.include_router(router)
     return app

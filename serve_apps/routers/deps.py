@@ -42,8 +42,12 @@ def services(request: Request) -> AppServices:
 
 
 async def require_key(request: Request) -> str:
-    keys = services(request).keys
-    key_id = keys.identify(key_from_headers(request.headers))
+    return check_key(request.headers, services(request).keys)
+
+
+def check_key(headers, keys: ApiKeys) -> str:
+    """The caller's key id, or 401 saying how to send a key (also run before a body is read)."""
+    key_id = keys.identify(key_from_headers(headers))
     if key_id is None:
         if not keys.key_hashes:
             message = "No API keys are configured on this server; set FLUX_API_KEYS or keys_file and restart."
