@@ -11,6 +11,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import numpy as np
@@ -18,9 +19,9 @@ import psutil
 import torch
 from PIL import Image
 
+from deployments.contracts import GenerationDefaults, GenerationParams
 from deployments.denoiser import Denoiser
 from deployments.encoder import TextEncoder
-from deployments.contracts import GenerationDefaults, GenerationParams
 from deployments.registry import get_variant
 from deployments.weights import resolve_weights
 
@@ -42,6 +43,7 @@ class Cell:
     width: int
     height: int
     concurrency: int = 1
+    output_format: str = "png"
 
 
 @dataclass(frozen=True)
@@ -101,8 +103,19 @@ class PeakMemory:
             self.peak_gpu_bytes = torch.cuda.max_memory_allocated()
 
 
-def _png_to_array(data: bytes) -> np.ndarray:
+def _image_to_array(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def load_workers(
+    model: str, weights: str, device: str = "auto", **denoiser_options: Any
+) -> tuple[TextEncoder, Denoiser]:
+    """One variant's text encoder and denoiser, loaded as the service's replicas load them.
+
+    `denoiser_options` are the Denoiser's own knobs (e.g. max_loaded_adapters), for benchmarks of them.
+    """
+    encoder = TextEncoder(model, weights=weights, device=device)
+    return encoder, Denoiser(model, weights=weights, device=device, **denoiser_options)
 
 
 class InProcessRunner:
@@ -122,10 +135,7 @@ class InProcessRunner:
             self._loaded.clear()
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-            self._loaded[variant] = (
-                TextEncoder(variant, weights=self.weights, device=self.device),
-                Denoiser(variant, weights=self.weights, device=self.device),
-            )
+            self._loaded[variant] = load_workers(variant, self.weights, self.device)
         return self._loaded[variant]
 
     def model_facts(self, variant: str) -> ModelFacts:
@@ -148,17 +158,28 @@ class InProcessRunner:
         encoder, denoiser = self.workers(cell.variant)
         encoder.cache.clear()  # measure a real encoding, not a cache hit
         params = GenerationParams.with_defaults(
-            denoiser.defaults, prompt, width=cell.width, height=cell.height, steps=cell.steps, seed=SEED,
-            num_images=cell.batch_size, output_format="png",
+            denoiser.defaults,
+            prompt,
+            width=cell.width,
+            height=cell.height,
+            steps=cell.steps,
+            seed=SEED,
+            num_images=cell.batch_size,
+            output_format=cell.output_format,
         )
         started = time.perf_counter()
         job = encoder.job(params)
         encode_s = time.perf_counter() - started
         [result] = denoiser.generate([job])
-        timings = {"encode": encode_s, "queue": 0.0, "denoise": result.timings_s["denoise"], "decode": result.timings_s["decode"]}
+        timings = {
+            "encode": encode_s,
+            "queue": 0.0,
+            "denoise": result.timings_s["denoise"],
+            "decode": result.timings_s["decode"],
+        }
         timings["total"] = time.perf_counter() - started
         gpu_seconds = (timings["denoise"] + timings["decode"]) * self.gpu_fraction
-        return Sample(prompt, [_png_to_array(image) for image in result.images], timings, gpu_seconds)
+        return Sample(prompt, [_image_to_array(image) for image in result.images], timings, gpu_seconds)
 
 
 class HttpRunner:
@@ -166,14 +187,23 @@ class HttpRunner:
 
     GPU-seconds come from the service's own metering (pass time x the replica's GPU fraction
     x the job's share of the pass), so batching across concurrent requests shows in the cost.
+    With `fetch_images=False` a request ends at Ready, for latency alone (no images to score).
     """
 
     mode = "http"
 
-    def __init__(self, base_url: str, api_key: str, poll_interval_s: float = 0.02, timeout_s: float = 600):
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        poll_interval_s: float = 0.02,
+        timeout_s: float = 600,
+        fetch_images: bool = True,
+    ):
         self.client = httpx.Client(base_url=base_url, headers={"x-key": api_key}, timeout=60)
         self.poll_interval_s = poll_interval_s
         self.timeout_s = timeout_s
+        self.fetch_images = fetch_images
 
     def model_facts(self, variant: str) -> ModelFacts:
         models = {model["id"]: model for model in self._checked(self.client.get("/v1/models")).json()}
@@ -197,13 +227,22 @@ class HttpRunner:
 
     def _checked(self, response: httpx.Response) -> httpx.Response:
         if response.status_code >= 400:
-            raise BenchError(f"{response.request.method} {response.request.url} -> {response.status_code}: {response.text}")
+            raise BenchError(
+                f"{response.request.method} {response.request.url} -> {response.status_code}: {response.text}"
+            )
         return response
 
     def _one(self, cell: Cell, prompt: str) -> Sample:
         started = time.perf_counter()
-        body = {"prompt": prompt, "width": cell.width, "height": cell.height, "steps": cell.steps,
-                "seed": SEED, "num_images": cell.batch_size, "output_format": "png"}
+        body = {
+            "prompt": prompt,
+            "width": cell.width,
+            "height": cell.height,
+            "steps": cell.steps,
+            "seed": SEED,
+            "num_images": cell.batch_size,
+            "output_format": cell.output_format,
+        }
         job_id = self._checked(self.client.post(f"/v1/{cell.variant}", json=body)).json()["id"]
         while True:
             job = self._checked(self.client.get(f"/v1/jobs/{job_id}")).json()
@@ -214,7 +253,8 @@ class HttpRunner:
             time.sleep(self.poll_interval_s)
         if job["status"] != "Ready":
             raise BenchError(f"job {job_id} ended {job['status']}: {job.get('error')}")
-        images = [_png_to_array(self._checked(self.client.get(url)).content) for url in job["images"]]
+        urls = job["images"] if self.fetch_images else []
+        images = [_image_to_array(self._checked(self.client.get(url)).content) for url in urls]
         timings = {stage: float(job["timings_s"].get(stage, 0.0)) for stage in STAGES}
         timings["total"] = time.perf_counter() - started
         return Sample(prompt, images, timings, float((job.get("usage") or {}).get("gpu_seconds", 0.0)))

@@ -10,25 +10,28 @@ from __future__ import annotations
 
 import argparse
 import io
-import time
 
 from PIL import Image, ImageDraw
 
+from bench.harness import bench_arguments, time_repeats
+from bench.runners import load_workers
+from deployments.contracts import GenerationParams
 from deployments.denoiser import Denoiser
 from deployments.encoder import TextEncoder
-from deployments.contracts import GenerationParams
 from training.shapes_world import Scene, adherence, held_out_scenes
 
 TILE_PX = 128
 CAPTION_PX = 28
 
 
-def generate(encoder: TextEncoder, denoiser: Denoiser, scenes: list[Scene], seeds: int) -> list[list[Image.Image]]:
+def generate(
+    encoder: TextEncoder, denoiser: Denoiser, scenes: list[Scene], seeds: int, size: int = 64
+) -> list[list[Image.Image]]:
     """seeds images per scene, one request per scene (image i uses seed i)."""
     jobs = [
         encoder.job(
             GenerationParams.with_defaults(
-                denoiser.defaults, scene.caption, width=64, height=64, seed=0, num_images=seeds, output_format="png"
+                denoiser.defaults, scene.caption, width=size, height=size, seed=0, num_images=seeds, output_format="png"
             )
         )
         for scene in scenes
@@ -52,28 +55,29 @@ def draw_grid(scenes: list[Scene], images: list[list[Image.Image]], columns: int
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", default="emulated")
-    parser.add_argument("--seeds", type=int, default=4)
+    parser = argparse.ArgumentParser(
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[bench_arguments(weights="emulated", size=64, repeats=5)],
+    )
+    parser.add_argument("--seeds", type=int, default=4, help="images per scene")
     parser.add_argument("--grid", help="write a PNG grid of the first --grid-rows scenes here")
     parser.add_argument("--grid-rows", type=int, default=8)
     args = parser.parse_args()
 
-    encoder = TextEncoder("flux-2-klein-4b", weights=args.weights)
-    denoiser = Denoiser("flux-2-klein-4b", weights=args.weights)
+    encoder, denoiser = load_workers(args.model, args.weights, args.device)
     scenes = held_out_scenes()
-    started = time.perf_counter()
-    images = generate(encoder, denoiser, scenes, args.seeds)
-    elapsed_s = time.perf_counter() - started
+    scored = time_repeats(lambda: generate(encoder, denoiser, scenes, args.seeds, args.size), repeats=1, warmups=0)
+    images = scored.result
     scores = adherence(scenes, images)
-    single_s = []
-    for _ in range(5):
-        one_started = time.perf_counter()
-        generate(encoder, denoiser, scenes[:1], seeds=1)
-        single_s.append(time.perf_counter() - one_started)
-    print(f"{len(scenes)} held-out scenes x {args.seeds} seeds, {denoiser.weights.defaults.steps} steps, "
-          f"guidance {denoiser.weights.defaults.guidance}: {elapsed_s / (len(scenes) * args.seeds):.3f} s per image (batched); "
-          f"one 64x64 image alone ({denoiser.weights.defaults.steps} steps with CFG + decode, prompt embedding cached, median of 5): {sorted(single_s)[2]:.3f} s")
+    alone = time_repeats(lambda: generate(encoder, denoiser, scenes[:1], 1, args.size), args.repeats, warmups=0)
+    steps, guidance = denoiser.defaults.steps, denoiser.defaults.guidance
+    print(
+        f"{len(scenes)} held-out scenes x {args.seeds} seeds, {steps} steps, guidance {guidance}: "
+        f"{scored.best_s / (len(scenes) * args.seeds):.3f} s per image (batched); one {args.size}x{args.size} image "
+        f"alone ({steps} steps with CFG + decode, prompt embedding cached, median of {args.repeats}): "
+        f"{alone.median_s:.3f} s"
+    )
     print("| shape colour | background | shape | all three |")
     print("|---|---|---|---|")
     print(f"| {scores['colour']:.3f} | {scores['background']:.3f} | {scores['shape']:.3f} | {scores['all']:.3f} |")

@@ -10,37 +10,21 @@ Both sides of each ratio run in the same process, one after the other, after a w
 from __future__ import annotations
 
 import argparse
-import time
 
-from cachetools import LRUCache
-
-from deployments.denoiser import Denoiser
-from deployments.encoder import TextEncoder
+from bench.harness import bench_arguments, time_repeats
+from bench.runners import load_workers
 from deployments.contracts import DenoiseJob, GenerationParams
 
 PROMPT = "a red circle on a blue background"
 
 
-def timed(action) -> float:
-    started = time.perf_counter()
-    action()
-    return time.perf_counter() - started
-
-
-def best_of(repeats: int, action) -> float:
-    return min(timed(action) for _ in range(repeats))
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="flux-2-klein-4b")
-    parser.add_argument("--weights", default="emulated:small")
-    parser.add_argument("--size", type=int, default=512, help="image side in pixels")
-    parser.add_argument("--repeats", type=int, default=2, help="best of N for each side")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, parents=[bench_arguments(repeats=2)]
+    )
     args = parser.parse_args()
 
-    encoder = TextEncoder(args.model, weights=args.weights)
-    denoiser = Denoiser(args.model, weights=args.weights)
+    encoder, denoiser = load_workers(args.model, args.weights, args.device)
     [embedding] = encoder.encode([PROMPT])
 
     def request(seed: int, num_images: int = 1) -> DenoiseJob:
@@ -49,21 +33,26 @@ def main() -> None:
         )
         return DenoiseJob(params, embedding)
 
-    denoiser.generate([request(0)])
-    batched_s = best_of(args.repeats, lambda: denoiser.generate([request(seed) for seed in range(8)]))
-    sequential_s = best_of(args.repeats, lambda: [denoiser.generate([request(seed)]) for seed in range(8)])
-
     def encode_uncached(times: int) -> None:
         for _ in range(times):
-            encoder.cache = LRUCache(maxsize=encoder.cache.maxsize)
+            encoder.cache.clear()
             encoder.encode([PROMPT])
 
-    twelve_images = lambda: denoiser.generate([request(0, num_images=12)])  # noqa: E731
-    encode_once_s = best_of(args.repeats, lambda: (encode_uncached(1), twelve_images()))
-    encode_twelve_s = best_of(args.repeats, lambda: (encode_uncached(12), twelve_images()))
-    encode_one_s = best_of(args.repeats, lambda: encode_uncached(1))
+    def twelve_images() -> None:
+        denoiser.generate([request(0, num_images=12)])
 
-    print(f"model {args.model}, weights {args.weights}, {args.size}x{args.size}, 4 steps, best of {args.repeats}")
+    def best_s(action) -> float:
+        return time_repeats(action, args.repeats, warmups=0).best_s
+
+    denoiser.generate([request(0)])  # one warm-up before all measurements: first-call costs are not a warm replica's
+    batched_s = best_s(lambda: denoiser.generate([request(seed) for seed in range(8)]))
+    sequential_s = best_s(lambda: [denoiser.generate([request(seed)]) for seed in range(8)])
+    encode_once_s = best_s(lambda: (encode_uncached(1), twelve_images()))
+    encode_twelve_s = best_s(lambda: (encode_uncached(12), twelve_images()))
+    encode_one_s = best_s(lambda: encode_uncached(1))
+
+    steps = denoiser.defaults.steps
+    print(f"model {args.model}, weights {args.weights}, {args.size}x{args.size}, {steps} steps, best of {args.repeats}")
     print("| measurement | seconds | speed-up |")
     print("|---|---|---|")
     print(f"| 8 single-image requests, one after another | {sequential_s:.2f} | 1.00 |")

@@ -1,5 +1,6 @@
-"""flux-bench on small grids, its cost arithmetic and its quality scores. No Ray."""
+"""flux-bench on small grids, its cost arithmetic and quality scores; the bench scripts' flags and timer. No Ray."""
 
+import argparse
 import math
 
 import numpy as np
@@ -12,6 +13,7 @@ from pydantic import ValidationError
 
 from bench import flux_bench
 from bench.cost import GpuPrice, gpu_seconds_per_image, load_config, seconds_on, usd_per_image
+from bench.harness import bench_arguments, time_repeats
 from bench.quality import psnr_db, ssim
 from bench.report import COLUMNS
 from deployments.memory import text_encoder_params, transformer_params
@@ -37,8 +39,16 @@ def test_seconds_measured_on_one_gpu_are_scaled_to_another_and_memory_decides_fi
     assert seconds_on(0.5, None, slow) == 0.5  # measured on no priced GPU: priced as measured
     assert slow.fits(20_000) and not slow.fits(23_518) and fast.fits(48_733) and slow.fits(None)
     config = load_config(flux_bench.CONFIG_FILE)
-    named = {name: config.gpu_named(name) for name in ("NVIDIA H100 80GB HBM3", "NVIDIA L4", "NVIDIA L40S", "NVIDIA GeForce RTX 4090")}
-    assert named == {"NVIDIA H100 80GB HBM3": "H100", "NVIDIA L4": "L4", "NVIDIA L40S": None, "NVIDIA GeForce RTX 4090": "RTX 4090 (home)"}
+    named = {
+        name: config.gpu_named(name)
+        for name in ("NVIDIA H100 80GB HBM3", "NVIDIA L4", "NVIDIA L40S", "NVIDIA GeForce RTX 4090")
+    }
+    assert named == {
+        "NVIDIA H100 80GB HBM3": "H100",
+        "NVIDIA L4": "L4",
+        "NVIDIA L40S": None,
+        "NVIDIA GeForce RTX 4090": "RTX 4090 (home)",
+    }
 
 
 @pytest.mark.parametrize("fields", [{}, {"usd_per_hour": 1.0, "watts": 300, "usd_per_kwh": 0.3}])
@@ -56,7 +66,9 @@ def test_shipped_config_prices_the_four_gpus():
 def test_ssim_and_psnr_are_perfect_only_for_the_same_image():
     rng = np.random.default_rng(0)
     ramp = np.linspace(0, 255, 64, dtype=np.uint8)
-    image = np.stack([np.tile(ramp, (64, 1)), np.tile(ramp[:, None], (1, 64)), np.full((64, 64), 128, np.uint8)], axis=2)
+    image = np.stack(
+        [np.tile(ramp, (64, 1)), np.tile(ramp[:, None], (1, 64)), np.full((64, 64), 128, np.uint8)], axis=2
+    )
     noisy = np.clip(image.astype(int) + rng.integers(-40, 40, image.shape), 0, 255).astype(np.uint8)
     assert ssim(image, image) == pytest.approx(1.0) and math.isinf(psnr_db(image, image))
     assert ssim(noisy, image) < 0.9 and psnr_db(noisy, image) < 30
@@ -71,10 +83,9 @@ def _valid_png(path) -> bool:
 
 
 def test_small_grid_in_process_on_the_trained_default(tmp_path):
-    out = flux_bench.main([
-        "--variants", "flux-2-klein-4b", "--steps", "1,8", "--batch-sizes", "2",
-        "--prompts", "3", "--out", str(tmp_path),
-    ])
+    out = flux_bench.main(
+        [*"--variants flux-2-klein-4b --steps 1,8 --batch-sizes 2 --prompts 3".split(), "--out", str(tmp_path)]
+    )
     table = pq.read_table(out / "results.parquet").to_pylist()
     assert set(COLUMNS) <= set(table[0])
     assert {"usd_per_image:H100", "usd_per_1000_images:RTX 4090 (home)"} <= set(table[0])
@@ -82,18 +93,26 @@ def test_small_grid_in_process_on_the_trained_default(tmp_path):
     assert by_steps[8]["ssim"] == pytest.approx(1.0) and by_steps[8]["reference_steps"] == 8
     assert by_steps[1]["ssim"] < 0.95
     assert by_steps[8]["shapes_adherence"] is not None and by_steps[8]["clip_score"] is None
-    assert all(row["images"] == 6 and row["peak_memory_mb"] > 0 and row["denoise_p95_s"] >= row["denoise_p50_s"] for row in table)
+    assert all(
+        row["images"] == 6 and row["peak_memory_mb"] > 0 and row["denoise_p95_s"] >= row["denoise_p50_s"]
+        for row in table
+    )
     assert by_steps[8]["denoise_p50_s"] > by_steps[1]["denoise_p50_s"]
     markdown = (out / "results.md").read_text()
     assert "Scores computed: SSIM and PSNR" in markdown and "Not computed: CLIP" in markdown and "$0.03" in markdown
-    assert all(_valid_png(out / name) for name in ("latency_vs_steps.png", "quality_vs_steps.png", "cost_per_image.png"))
+    assert all(
+        _valid_png(out / name) for name in ("latency_vs_steps.png", "quality_vs_steps.png", "cost_per_image.png")
+    )
 
 
 def test_random_weights_get_timings_but_no_quality_scores(tmp_path):
-    out = flux_bench.main([
-        "--weights", "emulated:tiny", "--variants", "flux-2-klein-4b", "--steps", "1,2", "--batch-sizes", "1",
-        "--prompts", "2", "--out", str(tmp_path),
-    ])
+    out = flux_bench.main(
+        [
+            *"--weights emulated:tiny --variants flux-2-klein-4b --steps 1,2 --batch-sizes 1 --prompts 2".split(),
+            "--out",
+            str(tmp_path),
+        ]
+    )
     table = pq.read_table(out / "results.parquet").to_pylist()
     assert all(row["ssim"] is None and row["shapes_adherence"] is None and row["total_p50_s"] > 0 for row in table)
     assert "Scores computed: none" in (out / "results.md").read_text()
@@ -107,10 +126,24 @@ def _tiny_clip(folder):
 
     tokenizer = train_tokenizer()
     config = CLIPConfig(
-        text_config=dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, max_position_embeddings=64, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8),
+        text_config=dict(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=64,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        ),
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+        ),
         projection_dim=16,
     )
     CLIPModel(config).save_pretrained(folder)
@@ -123,16 +156,26 @@ def test_clip_score_when_a_local_clip_model_is_configured(tmp_path):
     config = yaml.safe_load(flux_bench.CONFIG_FILE.read_text())
     config["clip_model_path"] = str(tmp_path / "clip")
     (tmp_path / "bench.yaml").write_text(yaml.safe_dump(config))
-    out = flux_bench.main([
-        "--variants", "flux-2-klein-4b", "--steps", "1,2", "--batch-sizes", "1",
-        "--resolutions", "64", "--prompts", "2", "--config", str(tmp_path / "bench.yaml"), "--out", str(tmp_path / "out"),
-    ])
+    out = flux_bench.main(
+        [
+            *"--variants flux-2-klein-4b --steps 1,2 --batch-sizes 1 --resolutions 64 --prompts 2".split(),
+            "--config",
+            str(tmp_path / "bench.yaml"),
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     rows = pq.read_table(out / "results.parquet").to_pylist()
     assert all(0 <= row["clip_score"] <= 100 for row in rows)
     assert "CLIP score from" in (out / "results.md").read_text()
 
 
-@pytest.mark.parametrize("argv, message", [
+def _bench_script_args(argv: list[str]) -> argparse.Namespace:
+    """The flags every bench script shares (each adds its own on top)."""
+    return argparse.ArgumentParser(parents=[bench_arguments()]).parse_args(argv)
+
+
+FLUX_BENCH_REFUSALS = [
     (["--concurrency", "1,4"], "--concurrency needs --url"),
     (["--url", "http://127.0.0.1:9"], "--url needs --key"),
     (["--steps", "0,2"], "at least 1"),
@@ -143,10 +186,24 @@ def test_clip_score_when_a_local_clip_model_is_configured(tmp_path):
     (["--variants", "flux-2-klein-4b,foo"], "Unknown model 'foo'"),
     (["--prompts", "0"], "at least 1"),
     (["--gpu-fraction", "0"], "more than 0 and at most 1"),
-])
-def test_bad_arguments_say_what_to_change(argv, message, capsys):
+]
+BENCH_SCRIPT_REFUSALS = [
+    (["--size", "100"], "--size: 100 is not allowed; use a multiple of 16"),
+    (["--size", "big"], "not a whole number of pixels"),
+    (["--model", "foo"], "Unknown model 'foo'"),
+    (["--repeats", "0"], "at least 1"),
+]
+
+
+@pytest.mark.parametrize(
+    "parse, argv, message",
+    [(flux_bench.parse_args, *case) for case in FLUX_BENCH_REFUSALS]
+    + [(_bench_script_args, *case) for case in BENCH_SCRIPT_REFUSALS],
+)
+def test_bad_arguments_say_what_to_change(parse, argv, message, capsys):
+    """flux-bench's and the bench scripts' flags, refused before any model loads."""
     with pytest.raises(SystemExit):
-        flux_bench.parse_args(argv)
+        parse(argv)
     assert message in capsys.readouterr().err
 
 
@@ -167,3 +224,10 @@ def test_real_size_pipeline_has_the_real_architecture(name):
     assert transformer == transformer_params(variant) and encoder == text_encoder_params(variant.text_encoder)
     assert pipeline.transformer.dtype == torch.bfloat16
     assert pipeline.transformer.config.joint_attention_dim == variant.text_encoder.embedding_dim
+
+
+def test_timer_warms_up_and_prepares_untimed_and_keeps_every_repeat():
+    calls = []
+    timings = time_repeats(lambda: calls.append("run") or len(calls), repeats=3, before=lambda: calls.append("before"))
+    assert calls == ["run", "before", "run", "before", "run", "before", "run"]
+    assert len(timings.seconds) == 3 and timings.result == 7 and timings.best_s <= timings.median_s
