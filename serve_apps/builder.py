@@ -58,6 +58,7 @@ def build_app(args: dict | AppArgs) -> Application:
         concurrent_jobs=app_args.limits.concurrent_jobs_per_key,
         requests_per_minute=app_args.limits.submits_per_minute_per_key,
         lease_s=app_args.jobs.timeout_s * app_args.jobs.max_attempts,
+        max_queued_jobs=app_args.limits.max_queued_jobs,
     )
     ingress = _deployment(serve.ingress()(Ingress), Ingress.deployment_options(app_args))
     return ingress.bind(app_args, encoders, denoisers, limiter)

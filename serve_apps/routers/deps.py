@@ -92,6 +92,9 @@ async def submit_job(request: Request, model: str, body: GenerateRequest, key_id
     except BlockedUrl as blocked:
         raise unprocessable("webhook_url", str(blocked)) from None
     except LimitExceeded as over:
+        what = "Too many requests" if over.status_code == HTTPStatus.TOO_MANY_REQUESTS else "The service is at capacity"
         raise HTTPException(
-            HTTPStatus.TOO_MANY_REQUESTS, f"Too many requests: {over}.", headers={"Retry-After": str(over.retry_after_s)}
+            over.status_code,
+            f"{what}: {over}; retry after {over.retry_after_s} s.",
+            headers={"Retry-After": str(over.retry_after_s)},
         ) from None

@@ -1,0 +1,111 @@
+"""Overload without losing admitted jobs, and timeouts that stop the replica's work (no Ray Serve)."""
+
+from __future__ import annotations
+
+import asyncio
+from http import HTTPStatus
+
+from ray.serve.exceptions import BackPressureError
+
+from deployments.contracts import DenoiseOutcome, GenerationParams
+from serve_apps.backpressure import when_room
+from serve_apps.config import AppArgs
+from serve_apps.database import JobDatabase
+from serve_apps.jobs import JobService
+from serve_apps.limits import KeyLimiter
+from serve_apps.records import JobRecord, JobStatus
+from serve_apps.signing import UrlSigner
+from serve_apps.storage import JobStore, new_job_id
+from serve_apps.views import JobViews
+
+MODEL = "flux-2-klein-4b"
+
+
+def test_service_wide_cap_answers_503_and_frees_with_releases_and_leases():
+    limiter = KeyLimiter(concurrent_jobs=5, requests_per_minute=100, lease_s=10, max_queued_jobs=2)
+    assert limiter.admit("k1", "a", now=0) is None
+    assert limiter.admit("k2", "b", now=0) is None
+    full = limiter.admit("k3", "c", now=1)
+    assert full["status_code"] == HTTPStatus.SERVICE_UNAVAILABLE and full["retry_after_s"] >= 1
+    assert "limits.max_queued_jobs" in full["reason"]
+    limiter.release("k1", "a")
+    assert limiter.admit("k3", "c", now=1) is None
+    assert limiter.admit("k3", "d", now=11) is None, "k2's lease expired: its slot counts no more"
+
+
+def test_per_key_refusals_stay_429():
+    limiter = KeyLimiter(concurrent_jobs=1, requests_per_minute=100, lease_s=10, max_queued_jobs=100)
+    limiter.admit("k", "a", now=0)
+    assert limiter.admit("k", "b", now=0)["status_code"] == HTTPStatus.TOO_MANY_REQUESTS
+
+
+class FakeMethod:
+    def __init__(self, function):
+        self.function = function
+
+    def remote(self, *args):
+        return self.function(*args)
+
+
+class FakeHandle:
+    """A deployment handle whose methods are coroutines in this process."""
+
+    def __init__(self, **methods):
+        for name, function in methods.items():
+            setattr(self, name, FakeMethod(function))
+
+    def options(self, **_options):
+        return self
+
+
+async def embedding(_prompt: str) -> str:
+    return "embedding"
+
+
+def make_runner(tmp_path, denoise, timeout_s: float = 30):
+    args = AppArgs(storage_url=str(tmp_path), jobs={"timeout_s": timeout_s})
+    store = JobStore(str(tmp_path))
+    encoders = {MODEL: FakeHandle(encode=embedding)}
+    denoisers = {MODEL: FakeHandle(generate=denoise)}
+    service = JobService(JobDatabase(args.database_url), store, encoders, denoisers, args, {}, JobViews(UrlSigner(b"k", 60)))
+    params = GenerationParams(prompt="p", width=64, height=64, steps=4, guidance=None, seed=1)
+    record = JobRecord(id=new_job_id(), model=MODEL, key_id="0123456789ab", params=params, owner=service.replica_id)
+    _stored, claim = service.db.create(record)
+    return service, record, claim
+
+
+def test_a_full_model_queue_delays_an_admitted_job_and_never_fails_it(tmp_path):
+    refusals = []
+
+    async def denoise(job):
+        if len(refusals) < 3:
+            refusals.append(job.job_id)
+            raise BackPressureError(num_queued_requests=64, max_queued_requests=64)
+        return DenoiseOutcome(images=["0.jpeg"], timings_s={}, batch={})
+
+    service, record, claim = make_runner(tmp_path, denoise)
+    status, reason = asyncio.run(service.runner._attempts(record, claim))
+    assert (status, reason) == (JobStatus.READY, None)
+    assert len(refusals) == 3 and record.attempts == 1, "waiting for room is not a failed attempt"
+
+
+def test_a_timed_out_job_asks_its_replica_to_stop(tmp_path):
+    async def denoise(_job):
+        await asyncio.sleep(30)
+
+    service, record, claim = make_runner(tmp_path, denoise, timeout_s=0.2)
+    status, reason = asyncio.run(service.runner._attempts(record, claim))
+    assert status == JobStatus.ERROR and "timed out" in reason
+    assert service.store.is_cancel_requested(record.id), "the denoiser sees the cancel at its next step"
+
+
+def test_when_room_returns_what_the_call_returns():
+    calls = []
+
+    async def call():
+        calls.append(1)
+        if len(calls) == 1:
+            raise BackPressureError(num_queued_requests=1, max_queued_requests=1)
+        return "done"
+
+    assert asyncio.run(when_room(call)) == "done" and len(calls) == 2
