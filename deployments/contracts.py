@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 MIN_SIDE_PX = 64
-MAX_SIDE_PX = 2048
+MAX_PIXELS = 2048 * 2048  # BFL's limit: 4 megapixels in all, in any shape
 SIDE_MULTIPLE_PX = 16
 MIN_STEPS = 1
 MAX_STEPS = 50
@@ -55,6 +55,20 @@ class AdapterRef:
     scale: float = 1.0
 
 
+@dataclass(frozen=True)
+class ReferenceImage:
+    """An input image as stored at submit (decoded, EXIF-rotated, alpha flattened, PNG), found by `name`.
+
+    The denoiser loads it from storage by name, so a retry after a crash runs from the stored copy;
+    `sha256` (of the stored PNG) is what its caches and the batch grouping key on.
+    """
+
+    sha256: str
+    name: str
+    width: int
+    height: int
+
+
 def draw_seed() -> int:
     return random.randint(0, MAX_SEED)
 
@@ -76,6 +90,9 @@ class GenerationParams:
     num_images: int = 1
     output_format: OutputFormat = "jpeg"
     adapters: tuple[AdapterRef, ...] = ()
+    references: tuple[ReferenceImage, ...] = ()
+    mask: ReferenceImage | None = None
+    safety_tolerance: int = 2  # BFL's 0 (strictest) .. 6; used only when a safety checker is configured
 
     @property
     def uses_cfg(self) -> bool:
@@ -92,12 +109,19 @@ class GenerationParams:
         """Raise InvalidRequestError for a value outside the limits (the HTTP schema checks the same)."""
         for name in ("width", "height"):
             value = getattr(self, name)
-            if not MIN_SIDE_PX <= value <= MAX_SIDE_PX or value % SIDE_MULTIPLE_PX:
+            if value < MIN_SIDE_PX or value % SIDE_MULTIPLE_PX:
                 raise InvalidRequestError(
                     name,
-                    f"{value} is not allowed; use a multiple of {SIDE_MULTIPLE_PX} between "
-                    f"{MIN_SIDE_PX} and {MAX_SIDE_PX} pixels.",
+                    f"{value} is not allowed; use a multiple of {SIDE_MULTIPLE_PX}, at least {MIN_SIDE_PX} pixels.",
                 )
+        if self.width * self.height > MAX_PIXELS:
+            raise InvalidRequestError("width", size_error(self.width, self.height))
+        if self.mask is not None and not self.references:
+            raise InvalidRequestError("mask", "a mask needs the image it masks: send it as input_image.")
+        if self.mask is not None and len(self.references) > 2:
+            raise InvalidRequestError(
+                "mask", "inpainting takes input_image and at most one more reference (input_image_2); send fewer."
+            )
         if not MIN_STEPS <= self.steps <= MAX_STEPS:
             raise InvalidRequestError("steps", f"{self.steps} is outside {MIN_STEPS}..{MAX_STEPS}.")
         if self.guidance is not None and not 0.0 <= self.guidance <= MAX_GUIDANCE:
@@ -111,10 +135,13 @@ class GenerationParams:
         for adapter in self.adapters:
             if not -MAX_LORA_SCALE <= adapter.scale <= MAX_LORA_SCALE:
                 raise InvalidRequestError(
-                    "loras", f"scale {adapter.scale} of {adapter.id!r} is outside -{MAX_LORA_SCALE:g}..{MAX_LORA_SCALE:g}."
+                    "loras",
+                    f"scale {adapter.scale} of {adapter.id!r} is outside -{MAX_LORA_SCALE:g}..{MAX_LORA_SCALE:g}.",
                 )
         if self.output_format not in OUTPUT_FORMATS:
-            raise InvalidRequestError("output_format", f"{self.output_format!r} is not one of {', '.join(OUTPUT_FORMATS)}.")
+            raise InvalidRequestError(
+                "output_format", f"{self.output_format!r} is not one of {', '.join(OUTPUT_FORMATS)}."
+            )
 
     @classmethod
     def with_defaults(cls, defaults: GenerationDefaults, prompt: str, **given: Any) -> GenerationParams:
@@ -134,6 +161,18 @@ class GenerationParams:
         )
         params.check()
         return params
+
+
+def size_error(width: int, height: int) -> str:
+    """What to change when width x height is over MAX_PIXELS: the largest size of the same shape that fits."""
+    scale = (MAX_PIXELS / (width * height)) ** 0.5
+    fit_w, fit_h = (
+        max(MIN_SIDE_PX, int(side * scale) // SIDE_MULTIPLE_PX * SIDE_MULTIPLE_PX) for side in (width, height)
+    )
+    return (
+        f"{width}x{height} is {width * height / 2**20:.2f} megapixels; at most {MAX_PIXELS / 2**20:g} megapixels "
+        f"in all are allowed, e.g. {fit_w}x{fit_h} for this shape."
+    )
 
 
 @dataclass(frozen=True)
@@ -161,3 +200,4 @@ class DenoiseOutcome:
     gpu_seconds: float = 0.0
     replica_ready_at: float = 0.0
     cancelled: bool = False
+    moderated: str | None = None  # why the safety checker withheld the images (Content Moderated)

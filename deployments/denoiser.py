@@ -1,6 +1,6 @@
 """Denoiser: batches of prompt embeddings -> encoded images, loaded without the text encoder.
 
-Requests that can share a forward pass (same size, steps and guidance) run as one latent
+Requests that can share a forward pass (same size, steps, guidance, adapters and reference images) run as one latent
 batch, at most `max_images_per_forward` images and `max_pixels_per_forward` pixels at a time,
 and the VAE decodes one image at a time, so 12 images at 2048x2048 run in several passes. Each image's starting noise is
 drawn on the CPU from its own seed, so an image is the same whether its request runs alone
@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from cachetools import LRUCache
 
+from deployments.conditioning import Conditioning, ReferenceLoader, group_key, no_references
 from deployments.contracts import AdapterRef, DenoiseJob, GenerationParams, InvalidRequestError
 from deployments.images import encode_image
 from deployments.registry import get_variant
@@ -111,6 +112,7 @@ class Denoiser:
         dtype: str = "auto",
         max_loaded_adapters: int = 8,
         adapter_files: AdapterFiles = lambda adapter: Path(adapter.source),
+        reference_images: ReferenceLoader = no_references,
     ):
         if max_images_per_forward < 1:
             raise ValueError(f"max_images_per_forward must be at least 1, got {max_images_per_forward}.")
@@ -123,6 +125,7 @@ class Denoiser:
         self.max_pixels_per_forward = max_pixels_per_forward
         self.pixels_per_token = self.pipeline.vae_scale_factor * 2
         self.adapters = AdapterCache(self.pipeline, max_loaded_adapters, adapter_files)
+        self.conditioning = Conditioning(self.pipeline, reference_images)
         self._pipeline_lock = threading.Lock()
 
     @property
@@ -195,7 +198,7 @@ class Denoiser:
         groups: dict[tuple, list[int]] = defaultdict(list)
         for index, p in enumerate(params):
             adapters = tuple(sorted((a.id, a.scale) for a in p.adapters))
-            groups[(p.width, p.height, p.steps, p.guidance, adapters)].append(index)
+            groups[(p.width, p.height, p.steps, p.guidance, adapters, group_key(p))].append(index)
         chunks: list[list[_Slot]] = []
         for indices in groups.values():
             capacity = self.images_per_pass(params[indices[0]])
@@ -251,9 +254,10 @@ class Denoiser:
 
         started = time.perf_counter()
         self.adapters.activate(first.adapters)
+        pipeline, images_in = self.conditioning.inputs(first)  # references (and a mask) are shared by the pass
         try:
             with torch.inference_mode():
-                latents = self.pipeline(
+                latents = pipeline(
                     prompt_embeds=prompt_embeds.to(self.device, self.dtype),
                     negative_prompt_embeds=negative_embeds,
                     latents=noise.to(self.device, self.dtype),
@@ -264,6 +268,7 @@ class Denoiser:
                     max_sequence_length=self.weights.max_sequence_length,
                     text_encoder_out_layers=self.weights.text_encoder_out_layers,
                     callback_on_step_end=on_step_end,
+                    **images_in,
                     output_type="latent",
                     return_dict=False,
                 )[0]

@@ -8,11 +8,19 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from serve_apps.body_limit import BodySizeLimit
-from serve_apps.routers import admin, events, generation, images, jobs, loras, openai, page
+from serve_apps.routers import admin, events, generation, images, jobs, loras, openai, page, uploads
 from serve_apps.routers.deps import AppServices, check_key
 
 ROUTERS = (
-    page.router, admin.router, loras.router, jobs.router, events.router, images.router, openai.router, generation.router
+    page.router,
+    admin.router,
+    loras.router,
+    jobs.router,
+    events.router,
+    images.router,
+    uploads.router,
+    openai.router,
+    generation.router,
 )
 
 

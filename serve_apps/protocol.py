@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 
@@ -11,8 +10,8 @@ from deployments.contracts import (
     MAX_GUIDANCE,
     MAX_IMAGES,
     MAX_LORA_SCALE,
+    MAX_PIXELS,
     MAX_SEED,
-    MAX_SIDE_PX,
     MAX_STEPS,
     MIN_IMAGES,
     MIN_SIDE_PX,
@@ -22,12 +21,16 @@ from deployments.contracts import (
     GenerationDefaults,
     GenerationParams,
     OutputFormat,
+    ReferenceImage,
     draw_seed,
+    size_error,
 )
 from serve_apps.records import JobStatus
 
 PROMPT_MAX_CHARS = 10_000
 MEGAPIXEL = 1024 * 1024
+REFERENCE_FIELDS = ("input_image", *(f"input_image_{n}" for n in range(2, 9)))  # BFL's names; FLUX.2 [pro] takes 8
+IMAGE_SOURCE = "base64 (bare or a data: URI), an http(s) URL, or an id from POST /v1/uploads"
 
 
 def side_from_aspect(aspect_ratio: str, area_px: int = MEGAPIXEL) -> tuple[int, int]:
@@ -39,12 +42,16 @@ def side_from_aspect(aspect_ratio: str, area_px: int = MEGAPIXEL) -> tuple[int, 
         raise ValueError(f"aspect_ratio {aspect_ratio!r} must look like '16:9'") from None
     if not (w_ratio > 0 and h_ratio > 0) or max(w_ratio / h_ratio, h_ratio / w_ratio) > 4:
         raise ValueError(f"aspect_ratio {aspect_ratio!r} must be positive and between 1:4 and 4:1")
-    height = math.sqrt(area_px * h_ratio / w_ratio)
-    width = height * w_ratio / h_ratio
-    return tuple(
-        min(MAX_SIDE_PX, max(MIN_SIDE_PX, int(round(side / SIDE_MULTIPLE_PX)) * SIDE_MULTIPLE_PX))
-        for side in (width, height)
-    )
+    return side_from_ratio(w_ratio / h_ratio, area_px)
+
+
+def side_from_ratio(width_per_height: float, area_px: int) -> tuple[int, int]:
+    """The (width, height) of this shape covering about `area_px`, each a multiple of 16; shapes beyond
+    4:1 are taken as 4:1 (a reference image may be any shape; outputs stay sensible)."""
+    ratio = min(4.0, max(0.25, width_per_height))
+    height = math.sqrt(area_px / ratio)
+    sides = (max(MIN_SIDE_PX, int(side / SIDE_MULTIPLE_PX) * SIDE_MULTIPLE_PX) for side in (height * ratio, height))
+    return tuple(sides)
 
 
 class LoraChoice(BaseModel):
@@ -61,10 +68,14 @@ class GenerateRequest(BaseModel):
 
     prompt: str = Field(min_length=1, max_length=PROMPT_MAX_CHARS)
     width: int | None = Field(
-        None, ge=MIN_SIDE_PX, le=MAX_SIDE_PX, description=f"multiple of {SIDE_MULTIPLE_PX}; default: the model's"
+        None,
+        ge=MIN_SIDE_PX,
+        description=f"multiple of {SIDE_MULTIPLE_PX}, at most 4 megapixels with height; default: the model's",
     )
     height: int | None = Field(
-        None, ge=MIN_SIDE_PX, le=MAX_SIDE_PX, description=f"multiple of {SIDE_MULTIPLE_PX}; default: the model's"
+        None,
+        ge=MIN_SIDE_PX,
+        description=f"multiple of {SIDE_MULTIPLE_PX}; default: the model's, or the first input image's shape",
     )
     aspect_ratio: str | None = Field(
         None, description="e.g. '16:9': the model's default area in that shape; instead of width/height"
@@ -74,12 +85,25 @@ class GenerateRequest(BaseModel):
     seed: int | None = Field(None, ge=0, le=MAX_SEED)
     num_images: int = Field(1, ge=MIN_IMAGES, le=MAX_IMAGES)
     output_format: OutputFormat = "jpeg"
-    safety_tolerance: int = Field(2, ge=0, le=6, description="accepted for BFL compatibility")
+    safety_tolerance: int = Field(
+        2, ge=0, le=6, description="0 strictest .. 6 least strict, when a safety checker is on"
+    )
     prompt_upsampling: bool = Field(False, description="accepted for BFL compatibility; not applied")
     loras: list[LoraChoice] = Field([], max_length=8, description="adapters to apply, each with its scale")
     add_trigger_words: bool = Field(False, description="prepend a LoRA's trigger word when the prompt lacks it")
-    webhook_url: HttpUrl | None = Field(None, description="POSTed the job result when it ends, signed if webhook_secret")
+    webhook_url: HttpUrl | None = Field(
+        None, description="POSTed the job result when it ends, signed if webhook_secret"
+    )
     webhook_secret: str | None = Field(None, min_length=8, max_length=256)
+    input_image: str | None = Field(None, description=f"an image to edit or take after: {IMAGE_SOURCE}")
+    input_image_2: str | None = Field(None, description="another reference image, the same ways")
+    input_image_3: str | None = None
+    input_image_4: str | None = None
+    input_image_5: str | None = Field(None, description="5..8 only where inputs.max_references allows")
+    input_image_6: str | None = None
+    input_image_7: str | None = None
+    input_image_8: str | None = None
+    mask: str | None = Field(None, description="inpainting: white (or transparent) where input_image is repainted")
 
     @field_validator("webhook_url", mode="after")
     @classmethod
@@ -106,22 +130,42 @@ class GenerateRequest(BaseModel):
             if self.width is not None or self.height is not None:
                 raise ValueError("give either aspect_ratio or width/height, not both")
             side_from_aspect(self.aspect_ratio)
+        if self.width and self.height and self.width * self.height > MAX_PIXELS:
+            raise ValueError(size_error(self.width, self.height))
+        if self.mask is not None and self.input_image is None:
+            raise ValueError("mask needs input_image, the image it masks")
         return self
 
-    def size(self, default_width: int, default_height: int) -> tuple[int, int]:
-        """(width, height): as given, from aspect_ratio over the model's default area, or the default."""
+    def image_sources(self) -> list[tuple[str, str]]:
+        """(field, value) of each input image given, in order."""
+        return [(name, getattr(self, name)) for name in REFERENCE_FIELDS if getattr(self, name) is not None]
+
+    def size(
+        self, default_width: int, default_height: int, first_reference: ReferenceImage | None = None
+    ) -> tuple[int, int]:
+        """(width, height): as given, from aspect_ratio over the model's default area, else the first
+        reference's shape over that area (as BFL does), else the default."""
+        area_px = default_width * default_height
         if self.aspect_ratio is not None:
-            return side_from_aspect(self.aspect_ratio, default_width * default_height)
+            return side_from_aspect(self.aspect_ratio, area_px)
+        if self.width is None and self.height is None and first_reference is not None:
+            return side_from_ratio(first_reference.width / first_reference.height, area_px)
         return self.width or default_width, self.height or default_height
 
     def to_params(
-        self, defaults: GenerationDefaults, adapters: tuple[AdapterRef, ...] = (), prompt: str | None = None
+        self,
+        defaults: GenerationDefaults,
+        adapters: tuple[AdapterRef, ...] = (),
+        prompt: str | None = None,
+        references: tuple[ReferenceImage, ...] = (),
+        mask: ReferenceImage | None = None,
     ) -> GenerationParams:
         """The one conversion: every default filled in, the seed drawn, guidance dropped on a distilled
-        model. `adapters` are the resolved `loras`; `prompt` the prompt with trigger words, if added."""
-        width, height = self.size(defaults.width, defaults.height)
+        model. `adapters` are the resolved `loras`; `prompt` the prompt with trigger words, if added;
+        `references`/`mask` the input images as stored. Raises InvalidRequestError past the limits."""
+        width, height = self.size(defaults.width, defaults.height, references[0] if references else None)
         guidance = self.guidance if self.guidance is not None else defaults.guidance
-        return GenerationParams(
+        params = GenerationParams(
             prompt=self.prompt if prompt is None else prompt,
             width=width,
             height=height,
@@ -131,12 +175,20 @@ class GenerateRequest(BaseModel):
             num_images=self.num_images,
             output_format=self.output_format,
             adapters=adapters,
+            references=references,
+            mask=mask,
+            safety_tolerance=self.safety_tolerance,
         )
+        params.check()
+        return params
 
 
 class SubmitResponse(BaseModel):
     id: str
     polling_url: str
+    cost: float | None = Field(None, description="credits (1 = $0.01), estimated at submit from the GPU price table")
+    input_mp: float | None = Field(None, description="megapixels of the input images, as the model sees them")
+    output_mp: float | None = Field(None, description="megapixels of all output images")
 
 
 class ResultPayload(BaseModel):
@@ -155,6 +207,7 @@ class GetResultResponse(BaseModel):
     result: ResultPayload | None = None
     progress: float | None = Field(None, description="0..1 while Pending")
     details: dict | None = None
+    preview: dict | None = Field(None, description="BFL's key; no step previews are made yet")
 
 
 class Progress(BaseModel):
@@ -180,7 +233,11 @@ class JobResponse(BaseModel):
     request: dict
     webhook_deliveries: list[dict] | None = None
     warnings: list[str] = []
-    usage: dict | None = Field(None, description="gpu_seconds (time x GPU fraction x share of the pass), cost_usd, gpu_type")
+    usage: dict | None = Field(
+        None, description="gpu_seconds (time x GPU fraction x share of the pass), cost_usd, gpu_type"
+    )
+    references: list[str] = Field([], description="signed URLs of the input images, as stored")
+    mask: str | None = Field(None, description="signed URL of the mask, as stored")
 
 
 class LoraRegistration(BaseModel):
@@ -189,7 +246,11 @@ class LoraRegistration(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: str = Field(min_length=1, max_length=64)
-    source: str = Field(min_length=1, max_length=1024, description="an absolute path under loras.allowed_roots, s3://..., or a hub repo id")
+    source: str = Field(
+        min_length=1,
+        max_length=1024,
+        description="an absolute path under loras.allowed_roots, s3://..., or a hub repo id",
+    )
     trigger_word: str | None = Field(None, max_length=100)
     license: str | None = Field(None, max_length=100)
     tags: list[str] | None = Field(None, max_length=16, description="e.g. style, person, nsfw")
@@ -211,50 +272,6 @@ class LoraInfo(BaseModel):
 class JobListResponse(BaseModel):
     jobs: list[JobResponse]
     next_cursor: str | None = Field(None, description="pass as cursor= for the next page; null at the end")
-
-
-class OpenAIImageRequest(BaseModel):
-    """POST /v1/images/generations, as the `openai` client sends it. Unknown fields are ignored."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    prompt: str = Field(min_length=1, max_length=PROMPT_MAX_CHARS)
-    model: str | None = Field(None, description="one of /v1/models; default: the first served")
-    n: int = Field(1, ge=1, le=MAX_IMAGES)
-    size: str | None = Field(None, description="'WIDTHxHEIGHT' or 'auto'")
-    response_format: Literal["url", "b64_json"] = "url"
-    output_format: OutputFormat = "png"
-
-    @field_validator("size")
-    @classmethod
-    def _size_shape(cls, size: str | None) -> str | None:
-        if size in (None, "auto"):
-            return size
-        try:
-            width, height = (int(part) for part in size.lower().split("x"))
-        except ValueError:
-            raise ValueError(f"size {size!r} must look like '1024x1024'") from None
-        GenerateRequest(prompt="size check", width=width, height=height)
-        return size
-
-    def to_generate_request(self) -> GenerateRequest:
-        width = height = None
-        if self.size not in (None, "auto"):
-            width, height = (int(part) for part in self.size.lower().split("x"))
-        return GenerateRequest(
-            prompt=self.prompt, width=width, height=height, num_images=self.n, output_format=self.output_format
-        )
-
-
-class OpenAIImage(BaseModel):
-    url: str | None = None
-    b64_json: str | None = None
-    revised_prompt: str
-
-
-class OpenAIImagesResponse(BaseModel):
-    created: int
-    data: list[OpenAIImage]
 
 
 class ModelInfo(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from deployments.contracts import ReferenceImage
 from serve_apps.protocol import GetResultResponse, JobResponse, Progress, ResultPayload
 from serve_apps.records import JobRecord, JobStatus
 from serve_apps.signing import UrlSigner
@@ -23,6 +24,9 @@ class JobViews:
     def image_urls(self, record: JobRecord) -> list[str]:
         base = record.base_url.rstrip("/")
         return [base + self.signer.sign(f"/v1/images/{record.id}/{name}") for name in record.images]
+
+    def reference_url(self, record: JobRecord, reference: ReferenceImage) -> str:
+        return record.base_url.rstrip("/") + self.signer.sign(f"/v1/references/{reference.name}")
 
     def job(self, record: JobRecord, progress: dict | None = None, queue_position: int | None = None) -> JobResponse:
         return JobResponse(
@@ -46,6 +50,8 @@ class JobViews:
             else None,
             warnings=record.warnings,
             usage=record.usage.model_dump() if record.usage else None,
+            references=[self.reference_url(record, reference) for reference in record.params.references],
+            mask=self.reference_url(record, record.params.mask) if record.params.mask else None,
         )
 
     def webhook_payload(self, record: JobRecord) -> dict:

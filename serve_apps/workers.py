@@ -9,17 +9,20 @@ class as an argument so tests can inject one. The builder turns them into deploy
 from __future__ import annotations
 
 import asyncio
+import io
 import time
 
 import ray
+from PIL import Image
 from ray import serve
 
+from deployments.conditioning import stored_references
 from deployments.contracts import DenoiseJob, DenoiseOutcome
 from deployments.denoiser import Denoiser, GenerationResult
 from deployments.encoder import PromptEmbedding, TextEncoder
 from deployments.registry import get_variant
 from lora.sources import fetch_adapter
-from serve_apps import metrics
+from serve_apps import metrics, safety
 from serve_apps.config import AppArgs
 from serve_apps.storage import JobStore
 
@@ -101,7 +104,9 @@ class DenoiserServer:
             adapter_files=lambda adapter: fetch_adapter(
                 adapter.source, args.loras.allowed_roots, storage_options=args.storage_options
             ),
+            reference_images=stored_references(self.store.load_reference),
         )
+        self.safety_checker = safety.load_checker(args.safety.checker)
         self.node_id = ray.get_runtime_context().get_node_id()[:12] if ray.is_initialized() else ""
         self.ready_at = time.time()
         metrics.COLD_STARTS.inc(tags={"model": model})
@@ -171,7 +176,8 @@ class DenoiserServer:
     def _store_result(self, job: DenoiseJob, result: GenerationResult, started: float) -> DenoiseOutcome:
         stored_at = time.perf_counter()
         names = []
-        for number, image in enumerate(result.images):
+        moderated = self.output_refusal(job, result.images)
+        for number, image in enumerate([] if moderated else result.images):
             name = f"{number}.{job.params.output_format}"
             self.store.save_image(job.job_id, name, image)
             names.append(name)
@@ -186,4 +192,12 @@ class DenoiserServer:
             gpu_seconds=gpu_seconds,
             replica_ready_at=self.ready_at,
             cancelled=result.cancelled,
+            moderated=moderated,
         )
+
+    def output_refusal(self, job: DenoiseJob, images: list[bytes]) -> str | None:
+        """Why the safety checker (if one is configured) withholds these images; they are then not stored."""
+        if self.safety_checker is None or not images:
+            return None
+        decoded = [Image.open(io.BytesIO(image)) for image in images]
+        return safety.refusal(self.safety_checker, decoded, job.params.safety_tolerance, "output image")

@@ -21,6 +21,10 @@ class JobCancelled(Exception):
     """The job was cancelled before it reached the denoiser."""
 
 
+class ContentModerated(Exception):
+    """The safety checker flagged the output images; they were not stored."""
+
+
 class JobRunner:
     def __init__(self, store: JobStore, encoders: dict, denoisers: dict, args: AppArgs, views: JobViews, limiter=None):
         """`encoders`/`denoisers` map a model name to its deployment handle."""
@@ -68,6 +72,8 @@ class JobRunner:
                     return
                 except JobCancelled:
                     return await self.end(record, JobStatus.CANCELLED, "cancelled by the user")
+                except ContentModerated as flagged:
+                    return await self.end(record, JobStatus.CONTENT_MODERATED, str(flagged))
                 except InvalidRequestError as error:
                     return await self.end(record, JobStatus.ERROR, f"invalid request: {error}")
                 except asyncio.TimeoutError:
@@ -125,6 +131,8 @@ class JobRunner:
             "total": time.time() - record.created_at,
         }
         record.usage = Usage(gpu_seconds=outcome.gpu_seconds, cost_usd=cost_usd, gpu_type=self.args.pricing.gpu_type)
+        if outcome.moderated:
+            raise ContentModerated(outcome.moderated)
         await self.end(record, JobStatus.READY)
 
     async def end(self, record: JobRecord, status: JobStatus, reason: str | None = None) -> None:

@@ -12,6 +12,7 @@ from serve_apps.moderation import PromptPolicy
 from serve_apps.network import check_public_url_async
 from serve_apps.protocol import GenerateRequest
 from serve_apps.records import JobRecord, JobStatus, Stage, Webhook
+from serve_apps.references import InputResolver, ResolvedInputs
 from serve_apps.storage import JobStore, new_job_id
 
 
@@ -37,8 +38,11 @@ class JobSubmitter:
         self.limiter = limiter
         self.adapters = adapters
         self.policy = PromptPolicy(args.moderation.blocked_patterns)
+        self.inputs = InputResolver.from_args(args)
 
-    def params(self, model: str, request: GenerateRequest) -> tuple[GenerationParams, list[str]]:
+    def params(
+        self, model: str, request: GenerateRequest, inputs: ResolvedInputs = ResolvedInputs()
+    ) -> tuple[GenerationParams, list[str]]:
         """The request's params and its warnings. Raises AdapterError for a LoRA that cannot be used."""
         prompt, adapters, warnings = request.prompt, (), []
         if request.loras:
@@ -51,7 +55,7 @@ class JobSubmitter:
             adapters = tuple(
                 AdapterRef(record["id"], record["source"], choice.scale) for record, choice in zip(records, request.loras)
             )
-        return request.to_params(self.defaults[model], adapters, prompt), warnings
+        return request.to_params(self.defaults[model], adapters, prompt, inputs.references, inputs.mask), warnings
 
     async def existing(self, key_id: str, idempotency_key: str | None) -> JobRecord | None:
         if not idempotency_key:
@@ -69,7 +73,8 @@ class JobSubmitter:
         for a webhook_url that resolves to a private address."""
         if request.webhook_url:
             await check_public_url_async(request.webhook_url, self.args.network.allowed_private_hosts, "webhook_url")
-        params, warnings = await asyncio.to_thread(self.params, model, request)
+        inputs = await self.inputs.resolve(request, key_id)  # raises InputRejected naming the field
+        params, warnings = await asyncio.to_thread(self.params, model, request, inputs)
         record = JobRecord(
             id=new_job_id(),
             model=model,
@@ -80,7 +85,7 @@ class JobSubmitter:
             warnings=warnings,
             webhook=Webhook(url=request.webhook_url, secret=request.webhook_secret) if request.webhook_url else None,
         )
-        refusal = self.policy.refusal(request.prompt)
+        refusal = self.policy.refusal(request.prompt) or inputs.refusal
         if refusal is None and self.limiter is not None:
             over = await self.limiter.admit.remote(key_id, record.id)
             if over:

@@ -7,9 +7,11 @@ from http import HTTPStatus
 
 from fastapi import HTTPException, Request
 
+from deployments.contracts import InvalidRequestError
 from deployments.registry import VARIANTS
 from lora.registry import AdapterError, AdapterRegistry
 from serve_apps.auth import ApiKeys, key_from_headers
+from serve_apps.inputs import InputRejected
 from serve_apps.jobs import JobService, LimitExceeded
 from serve_apps.network import BlockedUrl
 from serve_apps.protocol import ErrorResponse, GenerateRequest
@@ -21,7 +23,10 @@ MAX_IDEMPOTENCY_KEY_CHARS = 255
 ERRORS = {
     HTTPStatus.UNAUTHORIZED.value: {"model": ErrorResponse, "description": "missing or invalid API key"},
     HTTPStatus.NOT_FOUND.value: {"model": ErrorResponse},
-    HTTPStatus.TOO_MANY_REQUESTS.value: {"model": ErrorResponse, "description": "over a per-key limit; see Retry-After"},
+    HTTPStatus.TOO_MANY_REQUESTS.value: {
+        "model": ErrorResponse,
+        "description": "over a per-key limit; see Retry-After",
+    },
 }
 
 
@@ -62,7 +67,9 @@ async def own_job(request: Request, job_id: str, key_id: str):
     service = services(request).service
     record = await service.load(job_id, key_id)
     if record is None:
-        raise HTTPException(HTTPStatus.NOT_FOUND, f"No job {job_id!r} for this key: check the id returned by the submit.")
+        raise HTTPException(
+            HTTPStatus.NOT_FOUND, f"No job {job_id!r} for this key: check the id returned by the submit."
+        )
     return await service.adopt_if_stale(record)
 
 
@@ -84,13 +91,17 @@ def unprocessable(field: str, message: str) -> HTTPException:
 
 async def submit_job(request: Request, model: str, body: GenerateRequest, key_id: str, idempotency_key: str | None):
     if idempotency_key is not None and not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_CHARS:
-        raise HTTPException(HTTPStatus.BAD_REQUEST, f"Idempotency-Key must be 1..{MAX_IDEMPOTENCY_KEY_CHARS} characters.")
+        raise HTTPException(
+            HTTPStatus.BAD_REQUEST, f"Idempotency-Key must be 1..{MAX_IDEMPOTENCY_KEY_CHARS} characters."
+        )
     try:
         return await services(request).service.submit(model, body, key_id, str(request.base_url), idempotency_key)
     except AdapterError as error:
         raise unprocessable("loras", str(error)) from None
     except BlockedUrl as blocked:
         raise unprocessable("webhook_url", str(blocked)) from None
+    except (InputRejected, InvalidRequestError) as rejected:
+        raise unprocessable(rejected.field, rejected.message) from None
     except LimitExceeded as over:
         what = "Too many requests" if over.status_code == HTTPStatus.TOO_MANY_REQUESTS else "The service is at capacity"
         raise HTTPException(

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Header, Request
 
+from serve_apps.pricing import megapixels, quote_credits
 from serve_apps.protocol import GenerateRequest, SubmitResponse
-from serve_apps.routers.deps import ERRORS, require_key, served_model, submit_job
+from serve_apps.routers.deps import ERRORS, require_key, served_model, services, submit_job
 
 router = APIRouter(tags=["generate"], responses=ERRORS)
 
@@ -20,4 +21,11 @@ async def submit(
 ) -> SubmitResponse:
     record = await submit_job(request, served_model(request, model), body, key_id, idempotency_key)
     base = str(request.base_url).rstrip("/")
-    return SubmitResponse(id=record.id, polling_url=f"{base}/v1/get_result?id={record.id}")
+    input_mp, output_mp = megapixels(record.params)
+    return SubmitResponse(
+        id=record.id,
+        polling_url=f"{base}/v1/get_result?id={record.id}",
+        cost=quote_credits(record.model, record.params, services(request).service.args.pricing),
+        input_mp=input_mp,
+        output_mp=output_mp,
+    )

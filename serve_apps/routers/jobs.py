@@ -10,7 +10,7 @@ from serve_apps.routers.deps import ERRORS, own_job, require_key, services
 router = APIRouter(tags=["jobs"], responses=ERRORS)
 
 
-@router.get("/v1/get_result", response_model=GetResultResponse, response_model_exclude_none=True)
+@router.get("/v1/get_result", response_model=GetResultResponse)  # every key, null or not, as BFL sends them
 async def get_result(request: Request, id: str, key_id: str = Depends(require_key)) -> GetResultResponse:
     service = services(request).service
     record = await service.load(id, key_id)

@@ -10,24 +10,38 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from serve_apps.protocol import ErrorResponse, JobStatus, OpenAIImage, OpenAIImageRequest, OpenAIImagesResponse
-from serve_apps.routers.deps import ERRORS, require_key, served_model, services, submit_job
+from serve_apps.openai_protocol import (
+    OpenAIEditRequest,
+    OpenAIImage,
+    OpenAIImageRequest,
+    OpenAIImagesResponse,
+    openai_field,
+)
+from serve_apps.protocol import ErrorResponse, GenerateRequest, JobStatus
+from serve_apps.routers.deps import ERRORS, require_key, served_model, services, submit_job, unprocessable
 
-OPENAI_PATHS = ("/v1/images/generations",)
+OPENAI_PATHS = ("/v1/images/generations", "/v1/images/edits")
+EDIT_FILES = ("image", "image[]", "mask")
 
 router = APIRouter(tags=["openai"])
 
 
-def openai_error(message: str, status_code: int, headers: dict | None = None) -> JSONResponse:
+def openai_error(message: str, status_code: int, headers: dict | None = None, param: str | None = None) -> JSONResponse:
     """OpenAI's error shape, so the `openai` client shows the message in its exception."""
-    body = {"error": {"message": message, "type": "invalid_request_error", "code": status_code}}
+    body = {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": status_code}}
     return JSONResponse(body, status_code=status_code, headers=headers)
 
 
 async def http_error(request: Request, error: StarletteHTTPException):
     if request.url.path in OPENAI_PATHS:
+        if isinstance(error.detail, list):  # unprocessable(): [{loc, msg}], named as the openai client names it
+            fields = [openai_field(str(problem["loc"][-1])) for problem in error.detail]
+            message = "; ".join(f"{field}: {problem['msg']}" for field, problem in zip(fields, error.detail))
+            return openai_error(message, error.status_code, error.headers, param=fields[0])
         return openai_error(str(error.detail), error.status_code, error.headers)
     return await http_exception_handler(request, error)
 
@@ -50,9 +64,64 @@ EXCEPTION_HANDLERS = {StarletteHTTPException: http_error, RequestValidationError
 async def openai_generate(
     request: Request, body: OpenAIImageRequest, key_id: str = Depends(require_key)
 ) -> OpenAIImagesResponse:
+    return await run_to_end(request, body, body.to_generate_request(), key_id)
+
+
+@router.post(
+    "/v1/images/edits",
+    response_model=OpenAIImagesResponse,
+    responses={**ERRORS, HTTPStatus.BAD_GATEWAY.value: {"model": ErrorResponse}},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["image", "prompt"],
+                        "properties": {
+                            "image": {"type": "string", "format": "binary", "description": "or several as image[]"},
+                            "mask": {"type": "string", "format": "binary", "description": "transparent = repaint"},
+                            **{
+                                name: {"type": "string"}
+                                for name in ("prompt", "model", "n", "size", "response_format", "output_format")
+                            },
+                        },
+                    }
+                }
+            },
+        }
+    },
+)
+async def openai_edit(request: Request, key_id: str = Depends(require_key)) -> OpenAIImagesResponse:
+    """Edit one image, or make one from several (`image[]`), as the `openai` client's `images.edit`
+    sends it; a `mask` repaints only its transparent (or white) part of the first image."""
+    form = await request.form()
+    images = [
+        await part.read()
+        for name in ("image", "image[]")
+        for part in form.getlist(name)
+        if isinstance(part, UploadFile)
+    ]
+    mask = form.get("mask")
+    fields = {name: value for name, value in form.multi_items() if name not in EDIT_FILES and isinstance(value, str)}
+    try:
+        body = OpenAIEditRequest.model_validate(fields)
+        generate = body.to_generate_request(images, await mask.read() if isinstance(mask, UploadFile) else None)
+    except ValidationError as error:
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in error.errors()]) from None
+    except ValueError as error:
+        raise unprocessable("image", str(error)) from None
+    return await run_to_end(request, body, generate, key_id)
+
+
+async def run_to_end(
+    request: Request, body: OpenAIImageRequest, generate: GenerateRequest, key_id: str
+) -> OpenAIImagesResponse:
+    """OpenAI's routes answer with the images: submit, wait for the job, return its URLs or base64."""
     service, views = services(request).service, services(request).views
     model = served_model(request, body.model) if body.model else sorted(service.denoisers)[0]
-    record = await submit_job(request, model, body.to_generate_request(), key_id, None)
+    record = await submit_job(request, model, generate, key_id, None)
     record = await service.wait(record.id, key_id)
     if record.status == JobStatus.REQUEST_MODERATED:
         raise HTTPException(HTTPStatus.BAD_REQUEST, f"Request moderated: {record.error}.")

@@ -104,7 +104,8 @@ def test_bearer_and_second_key_work(base_url):
     [
         ({"width": 100}, "width", "multiple of 16"),
         ({"width": 32}, "width", "greater than or equal to 64"),
-        ({"height": 4096}, "height", "less than or equal to 2048"),
+        ({"width": 4096, "height": 2048}, None, "at most 4 megapixels in all"),
+        ({"width": 8192}, "width", "at most 4 megapixels in all"),
         ({"steps": 0}, "steps", "greater than or equal to 1"),
         ({"steps": 1000}, "steps", "less than or equal to 50"),
         ({"num_images": 13}, "num_images", "less than or equal to 12"),

@@ -1,0 +1,212 @@
+"""Images a caller sends: where they come from, fetched safely, decoded and made uniform, before any model.
+
+A source is base64 (bare or a `data:` URI), an http(s) URL, or an upload id. URLs go through
+the network guard at every hop (redirects are followed by hand and each target re-checked),
+with a byte cap while streaming and one timeout for the whole download. Decoding reads the
+header first and refuses a declared size over `max_pixels` before any pixel is decoded (a
+decompression bomb); PIL's own MAX_IMAGE_PIXELS (89 M, an error at twice that) stays as it
+is, a backstop above any sensible `max_pixels`. Every refusal is an InputRejected naming the field.
+
+Known gap: the host is resolved for the check and again by the HTTP client, so a DNS answer
+that changes in between (rebinding) is not caught; the operator's egress firewall is the
+second line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import io
+import re
+from dataclasses import dataclass
+from urllib.parse import urljoin
+
+import httpx
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from deployments.contracts import MAX_PIXELS
+from serve_apps.config import InputArgs
+from serve_apps.network import BlockedUrl, check_public_url_async
+
+UPLOAD_ID = re.compile(r"^upload_[0-9a-f]{32}$")
+DATA_URI = re.compile(r"^data:(?P<type>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[\w.+-]+)*)(?P<b64>;base64)?,", re.I)
+FORMATS = ("PNG", "JPEG", "WEBP")
+REDIRECTS = (301, 302, 303, 307, 308)
+WHITE = (255, 255, 255)
+
+
+class InputRejected(ValueError):
+    """An input image the service will not use; `field` names it, the message says what to change."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """Where one input image comes from: `kind` is 'bytes' (sent inline), 'url' or 'upload'."""
+
+    field: str
+    kind: str
+    data: bytes = b""
+    url: str = ""
+    upload_id: str = ""
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """An input as stored: PNG bytes (RGB for images, L for masks), their sha256, the size, and the pixels."""
+
+    png: bytes
+    sha256: str
+    width: int
+    height: int
+    image: Image.Image
+
+    @property
+    def name(self) -> str:
+        return f"{self.sha256}.png"
+
+
+def parse_source(field: str, value: str, max_bytes: int) -> ImageSource:
+    """Tell a URL, an upload id and base64 apart; decode base64 (refusing it over max_bytes first)."""
+    value = value.strip()
+    if UPLOAD_ID.match(value):
+        return ImageSource(field, "upload", upload_id=value)
+    if value.lower().startswith("data:"):
+        header = DATA_URI.match(value)
+        if header is None or not header.group("b64"):
+            raise InputRejected(field, "a data: URI must be base64, like data:image/png;base64,iVBOR...")
+        value = value[header.end() :]
+    elif re.match(r"^[a-z][a-z0-9+.-]*://", value, re.I):
+        scheme = value.split(":", 1)[0].lower()
+        if scheme not in ("http", "https"):
+            raise InputRejected(
+                field, f"{scheme}:// URLs are not fetched; send an http(s) URL, base64 or an upload id."
+            )
+        return ImageSource(field, "url", url=value)
+    if len(value) * 3 // 4 > max_bytes:
+        raise InputRejected(field, too_big(max_bytes))
+    try:
+        data = base64.b64decode(re.sub(r"\s+", "", value), validate=True)
+    except (binascii.Error, ValueError):
+        raise InputRejected(
+            field, "is not base64, an http(s) URL or an upload id (upload_...); check the value you sent."
+        ) from None
+    return ImageSource(field, "bytes", data=data)
+
+
+def too_big(max_bytes: int) -> str:
+    return f"the image is larger than {max_bytes / 2**20:g} MB (inputs.max_bytes); send a smaller file."
+
+
+async def fetch_image(
+    url: str, field: str, limits: InputArgs, allowed_private_hosts: list[str], transport=None
+) -> bytes:
+    """The body of an image URL, every hop's host checked public, at most `limits.max_bytes`, within
+    `limits.timeout_s` in all. `transport` is for tests."""
+    try:
+        return await asyncio.wait_for(_fetch(url, field, limits, allowed_private_hosts, transport), limits.timeout_s)
+    except asyncio.TimeoutError:
+        raise InputRejected(
+            field, f"the image URL did not finish downloading in {limits.timeout_s:g} s (inputs.timeout_s)."
+        ) from None
+
+
+async def _fetch(url: str, field: str, limits: InputArgs, allowed_private_hosts: list[str], transport) -> bytes:
+    async with httpx.AsyncClient(follow_redirects=False, transport=transport, timeout=limits.timeout_s) as client:
+        for _hop in range(limits.max_redirects + 1):
+            try:
+                await check_public_url_async(url, allowed_private_hosts, f"{field} URL")
+            except BlockedUrl as blocked:
+                raise InputRejected(field, str(blocked)) from None
+            try:
+                async with client.stream("GET", url, headers={"Accept": "image/*"}) as response:
+                    if response.status_code in REDIRECTS and "location" in response.headers:
+                        url = urljoin(url, response.headers["location"])
+                        continue
+                    if response.status_code != 200:
+                        raise InputRejected(field, f"the image URL answered HTTP {response.status_code}; check it.")
+                    return await _read_capped(response, field, limits.max_bytes)
+            except httpx.HTTPError as error:
+                raise InputRejected(field, f"the image URL could not be fetched ({type(error).__name__}).") from None
+    raise InputRejected(
+        field, f"the image URL redirects more than {limits.max_redirects} times (inputs.max_redirects)."
+    )
+
+
+async def _read_capped(response: httpx.Response, field: str, max_bytes: int) -> bytes:
+    declared = response.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_bytes:
+        raise InputRejected(field, too_big(max_bytes))
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) > max_bytes:
+            raise InputRejected(field, too_big(max_bytes))
+    return bytes(body)
+
+
+def _open(data: bytes, field: str, max_pixels: int) -> Image.Image:
+    """The image with its pixels loaded, refused by its header if too large or not PNG/JPEG/WebP."""
+    try:
+        image = Image.open(io.BytesIO(data))  # reads the header only
+    except Image.DecompressionBombError:
+        raise InputRejected(
+            field, f"the image declares over {max_pixels / 1e6:g} megapixels; send a smaller one."
+        ) from None
+    except (UnidentifiedImageError, OSError, ValueError):
+        raise InputRejected(field, "is not an image (send PNG, JPEG or WebP).") from None
+    if image.format not in FORMATS:
+        raise InputRejected(field, f"is {image.format}; send PNG, JPEG or WebP.")
+    width, height = image.size
+    if width * height > max_pixels:
+        raise InputRejected(
+            field,
+            f"the image declares {width}x{height} = {width * height / 1e6:.1f} megapixels, over the "
+            f"{max_pixels / 1e6:g} allowed (inputs.max_pixels); send a smaller image.",
+        )
+    if image.format == "JPEG" and width * height > 4 * MAX_PIXELS:
+        image.draft("RGB", (width // 2, height // 2))  # decode a large JPEG at half scale: a quarter the memory
+    try:
+        image.load()
+        return ImageOps.exif_transpose(image)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        raise InputRejected(field, "the image is truncated or damaged; send the whole file.") from None
+
+
+def _stored(image: Image.Image) -> DecodedImage:
+    if image.width * image.height > MAX_PIXELS:  # no output is larger; the model sees references at 1 MP
+        scale = (MAX_PIXELS / (image.width * image.height)) ** 0.5
+        image = image.resize((max(1, int(image.width * scale)), max(1, int(image.height * scale))), Image.LANCZOS)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    png = buffer.getvalue()
+    return DecodedImage(png, hashlib.sha256(png).hexdigest(), image.width, image.height, image)
+
+
+def decode_image(data: bytes, field: str, max_pixels: int) -> DecodedImage:
+    """Upright (EXIF orientation applied), RGB with any transparency flattened onto white, at most 4 MP."""
+    image = _open(data, field, max_pixels)
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        image = Image.new("RGB", rgba.size, WHITE)
+        image.paste(rgba, mask=rgba.getchannel("A"))
+    elif image.mode != "RGB":
+        image = image.convert("RGB")
+    return _stored(image)
+
+
+def decode_mask(data: bytes, field: str, max_pixels: int) -> DecodedImage:
+    """A one-channel mask, 255 where the image is repainted: OpenAI's convention (transparent pixels are
+    edited) when the mask has any transparency, else BFL's and diffusers' (white is edited)."""
+    image = _open(data, field, max_pixels)
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        alpha = image.convert("RGBA").getchannel("A")
+        if alpha.getextrema()[0] < 255:
+            return _stored(ImageOps.invert(alpha))
+    return _stored(image.convert("L"))

@@ -1,0 +1,97 @@
+"""A request's input images turned into stored references, once, at submit; and uploads.
+
+Each image is fetched or decoded (serve_apps/inputs.py), checked by the safety checker if one
+is configured, and stored content-addressed (refs/<sha256>.png) before the job exists, so the
+denoiser (and a retry after a crash) reads exactly what was checked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+
+from deployments.contracts import ReferenceImage
+from serve_apps import safety
+from serve_apps.config import AppArgs
+from serve_apps.inputs import DecodedImage, InputRejected, decode_image, decode_mask, fetch_image, parse_source, too_big
+from serve_apps.protocol import GenerateRequest
+from serve_apps.storage import JobStore
+
+
+@dataclass(frozen=True)
+class ResolvedInputs:
+    """The stored references and mask of one request, and why its inputs are refused (Request Moderated)."""
+
+    references: tuple[ReferenceImage, ...] = ()
+    mask: ReferenceImage | None = None
+    refusal: str | None = None
+
+
+@dataclass(frozen=True)
+class Upload:
+    id: str
+    width: int
+    height: int
+    sha256: str
+
+
+def as_reference(decoded: DecodedImage) -> ReferenceImage:
+    return ReferenceImage(sha256=decoded.sha256, name=decoded.name, width=decoded.width, height=decoded.height)
+
+
+class InputResolver:
+    """Raises InputRejected (naming the field) for any input it will not use; nothing refused reaches a model."""
+
+    def __init__(self, store: JobStore, args: AppArgs, checker: safety.ImageSafetyChecker | None = None):
+        self.store = store
+        self.limits = args.inputs
+        self.allowed_private_hosts = args.network.allowed_private_hosts
+        self.checker = checker
+
+    @classmethod
+    def from_args(cls, args: AppArgs) -> InputResolver:
+        return cls(JobStore(args.storage_url, args.storage_options), args, safety.load_checker(args.safety.checker))
+
+    async def resolve(self, request: GenerateRequest, key_id: str) -> ResolvedInputs:
+        sources = request.image_sources()
+        if not sources:
+            return ResolvedInputs()
+        if len(sources) > self.limits.max_references:
+            field = sources[self.limits.max_references][0]
+            raise InputRejected(
+                field, f"at most {self.limits.max_references} input images per request here (inputs.max_references)."
+            )
+        decoded = await asyncio.gather(*(self._decoded(field, value, key_id) for field, value in sources))
+        mask = await self._decoded("mask", request.mask, key_id, as_mask=True) if request.mask else None
+        images = [image.image for image in decoded]
+        refusal = await asyncio.to_thread(safety.refusal, self.checker, images, request.safety_tolerance, "input image")
+        for image in [*decoded, *([mask] if mask else [])]:
+            await asyncio.to_thread(self.store.save_reference, image.name, image.png)
+        return ResolvedInputs(tuple(as_reference(d) for d in decoded), mask and as_reference(mask), refusal)
+
+    async def _decoded(self, field: str, value: str, key_id: str, as_mask: bool = False) -> DecodedImage:
+        source = parse_source(field, value, self.limits.max_bytes)
+        if source.kind == "url":
+            data = await fetch_image(source.url, field, self.limits, self.allowed_private_hosts)
+        elif source.kind == "upload":
+            data = await asyncio.to_thread(self.store.load_upload, key_id, source.upload_id)
+            if data is None:
+                raise InputRejected(
+                    field, f"no upload {source.upload_id!r} for this key; POST the file to /v1/uploads."
+                )
+        else:
+            data = source.data
+        if len(data) > self.limits.max_bytes:
+            raise InputRejected(field, too_big(self.limits.max_bytes))
+        decode = decode_mask if as_mask else decode_image
+        return await asyncio.to_thread(decode, data, field, self.limits.max_pixels)
+
+    async def upload(self, key_id: str, data: bytes, field: str = "file") -> Upload:
+        """Decode and store an uploaded image (as any input is), private to `key_id`; its id works as input_image."""
+        if len(data) > self.limits.max_bytes:
+            raise InputRejected(field, too_big(self.limits.max_bytes))
+        decoded = await asyncio.to_thread(decode_image, data, field, self.limits.max_pixels)
+        upload_id = f"upload_{uuid.uuid4().hex}"
+        await asyncio.to_thread(self.store.save_upload, key_id, upload_id, decoded.png)
+        return Upload(upload_id, decoded.width, decoded.height, decoded.sha256)
