@@ -56,11 +56,20 @@ def flow_matching_loss(
     image_ids: torch.Tensor,
     text_ids: torch.Tensor,
     generator: torch.Generator,
+    reference_tokens: torch.Tensor | None = None,
+    reference_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """MSE between the predicted and true velocity (noise - data) at a random noise level."""
+    """MSE between the predicted and true velocity (noise - data) at a random noise level.
+
+    Reference tokens (editing) ride clean after the noisy ones, as the pipeline appends them,
+    and only the noisy tokens' prediction is scored.
+    """
     sigmas = sample_noise_levels(clean_tokens.shape[0], generator).to(clean_tokens.device, clean_tokens.dtype)
     noise = torch.randn(clean_tokens.shape, generator=generator).to(clean_tokens.device, clean_tokens.dtype)
     noisy = (1 - sigmas.view(-1, 1, 1)) * clean_tokens + sigmas.view(-1, 1, 1) * noise
+    if reference_tokens is not None:
+        noisy = torch.cat([noisy, reference_tokens], dim=1)
+        image_ids = torch.cat([image_ids, reference_ids], dim=1)
     predicted = transformer(
         hidden_states=noisy,
         timestep=sigmas,
@@ -69,5 +78,5 @@ def flow_matching_loss(
         txt_ids=text_ids,
         img_ids=image_ids,
         return_dict=False,
-    )[0]
+    )[0][:, : clean_tokens.shape[1]]
     return torch.nn.functional.mse_loss(predicted.float(), (noise - clean_tokens).float())

@@ -67,12 +67,33 @@ def training_scenes() -> list[Scene]:
     return [scene for scene in all_scenes() if scene not in held_out]
 
 
-def draw(scene: Scene, rng: random.Random, side_px: int = IMAGE_SIDE_PX) -> Image.Image:
-    """The scene with the shape at a random size and position, fully inside the frame."""
-    image = Image.new("RGB", (side_px, side_px), COLOURS[scene.background])
-    size = rng.randint(MIN_SHAPE_PX * side_px // IMAGE_SIDE_PX, MAX_SHAPE_PX * side_px // IMAGE_SIDE_PX)
-    left = rng.randint(2, side_px - size - 2)
-    top = rng.randint(2, side_px - size - 2)
+# Sizes the model is trained at: sides multiples of 16 (one token each) and at least 64 (the least
+# the pipeline takes as a reference image, and BFL's least), from 1:1 to 7:4 (about 16:9), so an
+# aspect ratio near the default area is a real picture of that shape rather than a tiled square.
+BUCKETS_PX: tuple[tuple[int, int], ...] = ((64, 64), (80, 64), (64, 80), (96, 64), (64, 96), (112, 64), (64, 112))
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the shape sits: kept by an edit, so source and target differ only in what was asked."""
+
+    left: int
+    top: int
+    size: int
+
+
+def place(rng: random.Random, width_px: int = IMAGE_SIDE_PX, height_px: int = IMAGE_SIDE_PX) -> Placement:
+    """A random size (scaled with the shorter side) and position fully inside the frame."""
+    short_px = min(width_px, height_px)
+    size = rng.randint(MIN_SHAPE_PX * short_px // IMAGE_SIDE_PX, MAX_SHAPE_PX * short_px // IMAGE_SIDE_PX)
+    return Placement(left=rng.randint(2, width_px - size - 2), top=rng.randint(2, height_px - size - 2), size=size)
+
+
+def render(
+    scene: Scene, placement: Placement, width_px: int = IMAGE_SIDE_PX, height_px: int = IMAGE_SIDE_PX
+) -> Image.Image:
+    image = Image.new("RGB", (width_px, height_px), COLOURS[scene.background])
+    left, top, size = placement.left, placement.top, placement.size
     box = (left, top, left + size, top + size)
     pen = ImageDraw.Draw(image)
     fill = COLOURS[scene.colour]
@@ -83,6 +104,11 @@ def draw(scene: Scene, rng: random.Random, side_px: int = IMAGE_SIDE_PX) -> Imag
     else:
         pen.polygon([(left + size / 2, top), (left, top + size), (left + size, top + size)], fill=fill)
     return image
+
+
+def draw(scene: Scene, rng: random.Random, side_px: int = IMAGE_SIDE_PX) -> Image.Image:
+    """The scene with the shape at a random size and position, fully inside the frame."""
+    return render(scene, place(rng, side_px, side_px), side_px, side_px)
 
 
 def nearest_colour(rgb: np.ndarray) -> str:
@@ -109,11 +135,11 @@ class Reading:
         return checks
 
 
-def read_image(image: Image.Image) -> Reading:
-    """Background from the border, the shape as the largest blob of pixels far from it, class by fill ratio.
+def _background_and_mask(image: Image.Image) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pixels at 64x64, the background colour from the border, the largest blob far from it.
 
-    A circle fills pi/4 of its bounding box, a square all of it, a triangle half. Taking the
-    largest connected blob keeps faint specks and edge lines out of the bounding box.
+    Taking the largest connected blob keeps faint specks and edge lines out of the mask.
+    Other aspect ratios are squeezed to 64x64, which keeps every fill ratio below.
     """
     pixels = np.asarray(image.convert("RGB").resize((IMAGE_SIDE_PX, IMAGE_SIDE_PX)), dtype=np.float32)
     border = np.concatenate(
@@ -129,6 +155,20 @@ def read_image(image: Image.Image) -> Reading:
     blobs = label(distance > 60, connectivity=1)
     sizes = np.bincount(blobs.ravel())[1:]
     mask = blobs == (int(np.argmax(sizes)) + 1) if len(sizes) else blobs > 0
+    return pixels, background_rgb, mask
+
+
+def shape_mask(image: Image.Image) -> np.ndarray:
+    """Where the scorer sees the shape (64x64 booleans), for position checks like an edit's IoU."""
+    return _background_and_mask(image)[2]
+
+
+def read_image(image: Image.Image) -> Reading:
+    """Background from the border, the shape as the largest blob of pixels far from it, class by fill ratio.
+
+    A circle fills pi/4 of its bounding box, a square all of it, a triangle half.
+    """
+    pixels, background_rgb, mask = _background_and_mask(image)
     background = nearest_colour(background_rgb)
     if mask.sum() < 30:
         return Reading(shape=None, colour=None, background=background)

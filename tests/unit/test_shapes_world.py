@@ -1,10 +1,22 @@
-"""The shapes-world scorer, validated on ground-truth drawings."""
+"""The shapes-world scorer and its edits, validated on ground-truth drawings."""
 
 import random
 
 from PIL import ImageFilter
 
-from training.shapes_world import adherence, all_scenes, draw, held_out_scenes, training_scenes
+from training.shapes_edits import ATTRIBUTES, draw_pair, edit_adherence, held_out_edits, mask_iou, training_edits
+from training.shapes_language import caption, instruction, plain_e
+from training.shapes_world import (
+    BUCKETS_PX,
+    Scene,
+    adherence,
+    all_scenes,
+    draw,
+    held_out_scenes,
+    place,
+    render,
+    training_scenes,
+)
 
 
 def test_scorer_reads_every_ground_truth_drawing_even_slightly_blurred():
@@ -32,3 +44,46 @@ def test_held_out_combinations_are_never_trained_on():
         assert any((t.colour, t.background) == (scene.colour, scene.background) for t in trained)
         assert any((t.shape, t.colour) == (scene.shape, scene.colour) for t in trained)
         assert any((t.shape, t.background) == (scene.shape, scene.background) for t in trained)
+
+
+def test_scorer_reads_ground_truth_at_every_trained_aspect_ratio():
+    rng = random.Random(2)
+    scenes = all_scenes()
+    for width_px, height_px in BUCKETS_PX:
+        drawings = [[render(scene, place(rng, width_px, height_px), width_px, height_px)] for scene in scenes]
+        assert adherence(scenes, drawings)["all"] == 1.0, (width_px, height_px)
+
+
+def test_an_edit_changes_only_what_it_asks_and_keeps_the_place():
+    rng = random.Random(3)
+    edits = held_out_edits()
+    pairs = [draw_pair(edit, rng) for edit in edits]
+    perfect = edit_adherence(edits, [[target] for _, target in pairs], [target for _, target in pairs])
+    assert perfect["asked"] == perfect["kept"] == perfect["iou"] == 1.0
+    unchanged = edit_adherence(edits, [[source] for source, _ in pairs], [target for _, target in pairs])
+    assert unchanged["asked"] == 0.0 and unchanged["kept"] == 1.0
+    for source, target in pairs[:16]:  # background edits: the shape's pixels sit where they did
+        assert mask_iou(source, target) == 1.0
+
+
+def test_held_out_edits_are_never_trained_on_but_their_parts_are():
+    held_out, trained = held_out_edits(), training_edits()
+    assert len(held_out) == 48 and not set(held_out) & set(trained)
+    assert {edit.attribute for edit in held_out} == set(ATTRIBUTES)
+    scenes = set(training_scenes())
+    for edit in held_out:
+        assert edit.source in scenes and edit.target in scenes  # held-out text-to-image triples stay unseen
+        assert any(t.source == edit.source for t in trained)
+        assert any(t.instruction("en") == edit.instruction("en") for t in trained)
+
+
+def test_instructions_and_russian_captions_take_the_asked_forms():
+    circle = Scene("circle", "red", "blue")
+    assert caption(circle, "ru") == "красный круг на синем фоне"
+    assert instruction(circle, "background", "yellow", "en") == "make the background yellow"
+    assert instruction(circle, "colour", "green", "en") == "make the circle green"
+    assert instruction(circle, "shape", "square", "en") == "turn the circle into a square"
+    assert instruction(circle, "background", "yellow", "ru") == "сделай фон жёлтым"
+    assert instruction(circle, "colour", "green", "ru") == "сделай круг зелёным"
+    assert instruction(circle, "shape", "square", "ru") == "преврати круг в квадрат"
+    assert plain_e("сделай круг зелёным") == "сделай круг зеленым"

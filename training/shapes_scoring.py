@@ -1,0 +1,132 @@
+"""Score a shapes pipeline in-process: text-to-image per language and size, and edits.
+
+Runs `Flux2KleinPipeline` itself (edits through its `image=` argument), so the trainer,
+the bench and the tests measure exactly what the checkpoint does, without the service.
+Image i of a prompt uses seed i, as the service's seeded requests do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from pathlib import Path
+
+import torch
+from diffusers import Flux2KleinPipeline
+from PIL import Image
+
+from training.shapes_edits import Edit, draw_pair, edit_adherence, held_out_edits
+from training.shapes_language import caption
+from training.shapes_world import IMAGE_SIDE_PX, Scene, adherence, held_out_scenes
+
+SETTINGS_FILENAME = "flux_serve.json"
+WIDE_SIZES_PX = ((112, 64), (80, 64))  # 7:4 (the nearest to 16:9 with sides >= 64) and 5:4
+SOURCE_SEED = 1000  # edit i's source drawing is placed with random.Random(SOURCE_SEED + i)
+
+
+def _sample(pipeline: Flux2KleinPipeline, settings: dict, prompts: list[str], seeds: int, **kwargs) -> list:
+    return pipeline(
+        prompt=prompts,
+        num_images_per_prompt=seeds,
+        num_inference_steps=settings["default_steps"],
+        guidance_scale=settings["default_guidance"],
+        generator=[torch.Generator().manual_seed(seed) for _ in prompts for seed in range(seeds)],
+        max_sequence_length=settings["max_sequence_length"],
+        text_encoder_out_layers=tuple(settings["text_encoder_out_layers"]),
+        **kwargs,
+    ).images
+
+
+@torch.no_grad()
+def text_to_image_images(
+    pipeline: Flux2KleinPipeline,
+    settings: dict,
+    scenes: list[Scene],
+    seeds: int,
+    language: str = "en",
+    width_px: int = IMAGE_SIDE_PX,
+    height_px: int = IMAGE_SIDE_PX,
+    chunk: int = 8,
+) -> list[list[Image.Image]]:
+    images = []
+    for start in range(0, len(scenes), chunk):
+        prompts = [caption(scene, language) for scene in scenes[start : start + chunk]]
+        flat = _sample(pipeline, settings, prompts, seeds, width=width_px, height=height_px)
+        images += [flat[index : index + seeds] for index in range(0, len(flat), seeds)]
+    return images
+
+
+def text_to_image_scores(pipeline, settings, scenes, seeds, language="en", width_px=64, height_px=64) -> dict:
+    """Share of images whose colour, background and shape read as asked."""
+    images = text_to_image_images(pipeline, settings, scenes, seeds, language, width_px, height_px)
+    return adherence(scenes, images)
+
+
+def edit_sources(edits: list[Edit], width_px: int = IMAGE_SIDE_PX, height_px: int = IMAGE_SIDE_PX) -> list[tuple]:
+    """(source, expected) drawings per edit, placed by a seed fixed per edit index."""
+    return [
+        draw_pair(edit, random.Random(SOURCE_SEED + index), width_px, height_px) for index, edit in enumerate(edits)
+    ]
+
+
+@torch.no_grad()
+def edit_images(
+    pipeline: Flux2KleinPipeline, settings: dict, edits: list[Edit], sources: list[Image.Image], seeds: int, language
+) -> list[list[Image.Image]]:
+    """`seeds` results per edit, the source passed as the pipeline's reference image."""
+    return [
+        _sample(pipeline, settings, [edit.instruction(language)], seeds, image=[source])
+        for edit, source in zip(edits, sources)
+    ]
+
+
+def edit_scores(pipeline, settings, edits: list[Edit], seeds: int, language: str = "en") -> dict:
+    """Asked attribute right, the others kept, mask IoU with the expected drawing; overall and per attribute."""
+    pairs = edit_sources(edits)
+    results = edit_images(pipeline, settings, edits, [source for source, _ in pairs], seeds, language)
+    return edit_adherence(edits, results, [expected for _, expected in pairs])
+
+
+def load(checkpoint: Path) -> tuple[Flux2KleinPipeline, dict]:
+    pipeline = Flux2KleinPipeline.from_pretrained(checkpoint, dtype=torch.float32)
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline, json.loads((Path(checkpoint) / SETTINGS_FILENAME).read_text())
+
+
+def score_checkpoint(checkpoint: Path, seeds: int = 4, edits: bool = True) -> dict[str, dict]:
+    """Every held-out figure flux_serve.json records: text-to-image EN/RU (and at 16:9-ish sizes), edits EN/RU."""
+    pipeline, settings = load(checkpoint)
+    scenes = held_out_scenes()
+    scores = {
+        "held_out_scores": text_to_image_scores(pipeline, settings, scenes, seeds, "en"),
+        "held_out_scores_ru": text_to_image_scores(pipeline, settings, scenes, seeds, "ru"),
+    }
+    for width_px, height_px in WIDE_SIZES_PX:
+        scores[f"held_out_scores_{width_px}x{height_px}"] = text_to_image_scores(
+            pipeline, settings, scenes, seeds, "en", width_px, height_px
+        )
+    if edits:
+        scores["held_out_edit_scores"] = edit_scores(pipeline, settings, held_out_edits(), seeds, "en")
+        scores["held_out_edit_scores_ru"] = edit_scores(pipeline, settings, held_out_edits(), seeds, "ru")
+    return scores
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Score a shapes checkpoint on every held-out split.")
+    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("--seeds", type=int, default=4)
+    parser.add_argument("--no-edits", action="store_true", help="text-to-image only (a checkpoint that cannot edit)")
+    parser.add_argument("--write", action="store_true", help="record the scores in the checkpoint's flux_serve.json")
+    args = parser.parse_args()
+    started = time.time()
+    scores = score_checkpoint(args.checkpoint, args.seeds, edits=not args.no_edits)
+    print(json.dumps(scores, indent=2), f"\nscored in {time.time() - started:.0f} s", flush=True)
+    if args.write:
+        path = args.checkpoint / SETTINGS_FILENAME
+        path.write_text(json.dumps({**json.loads(path.read_text()), **scores}, indent=2, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()
