@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 ADAPTER_FILENAME = "pytorch_lora_weights.safetensors"
@@ -56,9 +56,14 @@ def adapter_file(path: Path) -> Path:
 def inspect_adapter(path: Path) -> AdapterInfo:
     """Tensor shapes and our metadata from the header alone; no tensor is loaded."""
     file = adapter_file(path)
-    with safe_open(str(file), framework="pt") as handle:
-        shapes = {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
-        header = handle.metadata() or {}
+    try:
+        with safe_open(str(file), framework="pt") as handle:
+            shapes = {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
+            header = handle.metadata() or {}
+    except SafetensorError as error:
+        raise AdapterMismatch(
+            f"{file.name} is not a readable safetensors file ({error}); save the adapter with safetensors."
+        ) from None
     metadata = json.loads(header[METADATA_KEY]) if METADATA_KEY in header else {}
     return AdapterInfo(file, shapes, metadata)
 

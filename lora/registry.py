@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import re
 import time
-from pathlib import Path
 
 from lora.adapter_file import AdapterMismatch, inspect_adapter
 from lora.compat import check_compatible
-from lora.sources import DEFAULT_CACHE_DIR, fetch_adapter
+from lora.sources import AdapterSources
 
 ADAPTER_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 FORBIDDEN_TAG_PAIRS = ({"person", "nsfw"},)
@@ -28,16 +27,12 @@ class AdapterRegistry:
         self,
         store,
         model_shapes,
-        allowed_roots: list[str],
-        storage_options: dict | None = None,
-        cache_dir: Path = DEFAULT_CACHE_DIR,
+        sources: AdapterSources,
     ):
         """`model_shapes()` returns {served model: {module: (in, out)}} of its transformer."""
         self.store = store
         self.model_shapes = model_shapes
-        self.allowed_roots = allowed_roots
-        self.storage_options = storage_options or {}
-        self.cache_dir = cache_dir
+        self.sources = sources
 
     def register(
         self,
@@ -50,7 +45,7 @@ class AdapterRegistry:
         if not ADAPTER_ID_PATTERN.match(adapter_id):
             raise AdapterError(f"LoRA id {adapter_id!r} must be 1-64 letters, digits, '.', '_' or '-'.")
         try:
-            info = inspect_adapter(fetch_adapter(source, self.allowed_roots, self.cache_dir, self.storage_options))
+            info = inspect_adapter(self.sources.fetch(source))
         except (ValueError, OSError) as error:
             raise AdapterError(str(error)) from None
         fits, refusals = [], {}

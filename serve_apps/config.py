@@ -165,6 +165,14 @@ class LoraArgs(StrictModel):
     allowed_hub_orgs: list[str] = Field([], description="Hugging Face users/orgs adapters may come from; empty: none")
     max_download_bytes: int = Field(1024**3, ge=1, description="largest remote adapter file fetched")
 
+    def sources(self, storage_options: dict):
+        """These settings as `lora.sources.AdapterSources` (imported here only: it loads torch)."""
+        from lora.sources import AdapterSources
+
+        return AdapterSources(
+            self.allowed_roots, self.allowed_s3_prefixes, self.allowed_hub_orgs, self.max_download_bytes, storage_options
+        )
+
 
 class PricingArgs(StrictModel):
     """What a GPU-second costs, to price every job. Defaults: on-demand cloud prices per GPU-hour

@@ -44,7 +44,7 @@ class Ingress:
         self.signer = UrlSigner(load_signing_key(store), self.args.result_url_ttl_s)
         self.views = JobViews(self.signer)
         self.adapters = AdapterRegistry(
-            store, self.transformer_shapes, self.args.loras.allowed_roots, self.args.storage_options
+            store, self.transformer_shapes, self.args.loras.sources(self.args.storage_options)
         )
         self.service = JobService(store, encoders, denoisers, self.args, defaults, self.views, limiter, self.adapters)
         self._shapes: dict | None = None

@@ -21,7 +21,6 @@ from deployments.contracts import DenoiseJob, DenoiseOutcome
 from deployments.denoiser import Denoiser, GenerationResult
 from deployments.encoder import PromptEmbedding, TextEncoder
 from deployments.registry import get_variant
-from lora.sources import fetch_adapter
 from serve_apps import metrics, safety
 from serve_apps.config import AppArgs
 from serve_apps.storage import JobStore
@@ -93,6 +92,7 @@ class DenoiserServer:
         self.model = model
         self.num_gpus = model_args.num_gpus
         self.store = JobStore(args.storage_url, args.storage_options)
+        sources = args.loras.sources(args.storage_options)
         self.denoiser = denoiser_class(
             model,
             weights=model_args.weights,
@@ -101,9 +101,7 @@ class DenoiserServer:
             device=model_args.device,
             dtype=model_args.dtype,
             max_loaded_adapters=args.loras.max_loaded_per_replica,
-            adapter_files=lambda adapter: fetch_adapter(
-                adapter.source, args.loras.allowed_roots, storage_options=args.storage_options
-            ),
+            adapter_files=lambda adapter: sources.fetch(adapter.source),
             reference_images=stored_references(self.store.load_reference),
         )
         self.safety_checker = safety.load_checker(args.safety.checker)

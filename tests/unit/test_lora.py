@@ -144,6 +144,7 @@ def test_lru_evicts_and_reloads(red_adapter, encoder):
 def test_adapter_for_the_other_variant_is_refused_before_any_work(red_adapter, denoiser, denoiser_9b, tmp_path):
     """Decided once, at registration: a request for the other variant is refused at submit."""
     from lora.registry import AdapterError, AdapterRegistry
+    from lora.sources import AdapterSources
     from serve_apps.storage import JobStore
 
     shapes = {
@@ -151,7 +152,8 @@ def test_adapter_for_the_other_variant_is_refused_before_any_work(red_adapter, d
         for model, worker in ((MODEL, denoiser), ("flux-2-klein-9b", denoiser_9b))
     }
     folder = red_adapter.adapter_path.parent
-    registry = AdapterRegistry(JobStore(str(tmp_path)), lambda: shapes, [str(folder.parent)], cache_dir=tmp_path / "c")
+    sources = AdapterSources([str(folder.parent)], cache_dir=tmp_path / "c")
+    registry = AdapterRegistry(JobStore(str(tmp_path)), lambda: shapes, sources)
     registry.register("red", str(folder))
     assert [record["id"] for record in registry.resolve(MODEL, [("red", 1.0)])] == ["red"]
     with pytest.raises(AdapterError, match="made for flux-2-klein-4b; this request targets flux-2-klein-9b"):
@@ -194,20 +196,83 @@ def test_parquet_dataset_and_dataset_errors(tmp_path):
         load_examples(folder)
 
 
-def test_sources_local_s3_and_hub(red_adapter, tmp_path, s3_url, s3_endpoint):
-    from lora.sources import SourceError, fetch_adapter
+def test_sources_local_and_s3(red_adapter, tmp_path, s3_url, s3_endpoint):
+    from lora.sources import AdapterSources, SourceError
 
     folder = red_adapter.adapter_path.parent
-    assert fetch_adapter(str(folder), [str(folder.parent)]) == red_adapter.adapter_path
+    assert AdapterSources([str(folder.parent)]).fetch(str(folder)) == red_adapter.adapter_path
     with pytest.raises(SourceError, match="outside the allowed folders"):
-        fetch_adapter(str(folder), [str(tmp_path)])
+        AdapterSources([str(tmp_path)]).fetch(str(folder))
     with pytest.raises(SourceError, match="outside the allowed folders"):
-        fetch_adapter(f"{folder}/../../../etc/passwd", [str(folder)])
+        AdapterSources([str(folder)]).fetch(f"{folder}/../../../etc/passwd")
     import fsspec
 
     fs, root = fsspec.core.url_to_fs(s3_url, endpoint_url=s3_endpoint)
     fs.put_file(str(red_adapter.adapter_path), f"{root}/red/pytorch_lora_weights.safetensors")
-    local = fetch_adapter(f"{s3_url}/red", [], tmp_path / "cache", {"endpoint_url": s3_endpoint})
+    sources = AdapterSources(
+        allowed_s3_prefixes=[s3_url], storage_options={"endpoint_url": s3_endpoint}, cache_dir=tmp_path / "cache"
+    )
+    local = sources.fetch(f"{s3_url}/red")
     assert local.read_bytes() == red_adapter.adapter_path.read_bytes()
     with pytest.raises(SourceError, match="only local paths, s3:// URLs"):
-        fetch_adapter("https://example.invalid/x.safetensors", [])
+        sources.fetch("https://example.invalid/x.safetensors")
+
+
+def test_s3_sources_are_allow_listed_size_capped_and_no_existence_oracle(red_adapter, tmp_path, s3_url, s3_endpoint):
+    import fsspec
+
+    from lora.sources import AdapterSources, SourceError
+
+    fs, root = fsspec.core.url_to_fs(s3_url, endpoint_url=s3_endpoint)
+    fs.put_file(str(red_adapter.adapter_path), f"{root}/allowed/red/pytorch_lora_weights.safetensors")
+    fs.put_file(str(red_adapter.adapter_path), f"{root}/private/red.safetensors")
+    fs.pipe_file(f"{root}/allowed/notes.txt", b"not an adapter")
+
+    def sources(**settings) -> AdapterSources:
+        settings.setdefault("allowed_s3_prefixes", [f"{s3_url}/allowed"])
+        return AdapterSources(storage_options={"endpoint_url": s3_endpoint}, cache_dir=tmp_path / "c", **settings)
+
+    with pytest.raises(SourceError, match="none configured") as nothing_allowed:
+        sources(allowed_s3_prefixes=[]).fetch(f"{s3_url}/allowed/red")
+    refusals = []
+    for url in (
+        f"{s3_url}/private/red.safetensors",  # exists, not allowed
+        f"{s3_url}/allowed/missing.safetensors",  # allowed, missing
+        f"{s3_url}/allowed/notes.txt",  # allowed, not safetensors
+        f"{s3_url}/allowed/../private/red.safetensors",
+    ):
+        with pytest.raises(SourceError) as refused:
+            sources().fetch(url)
+        refusals.append(str(refused.value).replace(url, "URL"))
+    assert len(set(refusals)) == 1, refusals
+    assert "loras.allowed_s3_prefixes" in str(nothing_allowed.value)
+    with pytest.raises(SourceError, match="over the download cap .*loras.max_download_bytes"):
+        sources(max_download_bytes=100).fetch(f"{s3_url}/allowed/red")
+    assert sources().fetch(f"{s3_url}/allowed/red").read_bytes() == red_adapter.adapter_path.read_bytes()
+
+
+def test_hub_sources_are_allow_listed_and_size_checked_before_download(monkeypatch, tmp_path):
+    import huggingface_hub
+
+    from lora.sources import AdapterSources, SourceError
+
+    with pytest.raises(SourceError, match="none configured .*loras.allowed_hub_orgs"):
+        AdapterSources().fetch("someone/style")
+    with pytest.raises(SourceError, match="allowed users or orgs: studio"):
+        AdapterSources(allowed_hub_orgs=["studio"]).fetch("someone/style")
+    monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", lambda url: type("Meta", (), {"size": 5 * 10**9}))
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda *a, **k: pytest.fail("downloaded a file over the cap"))
+    with pytest.raises(SourceError, match="5,000,000,000 bytes, over the download cap"):
+        AdapterSources(allowed_hub_orgs=["studio"], cache_dir=tmp_path).fetch("studio/style")
+
+
+def test_a_file_that_is_not_safetensors_is_an_adapter_error(tmp_path):
+    from lora.registry import AdapterError, AdapterRegistry
+    from lora.sources import AdapterSources
+    from serve_apps.storage import JobStore
+
+    fake = tmp_path / "fake.safetensors"
+    fake.write_bytes(b"\x00" * 64)
+    registry = AdapterRegistry(JobStore(str(tmp_path / "store")), dict, AdapterSources([str(tmp_path)]))
+    with pytest.raises(AdapterError, match="not a readable safetensors file"):
+        registry.register("fake", str(fake))
