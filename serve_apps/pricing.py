@@ -30,4 +30,4 @@ def quote_credits(model: str, params: GenerationParams, pricing: PricingArgs) ->
     input_mp, output_mp = megapixels(params)
     latent_mp = output_mp + input_mp * params.num_images  # every image's pass carries the reference tokens
     gpu_s = gpu_s_per_mp_step * latent_mp * params.steps * (2 if params.uses_cfg else 1)
-    return round(gpu_s * pricing.usd_per_gpu_second / USD_PER_CREDIT, 4)
+    return float(f"{gpu_s * pricing.usd_per_gpu_second / USD_PER_CREDIT:.4g}")  # 4 significant digits
