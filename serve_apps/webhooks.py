@@ -3,8 +3,10 @@
 Signatures follow the Standard Webhooks scheme Replicate uses: headers `webhook-id`,
 `webhook-timestamp` and `webhook-signature: v1,<base64 HMAC-SHA256 of "id.timestamp.body">`,
 keyed with the job's `webhook_secret`. A receiver checks the HMAC and that the timestamp is
-recent. Failed deliveries are retried with exponential backoff. Each attempt first checks the
-URL resolves to a public address (it may have changed since submit); what went wrong is
+recent. BFL's own header is sent beside them, `X-BFL-Signature: sha256=<hex HMAC-SHA256 of the
+body>` with the same secret, so receivers written for BFL work unchanged. Failed deliveries are
+retried with exponential backoff. Each attempt first checks the URL resolves to a public address
+(it may have changed since submit) and connects to that very address; what went wrong is
 recorded by kind only (e.g. ConnectError), so the record is no port scanner.
 """
 
@@ -19,7 +21,7 @@ import time
 
 import httpx
 
-from serve_apps.network import BlockedUrl, check_public_url_async
+from serve_apps.network import BlockedUrl, check_public_url_async, pin
 
 
 def signature(secret: str, webhook_id: str, timestamp: int, body: bytes) -> str:
@@ -27,11 +29,16 @@ def signature(secret: str, webhook_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(hmac.new(secret.encode(), signed, hashlib.sha256).digest()).decode()
 
 
+def bfl_signature(secret: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
 def signed_headers(secret: str | None, webhook_id: str, body: bytes, timestamp: int | None = None) -> dict[str, str]:
     timestamp = int(timestamp or time.time())
     headers = {"content-type": "application/json", "webhook-id": webhook_id, "webhook-timestamp": str(timestamp)}
     if secret:
         headers["webhook-signature"] = signature(secret, webhook_id, timestamp, body)
+        headers["x-bfl-signature"] = bfl_signature(secret, body)
     return headers
 
 
@@ -55,8 +62,9 @@ async def deliver(
         for attempt in range(1, max_attempts + 1):
             started = time.time()
             try:
-                await check_public_url_async(url, allowed_private_hosts, "webhook_url")
-                response = await client.post(url, content=body, headers=signed_headers(secret, webhook_id, body))
+                target = pin(url, await check_public_url_async(url, allowed_private_hosts, "webhook_url"))
+                headers = {**signed_headers(secret, webhook_id, body), **target.headers}
+                response = await client.post(target.url, content=body, headers=headers, extensions=target.extensions)
                 outcome = {"status_code": response.status_code}
                 delivered = 200 <= response.status_code < 300
             except BlockedUrl as blocked:
