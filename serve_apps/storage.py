@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import time
 import uuid
@@ -21,6 +22,8 @@ import fsspec
 from deployments.contracts import OUTPUT_FORMATS
 from serve_apps.records import JobRecord
 
+PRIVATE_FILE_MODE = 0o600
+PRIVATE_FOLDER_MODE = 0o700
 JOB_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
 KEY_ID_PATTERN = re.compile(r"^[0-9a-f]{12}$")
 HISTORY_NAME_PATTERN = re.compile(r"^[0-9]{16}_[0-9a-f]{32}$")
@@ -47,7 +50,12 @@ class JobStore:
             options.setdefault("use_listings_cache", False)  # other replicas write here too
         self.fs, self.root = fsspec.core.url_to_fs(url, **options)
         self.root = self.root.rstrip("/")
-        self.fs.makedirs(f"{self.root}/pending", exist_ok=True)
+        self.local = "file" in self.fs.protocol
+        if self.local:
+            os.makedirs(self.root, mode=PRIVATE_FOLDER_MODE, exist_ok=True)
+            os.makedirs(f"{self.root}/pending", mode=PRIVATE_FOLDER_MODE, exist_ok=True)
+        else:
+            self.fs.makedirs(f"{self.root}/pending", exist_ok=True)
 
     def _job_dir(self, job_id: str) -> str:
         if not is_job_id(job_id):
@@ -55,14 +63,26 @@ class JobStore:
         return f"{self.root}/jobs/{job_id}"
 
     def _write_bytes(self, path: str, data: bytes) -> None:
-        """Write then move into place, so a reader never sees half a file (S3 puts are atomic anyway)."""
-        self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-        if "file" in self.fs.protocol:
-            staging = f"{path}.{uuid.uuid4().hex}.tmp"
-            self.fs.pipe_file(staging, data)
-            self.fs.mv(staging, path)
+        """Write then move into place, so a reader never sees half a file (S3 puts are atomic anyway).
+
+        Local files are the service user's alone (0600 in 0700 folders): they hold webhook secrets,
+        the URL-signing key and people's images."""
+        if self.local:
+            os.replace(self._private_staging(path, data), path)
         else:
+            self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
             self.fs.pipe_file(path, data)
+
+    def _private_staging(self, path: str, data: bytes) -> str:
+        """A new 0600 file beside `path` holding `data`, its folders made 0700."""
+        folder = path.rsplit("/", 1)[0]
+        parts = folder.removeprefix(self.root).strip("/").split("/")
+        for depth in range(1, len(parts) + 1):
+            os.makedirs("/".join([self.root, *parts[:depth]]), mode=PRIVATE_FOLDER_MODE, exist_ok=True)
+        staging = f"{path}.{uuid.uuid4().hex}.tmp"
+        with os.fdopen(os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE), "wb") as file:
+            file.write(data)
+        return staging
 
     def _read_json(self, path: str) -> dict | None:
         try:
@@ -212,10 +232,24 @@ class JobStore:
 
     # secrets every replica shares
     def shared_secret(self, name: str, make) -> str:
+        """The secret every replica shares, made by the first to ask. Locally the new file is linked into
+        place, which fails if another replica got there first, so all read the one that won. On object
+        storage the last writer wins; the sleep lets a racing write land before the read (set the secret
+        in the environment on clusters, e.g. FLUX_URL_SIGNING_KEY from a Kubernetes Secret)."""
         path = f"{self.root}/secrets/{name}"
         try:
             return self.fs.cat_file(path).decode()
         except FileNotFoundError:
-            self._write_bytes(path, make().encode())
+            pass
+        if self.local:
+            staging = self._private_staging(path, make().encode())
+            try:
+                os.link(staging, path)
+            except FileExistsError:
+                pass
+            finally:
+                os.remove(staging)
+        else:
+            self.fs.pipe_file(path, make().encode())
             time.sleep(0.05)
-            return self.fs.cat_file(path).decode()
+        return self.fs.cat_file(path).decode()
