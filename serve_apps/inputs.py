@@ -124,6 +124,8 @@ async def _fetch(url: str, field: str, limits: InputArgs, allowed_private_hosts:
                 await check_public_url_async(url, allowed_private_hosts, f"{field} URL")
             except BlockedUrl as blocked:
                 raise InputRejected(field, str(blocked)) from None
+            except ValueError:  # urllib's own: a bad IPv6 literal, a port out of range
+                raise InputRejected(field, "the image URL is malformed; check it.") from None
             try:
                 async with client.stream("GET", url, headers={"Accept": "image/*"}) as response:
                     if response.status_code in REDIRECTS and "location" in response.headers:
@@ -132,7 +134,7 @@ async def _fetch(url: str, field: str, limits: InputArgs, allowed_private_hosts:
                     if response.status_code != 200:
                         raise InputRejected(field, f"the image URL answered HTTP {response.status_code}; check it.")
                     return await _read_capped(response, field, limits.max_bytes)
-            except httpx.HTTPError as error:
+            except (httpx.HTTPError, httpx.InvalidURL) as error:
                 raise InputRejected(field, f"the image URL could not be fetched ({type(error).__name__}).") from None
     raise InputRejected(
         field, f"the image URL redirects more than {limits.max_redirects} times (inputs.max_redirects)."

@@ -216,3 +216,8 @@ def test_http_error_status_is_named():
         return httpx.Response(404)
 
     assert "HTTP 404" in rejected(lambda: fetch("http://127.0.0.1:9/none", missing), "input_image")
+
+
+@pytest.mark.parametrize("url", ["http://[::1/a.png", "http://example.com:99999/a.png"])
+def test_malformed_urls_are_a_422_not_a_crash(url):
+    assert "malformed" in rejected(lambda: fetch(url), "input_image")
