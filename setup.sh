@@ -13,8 +13,12 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   .venv/bin/python -m pip install --quiet $TORCH_SPEC
 fi
 .venv/bin/python -m pip install --quiet -e ".[test]"
-# The browser tests (tests/browser) drive Debian's chromium through Playwright; they skip without it.
-if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+# The browser tests (tests/browser) drive Debian's chromium through Playwright; the job-state tests
+# run on SQLite and on a PostgreSQL server they start on loopback (Debian's postgresql binaries).
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 .venv/bin/python -c "import torch, diffusers, ray; print(f'flux-serve ready: torch {torch.__version__}, diffusers {diffusers.__version__}, ray {ray.__version__}')"

@@ -41,9 +41,17 @@ class AdapterRegistry:
         trigger_word: str | None = None,
         license: str | None = None,
         tags: list[str] | None = None,
+        owner_key_id: str | None = None,
     ) -> dict:
+        """Register (or, by its owner, update) an adapter; another key's id is refused."""
         if not ADAPTER_ID_PATTERN.match(adapter_id):
             raise AdapterError(f"LoRA id {adapter_id!r} must be 1-64 letters, digits, '.', '_' or '-'.")
+        existing = self.store.load_lora(adapter_id)
+        if existing is not None and existing.get("owner_key_id") != owner_key_id:
+            raise AdapterError(
+                f"LoRA id {adapter_id!r} is registered by another API key; only that key can change it. "
+                "Register your adapter under another id."
+            )
         try:
             info = inspect_adapter(self.sources.fetch(source))
         except (ValueError, OSError) as error:
@@ -69,6 +77,7 @@ class AdapterRegistry:
             "fits": fits,
             "refusals": refusals,
             "registered_at": time.time(),
+            "owner_key_id": owner_key_id,
         }
         self.store.save_lora(record)
         return record

@@ -19,6 +19,7 @@ from flux_client.cli import add_generate_arguments, add_telegram_arguments, run_
 from serve_apps.auth import KEYS_ENV, hash_key, key_id, read_keys_file, write_keys_file
 from serve_apps.builder import build_app, validate_args
 from serve_apps.config import AppArgs
+from serve_apps.database import JobDatabase
 from serve_apps.history import export_history
 from serve_apps.storage import JobStore
 
@@ -138,8 +139,14 @@ def keys_command(options) -> None:
 
 def history_command(options) -> None:
     args = app_args_from(options.config)
-    store = JobStore(args.storage_url, args.storage_options)
-    count = export_history(store, options.out, key_id(hash_key(options.key)) if options.key else None)
+    db = JobDatabase(args.database_url)
+    if options.history_command == "import-files":
+        from serve_apps.legacy_import import import_files
+
+        counts = import_files(JobStore(args.storage_url, args.storage_options), db)
+        print(", ".join(f"{count} {what}" for what, count in counts.items()))
+        return
+    count = export_history(db, options.out, key_id(hash_key(options.key)) if options.key else None)
     print(f"wrote {count} job(s) to {options.out}")
 
 
@@ -162,6 +169,7 @@ def main(argv: list[str] | None = None) -> None:
     export_parser = history_commands.add_parser("export", help="write job records to Parquet")
     export_parser.add_argument("--out", type=Path, required=True)
     export_parser.add_argument("--key", help="only this API key's jobs")
+    history_commands.add_parser("import-files", help="move job records kept as files by earlier versions into the database")
     add_generate_arguments(commands.add_parser("generate", help="generate images through the HTTP API and save them"))
     add_telegram_arguments(commands.add_parser("telegram", help="run the Telegram bot (configured by env; see README)"))
     options = parser.parse_args(argv)

@@ -7,8 +7,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from serve_apps.database import JobDatabase
 from serve_apps.records import JobRecord
-from serve_apps.storage import JobStore
 
 TIMING_STAGES = ("encode", "queue", "denoise", "decode", "store", "total")
 SCHEMA = pa.schema(
@@ -55,9 +55,8 @@ def job_row(record: JobRecord) -> dict:
     }
 
 
-def export_history(store: JobStore, out_path: Path, key_id: str | None = None) -> int:
-    """Write the jobs (of one key, or all) to `out_path` as Parquet; returns the row count."""
-    rows = [job_row(record) for record in store.all_jobs() if key_id is None or record.key_id == key_id]
-    rows.sort(key=lambda row: row["created_at"])
+def export_history(db: JobDatabase, out_path: Path, key_id: str | None = None) -> int:
+    """Write the jobs (of one key, or all) to `out_path` as Parquet, oldest first; returns the row count."""
+    rows = [job_row(record) for record in db.all_jobs(key_id)]
     pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), out_path)
     return len(rows)

@@ -5,19 +5,19 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict
 
-from ray import serve
-
 from diffusers import Flux2Transformer2DModel
+from ray import serve
 
 from deployments.registry import get_variant
 from deployments.weights import describe_weights, resolve_weights
 from lora.compat import linear_shapes
 from lora.registry import AdapterRegistry
+from serve_apps.app import create_app
 from serve_apps.auth import ApiKeys
 from serve_apps.config import AppArgs
+from serve_apps.database import JobDatabase
 from serve_apps.jobs import JobService
 from serve_apps.protocol import ModelInfo
-from serve_apps.app import create_app
 from serve_apps.routers.deps import AppServices
 from serve_apps.signing import UrlSigner, load_signing_key
 from serve_apps.storage import JobStore
@@ -41,12 +41,13 @@ class Ingress:
         }
         defaults = {name: weights.defaults for name, weights in self.weights.items()}
         store = JobStore(self.args.storage_url, self.args.storage_options)
+        db = JobDatabase(self.args.database_url)
         self.signer = UrlSigner(load_signing_key(store), self.args.result_url_ttl_s)
         self.views = JobViews(self.signer)
         self.adapters = AdapterRegistry(
-            store, self.transformer_shapes, self.args.loras.sources(self.args.storage_options)
+            db, self.transformer_shapes, self.args.loras.sources(self.args.storage_options)
         )
-        self.service = JobService(store, encoders, denoisers, self.args, defaults, self.views, limiter, self.adapters)
+        self.service = JobService(db, store, encoders, denoisers, self.args, defaults, self.views, limiter, self.adapters)
         self._shapes: dict | None = None
 
     @staticmethod

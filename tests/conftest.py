@@ -81,3 +81,20 @@ def s3_endpoint():
 @pytest.fixture
 def s3_url(s3_endpoint) -> str:
     return f"s3://flux-test/{uuid.uuid4().hex}"
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    from tests.postgres_server import PostgresServer
+
+    server = PostgresServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path) -> str:
+    """The same job tests on SQLite (the default) and on a PostgreSQL server on loopback."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'jobs.db'}"
+    return request.getfixturevalue("postgres_server").new_database()

@@ -1,4 +1,8 @@
-"""Orphans: jobs whose owning replica stopped beating are adopted (retried) or ended, never left Pending."""
+"""Orphans: jobs whose owning replica stopped beating are adopted (retried) or ended, never left Pending.
+
+Adoption takes the lease in one conditional update, so of two replicas that see a job stale
+at once, one runs it and the other leaves it alone.
+"""
 
 from __future__ import annotations
 
@@ -7,50 +11,60 @@ import logging
 import time
 
 from serve_apps.config import AppArgs
+from serve_apps.database import JobDatabase
 from serve_apps.jobs.running import JobRunner
-from serve_apps.records import JobRecord, JobStatus, Stage
-from serve_apps.storage import JobStore
+from serve_apps.records import JobRecord, JobStatus
 
 logger = logging.getLogger("flux_serve.jobs")
 
 
 class OrphanSweeper:
-    def __init__(self, store: JobStore, runner: JobRunner, args: AppArgs, replica_id: str):
-        self.store = store
+    def __init__(self, db: JobDatabase, runner: JobRunner, args: AppArgs, replica_id: str):
+        self.db = db
         self.runner = runner
         self.args = args
         self.replica_id = replica_id
         self._sweeper: asyncio.Task | None = None
 
+    def _stale_before(self) -> float:
+        return time.time() - self.args.jobs.stale_after_s
+
     def is_stale(self, record: JobRecord) -> bool:
         return (
             record.status == JobStatus.PENDING
             and record.id not in self.runner.tasks
-            and time.time() - record.heartbeat_at > self.args.jobs.stale_after_s
+            and record.heartbeat_at < self._stale_before()
         )
 
     async def adopt_if_stale(self, record: JobRecord) -> JobRecord:
         """Take over a job whose owner stopped beating: retry it, or end it if out of attempts."""
         if not self.is_stale(record):
             return record
+        token = await asyncio.to_thread(self.db.lease_token, record.id)
+        return await self._adopt(record.id, token) or record
+
+    async def _adopt(self, job_id: str, token: int) -> JobRecord | None:
+        claim = await asyncio.to_thread(self.db.adopt, job_id, token, self.replica_id, self._stale_before())
+        if claim is None:
+            return None  # another replica won it, or its owner beat again
+        record = await asyncio.to_thread(self.db.load, job_id)
         if record.attempts >= self.args.jobs.max_attempts:
-            await self.runner.end(
-                record, JobStatus.ERROR, f"the replica running it stopped after {record.attempts} attempt(s)"
-            )
+            reason = f"the replica running it stopped after {record.attempts} attempt(s)"
+            await self.runner.end(claim, record, JobStatus.ERROR, reason)
             return record
-        logger.warning("adopting stale job %s from replica %s", record.id, record.owner)
-        record.owner, record.heartbeat_at, record.stage = self.replica_id, time.time(), Stage.QUEUED
-        await self.runner.save(record)
-        self.runner.start(record)
+        logger.warning("adopted stale job %s", job_id)
+        self.runner.start(record, claim)
         return record
 
     async def sweep(self) -> None:
-        for job_id in await asyncio.to_thread(self.store.pending_job_ids):
-            record = await asyncio.to_thread(self.store.load_job, job_id)
-            if record is None or record.status != JobStatus.PENDING:
-                await asyncio.to_thread(self.store.clear_pending, job_id)
-            else:
-                await self.adopt_if_stale(record)
+        await asyncio.to_thread(self.db.quarantine_unreadable)
+        for job_id, token in await asyncio.to_thread(self.db.stale_jobs, self._stale_before()):
+            if job_id in self.runner.tasks:
+                continue
+            try:
+                await self._adopt(job_id, token)
+            except Exception:
+                logger.exception("adopting job %s failed; the next sweep tries again", job_id)
 
     def start(self) -> None:
         """Sweep now and then every half stale window (idempotent)."""

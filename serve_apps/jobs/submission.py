@@ -3,36 +3,40 @@
 from __future__ import annotations
 
 import asyncio
-import time
+from http import HTTPStatus
 
 from deployments.contracts import AdapterRef, GenerationDefaults, GenerationParams
 from lora.registry import AdapterError, AdapterRegistry, add_trigger_words, trigger_warnings
 from serve_apps.config import AppArgs
+from serve_apps.database import Claim, JobDatabase, request_digest
 from serve_apps.moderation import PromptPolicy
 from serve_apps.network import check_public_url_async
 from serve_apps.protocol import GenerateRequest
 from serve_apps.records import JobRecord, JobStatus, Stage, Webhook
 from serve_apps.references import InputResolver, ResolvedInputs
-from serve_apps.storage import JobStore, new_job_id
+from serve_apps.storage import new_job_id
 
 
 class LimitExceeded(Exception):
-    def __init__(self, reason: str, retry_after_s: int):
+    """Over a per-key limit (429) or the service-wide cap of unfinished jobs (503)."""
+
+    def __init__(self, reason: str, retry_after_s: int, status_code: int = HTTPStatus.TOO_MANY_REQUESTS):
         super().__init__(reason)
         self.retry_after_s = retry_after_s
+        self.status_code = status_code
 
 
 class JobSubmitter:
     def __init__(
         self,
-        store: JobStore,
+        db: JobDatabase,
         defaults: dict[str, GenerationDefaults],
         args: AppArgs,
         limiter=None,
         adapters: AdapterRegistry | None = None,
     ):
         """`defaults` maps a model to its GenerationDefaults; `limiter` is the KeyLimiter handle (None: no limits)."""
-        self.store = store
+        self.db = db
         self.defaults = defaults
         self.args = args
         self.limiter = limiter
@@ -57,20 +61,16 @@ class JobSubmitter:
             )
         return request.to_params(self.defaults[model], adapters, prompt, inputs.references, inputs.mask), warnings
 
-    async def existing(self, key_id: str, idempotency_key: str | None) -> JobRecord | None:
-        if not idempotency_key:
-            return None
-        job_id = await asyncio.to_thread(self.store.find_idempotent, key_id, idempotency_key)
-        record = job_id and await asyncio.to_thread(self.store.load_job, job_id)
-        return record if record and record.key_id == key_id else None
-
-    async def create(
+    async def submit(
         self, model: str, request: GenerateRequest, key_id: str, base_url: str, owner: str, idempotency_key: str | None
-    ) -> JobRecord:
-        """A new record, counted against the key's limits and remembered in its history (not yet saved).
+    ) -> tuple[JobRecord, Claim | None]:
+        """Store a new job and take its lease, counted against the key's limits; or, for an
+        Idempotency-Key this key used before, the first job and no claim.
 
-        A prompt the policy refuses comes back already final (Request Moderated). Raises BlockedUrl
-        for a webhook_url that resolves to a private address."""
+        A prompt the policy refuses (as it will be encoded: trigger words included) is stored
+        already final, Request Moderated, and still counts against the submit rate. Raises
+        BlockedUrl for a webhook_url that resolves to a private address, LimitExceeded over a limit,
+        IdempotencyConflict for a reused key with another body."""
         if request.webhook_url:
             await check_public_url_async(request.webhook_url, self.args.network.allowed_private_hosts, "webhook_url")
         inputs = await self.inputs.resolve(request, key_id)  # raises InputRejected naming the field
@@ -85,15 +85,23 @@ class JobSubmitter:
             warnings=warnings,
             webhook=Webhook(url=request.webhook_url, secret=request.webhook_secret) if request.webhook_url else None,
         )
-        refusal = self.policy.refusal(request.prompt) or inputs.refusal
-        if refusal is None and self.limiter is not None:
-            over = await self.limiter.admit.remote(key_id, record.id)
-            if over:
-                raise LimitExceeded(over["reason"], over["retry_after_s"])
-        await asyncio.to_thread(self.store.add_history, key_id, record.id, record.created_at)
-        if idempotency_key:
-            await asyncio.to_thread(self.store.remember_idempotent, key_id, idempotency_key, record.id)
+        refusal = self.policy.refusal(params.prompt) or inputs.refusal
         if refusal is not None:
             record.status, record.stage, record.error = JobStatus.REQUEST_MODERATED, Stage.DONE, refusal
-        record.updated_at = time.time()
-        return record
+        if self.limiter is not None:
+            over = await self.limiter.admit.remote(key_id, record.id)
+            if over:
+                raise LimitExceeded(over["reason"], over["retry_after_s"], over["status_code"])
+        body_digest = request_digest(f"{model}\n{request.model_dump_json()}")
+        try:
+            stored, claim = await asyncio.to_thread(self.db.create, record, idempotency_key, body_digest)
+        except BaseException:
+            self.release(record)
+            raise
+        if stored.id != record.id:
+            self.release(record)  # a replay holds no slot of its own
+        return stored, claim
+
+    def release(self, record: JobRecord) -> None:
+        if self.limiter is not None:
+            self.limiter.release.remote(record.key_id, record.id)

@@ -28,8 +28,7 @@ async def list_jobs(
     key_id: str = Depends(require_key),
 ) -> JobListResponse:
     service, views = services(request).service, services(request).views
-    job_ids, next_cursor = await service.history(key_id, limit, cursor)
-    records = [record for record in [await service.load(job_id, key_id) for job_id in job_ids] if record]
+    records, next_cursor = await service.history(key_id, limit, cursor)
     return JobListResponse(jobs=[views.job(record) for record in records], next_cursor=next_cursor)
 
 

@@ -6,6 +6,7 @@ import asyncio
 
 from deployments.contracts import GenerationParams
 from serve_apps.config import AppArgs
+from serve_apps.database import JobDatabase
 from serve_apps.jobs import JobService
 from serve_apps.records import JobRecord
 from serve_apps.signing import UrlSigner
@@ -14,7 +15,9 @@ from serve_apps.views import JobViews
 
 
 def make_service(tmp_path) -> JobService:
-    return JobService(JobStore(str(tmp_path)), {}, {}, AppArgs(storage_url=str(tmp_path)), {}, JobViews(UrlSigner(b"k", 60)))
+    args = AppArgs(storage_url=str(tmp_path))
+    db = JobDatabase(args.database_url)
+    return JobService(db, JobStore(str(tmp_path)), {}, {}, args, {}, JobViews(UrlSigner(b"k", 60)))
 
 
 def pending_record(model: str, created_at: float, stage: str = "queued") -> JobRecord:
@@ -33,8 +36,7 @@ def test_queue_position_counts_earlier_waiting_jobs_of_the_same_model(tmp_path):
     mine = pending_record("a", 4)
     later = pending_record("a", 5)
     for record in (running, earlier, other_model, mine, later):
-        service.store.save_job(record)
-        service.store.mark_pending(record.id)
+        service.db.create(record)
     assert asyncio.run(service.queue_position(mine)) == 1
     assert asyncio.run(service.queue_position(earlier)) == 0
     assert asyncio.run(service.queue_position(running)) is None
@@ -43,10 +45,9 @@ def test_queue_position_counts_earlier_waiting_jobs_of_the_same_model(tmp_path):
 def test_cancelling_an_orphaned_queued_job_ends_it_at_once(tmp_path):
     service = make_service(tmp_path)
     record = pending_record("a", 1)
-    service.store.save_job(record)
-    service.store.mark_pending(record.id)
+    service.db.create(record)
     asyncio.run(service.cancel(record))
-    stored = service.store.load_job(record.id)
+    stored = service.db.load(record.id)
     assert stored.status == "Cancelled" and stored.error == "cancelled by the user"
-    assert service.store.pending_job_ids() == []
+    assert service.db.count_pending() == 0
     assert service.store.is_cancel_requested(record.id)

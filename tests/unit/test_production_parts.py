@@ -20,6 +20,7 @@ from serve_apps.history import SCHEMA, export_history
 from serve_apps.limits import KeyLimiter
 from serve_apps.moderation import PromptPolicy
 from serve_apps.signing import UrlSigner
+from serve_apps.database import JobDatabase
 from serve_apps.records import JobRecord
 from serve_apps.storage import JobStore, new_job_id
 from serve_apps.webhooks import deliver, signed_headers
@@ -121,40 +122,19 @@ def test_prompt_policy():
     assert policy.refusal("a red circle") is None
 
 
-def test_history_pages_newest_first(tmp_path):
-    store = JobStore(str(tmp_path))
-    ids = [new_job_id() for _ in range(5)]
-    for offset, job_id in enumerate(ids):
-        store.add_history(KEY_ID, job_id, created_at=1000 + offset)
-    first, cursor = store.list_history(KEY_ID, limit=2)
-    second, cursor2 = store.list_history(KEY_ID, limit=2, cursor=cursor)
-    third, cursor3 = store.list_history(KEY_ID, limit=2, cursor=cursor2)
-    assert first + second + third == ids[::-1]
-    assert cursor3 is None
-    assert store.list_history("ffffffffffff", limit=2) == ([], None)
-
-
-def test_idempotency_is_per_key(tmp_path):
-    store = JobStore(str(tmp_path))
-    store.remember_idempotent(KEY_ID, "retry-1", "job-a")
-    assert store.find_idempotent(KEY_ID, "retry-1") == "job-a"
-    assert store.find_idempotent("ffffffffffff", "retry-1") is None
-    assert store.find_idempotent(KEY_ID, "retry-2") is None
-
-
 def test_history_export_to_parquet(tmp_path):
-    store = JobStore(str(tmp_path / "store"))
+    db = JobDatabase(f"sqlite:///{tmp_path / 'jobs.db'}")
     for number in range(3):
         params = GenerationParams(
             prompt=f"p{number}", width=64, height=64, steps=4, guidance=None, seed=number, output_format="png"
         )
-        store.save_job(JobRecord(
+        db.create(JobRecord(
             id=new_job_id(), model="flux-2-klein-4b", key_id=KEY_ID if number else "ffffffffffff",
             status="Ready", created_at=1000.0 + number, updated_at=1001.0 + number, params=params,
             attempts=1, batch={"images": 1, "requests": 1}, timings_s={"encode": 0.1, "denoise": 0.5, "total": 0.7},
         ))
-    assert export_history(store, tmp_path / "all.parquet") == 3
-    assert export_history(store, tmp_path / "mine.parquet", key_id=KEY_ID) == 2
+    assert export_history(db, tmp_path / "all.parquet") == 3
+    assert export_history(db, tmp_path / "mine.parquet", key_id=KEY_ID) == 2
     table = pq.read_table(tmp_path / "mine.parquet")
     assert table.schema.equals(SCHEMA)
     assert table.column("prompt").to_pylist() == ["p1", "p2"]

@@ -5,11 +5,9 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from deployments.contracts import GenerationParams
 from serve_apps.auth import ApiKeys, hash_key, key_from_headers
 from serve_apps.builder import ConfigError, validate_args
 from serve_apps.protocol import GenerateRequest, side_from_aspect
-from serve_apps.records import JobRecord
 from serve_apps.storage import JobStore, new_job_id
 
 
@@ -77,16 +75,10 @@ def test_key_headers():
 def test_store_round_trip_and_refuses_paths(tmp_path):
     store = JobStore(str(tmp_path))
     job_id = new_job_id()
-    params = GenerationParams(prompt="p", width=64, height=64, steps=4, guidance=None, seed=1)
-    record = JobRecord(id=job_id, model="m", key_id="0123456789ab", params=params)
-    store.save_job(record)
-    store.mark_pending(job_id)
     store.save_image(job_id, "0.png", b"png-bytes")
-    assert store.load_job(job_id) == record
+    store.save_progress(job_id, {"step": 1, "total": 4})
     assert store.load_image(job_id, "0.png") == b"png-bytes"
-    assert store.pending_job_ids() == [job_id]
-    store.clear_pending(job_id)
-    assert store.pending_job_ids() == []
-    assert store.load_job("../../etc/passwd") is None
+    assert store.load_progress(job_id) == {"step": 1, "total": 4}
+    assert store.load_progress("../../etc/passwd") is None
     assert store.load_image(job_id, "../job.json") is None
     assert not list(tmp_path.rglob("*.tmp")), "writes are moved into place"

@@ -1,0 +1,41 @@
+"""The tables of the job database. Changes go through a migration in serve_apps/migrations/versions."""
+
+from __future__ import annotations
+
+from sqlalchemy import JSON, Column, Float, Index, Integer, MetaData, String, Table, Text, UniqueConstraint
+
+metadata = MetaData()
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("key_id", String(12), nullable=False),
+    Column("model", String(64), nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("stage", String(16), nullable=False),
+    Column("owner", String(32), nullable=False),
+    Column("lease_token", Integer, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("heartbeat_at", Float, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("images", Integer, nullable=False),
+    Column("gpu_seconds", Float),
+    Column("cost_usd", Float),
+    Column("idempotency_key", String(64)),
+    Column("body_digest", String(64)),
+    Column("record", Text, nullable=False),
+    UniqueConstraint("key_id", "idempotency_key", name="uq_jobs_key_idempotency"),
+    Index("ix_jobs_key_created", "key_id", "created_at"),
+    Index("ix_jobs_status_model_created", "status", "model", "created_at"),
+    Index("ix_jobs_status_heartbeat", "status", "heartbeat_at"),
+)
+
+loras = Table(
+    "loras",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("owner_key_id", String(12)),
+    Column("record", JSON, nullable=False),
+)

@@ -1,0 +1,163 @@
+"""Job state under concurrency, on SQLite and on PostgreSQL: each finding of issue 14, reproduced."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from sqlalchemy import update
+
+from deployments.contracts import GenerationParams
+from serve_apps.database import IdempotencyConflict, JobDatabase, LeaseLost
+from serve_apps.records import JobRecord, JobStatus, Stage
+from serve_apps.schema import jobs
+from serve_apps.storage import new_job_id
+
+KEY_ID = "0123456789ab"
+OTHER_KEY = "ffffffffffff"
+
+
+def record(model: str = "m", created_at: float | None = None, key_id: str = KEY_ID, **fields) -> JobRecord:
+    params = GenerationParams(prompt="p", width=64, height=64, steps=4, guidance=None, seed=1)
+    when = time.time() if created_at is None else created_at
+    return JobRecord(id=new_job_id(), model=model, key_id=key_id, params=params, created_at=when, **fields)
+
+
+@pytest.fixture
+def db(database_url) -> JobDatabase:
+    return JobDatabase(database_url)
+
+
+def test_a_heartbeat_after_the_final_write_changes_nothing(db):
+    job, claim = db.create(record())
+    job.status, job.stage, job.images = JobStatus.READY, Stage.DONE, ["0.png"]
+    db.save(claim, job)
+    with pytest.raises(LeaseLost):
+        db.heartbeat(claim)
+    stored = db.load(job.id)
+    assert stored.status == JobStatus.READY and stored.images == ["0.png"]
+
+
+def test_two_replicas_adopting_one_stale_job_one_wins(db):
+    job, _claim = db.create(record(heartbeat_at=time.time() - 100))
+    token = db.lease_token(job.id)
+    with ThreadPoolExecutor(8) as pool:
+        claims = list(pool.map(lambda owner: db.adopt(job.id, token, owner, time.time() - 30), [f"r{i}" for i in range(8)]))
+    winners = [claim for claim in claims if claim is not None]
+    assert len(winners) == 1
+    assert db.load(job.id).owner in {f"r{i}" for i in range(8)}
+
+
+def test_the_old_owner_cannot_write_after_adoption(db):
+    job, old = db.create(record(heartbeat_at=time.time() - 100))
+    new = db.adopt(job.id, old.token, "new-owner", time.time() - 30)
+    job.status, job.stage = JobStatus.READY, Stage.DONE
+    with pytest.raises(LeaseLost):
+        db.save(old, job)
+    with pytest.raises(LeaseLost):
+        db.heartbeat(old)
+    db.heartbeat(new)
+    assert db.load(job.id).status == JobStatus.PENDING
+
+
+def test_concurrent_submits_with_one_idempotency_key_make_one_job(db):
+    def submit(_):
+        stored, claim = db.create(record(), "order-42", "body-digest")
+        return stored.id, claim is not None
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(submit, range(8)))
+    assert len({job_id for job_id, _ in results}) == 1
+    assert sum(took_claim for _, took_claim in results) == 1
+    with pytest.raises(IdempotencyConflict, match="different request body"):
+        db.create(record(), "order-42", "another-body")
+    other_key, claim = db.create(record(key_id=OTHER_KEY), "order-42", "body-digest")
+    assert claim is not None, "idempotency keys are per API key"
+
+
+def test_an_unreadable_record_is_quarantined_and_the_sweep_goes_on(db):
+    broken, _ = db.create(record(heartbeat_at=time.time() - 100))
+    fine, _ = db.create(record(heartbeat_at=time.time() - 100))
+    with db.engine.begin() as connection:
+        connection.execute(update(jobs).where(jobs.c.id == broken.id).values(record="{not json"))
+    assert db.quarantine_unreadable() == [broken.id]
+    assert [job_id for job_id, _ in db.stale_jobs(time.time() - 30)] == [fine.id]
+
+
+def test_a_queued_job_is_cancelled_once_and_its_owner_loses_the_lease(db):
+    job, claim = db.create(record())
+    cancelled = db.cancel_if_queued(job.id, "cancelled by the user")
+    assert cancelled.status == JobStatus.CANCELLED
+    assert db.cancel_if_queued(job.id, "again") is None
+    with pytest.raises(LeaseLost):
+        db.save(claim, job)
+    assert db.load(job.id).status == JobStatus.CANCELLED
+
+
+def test_history_pages_newest_first_and_stays_private(db):
+    made = [db.create(record(created_at=1000.0 + offset))[0].id for offset in range(5)]
+    first, cursor = db.history(KEY_ID, limit=2)
+    second, cursor2 = db.history(KEY_ID, limit=2, cursor=cursor)
+    third, cursor3 = db.history(KEY_ID, limit=2, cursor=cursor2)
+    assert [r.id for r in first + second + third] == made[::-1]
+    assert cursor3 is None
+    assert db.history(OTHER_KEY, limit=2) == ([], None)
+
+
+def test_queue_position_and_usage_are_queries(db):
+    running, claim = db.create(record("a", 1.0))
+    running.stage = Stage.DENOISING
+    db.save(claim, running)
+    earlier, _ = db.create(record("a", 2.0))
+    db.create(record("b", 3.0))
+    mine, _ = db.create(record("a", 4.0))
+    assert db.jobs_ahead(mine) == 1 and db.jobs_ahead(earlier) == 0
+    from serve_apps.records import Usage
+
+    running.status, running.stage, running.images = JobStatus.READY, Stage.DONE, ["0.png", "1.png"]
+    running.usage = Usage(gpu_seconds=2.0, cost_usd=0.5, gpu_type="h100")
+    db.save(claim, running)
+    assert db.usage(KEY_ID) == {"a": {"jobs": 1, "images": 2, "gpu_seconds": 2.0, "cost_usd": 0.5}}
+    assert db.usage(OTHER_KEY) == {}
+
+
+def test_loras_are_kept_with_their_owner(db):
+    db.save_lora({"id": "red", "owner_key_id": KEY_ID, "source": "/x"})
+    db.save_lora({"id": "red", "owner_key_id": KEY_ID, "source": "/y"})
+    assert db.load_lora("red")["source"] == "/y" and [r["id"] for r in db.list_loras()] == ["red"]
+    assert db.load_lora("blue") is None
+
+
+def test_two_databases_on_one_file_migrate_once(database_url):
+    JobDatabase(database_url)
+    again = JobDatabase(database_url)
+    assert again.count_pending() == 0
+
+
+def test_file_records_of_earlier_versions_are_imported_once(tmp_path):
+    import json
+
+    from serve_apps.legacy_import import import_files
+    from serve_apps.storage import JobStore
+
+    store = JobStore(str(tmp_path / "store"))
+    done, orphan = new_job_id(), new_job_id()
+    request = {"prompt": "p", "loras": [{"id": "red", "source": "/l", "scale": 0.5}], "width": 64, "height": 64,
+               "steps": 4, "guidance": None, "num_images": 1, "output_format": "png", "seed": 3}
+    for job_id, status in ((done, "Ready"), (orphan, "Pending")):
+        stored = {"id": job_id, "model": "m", "key_id": KEY_ID, "status": status, "stage": "done", "request": request,
+                  "seed": 3, "attempts": 1, "owner": "x", "heartbeat_at": 1.0, "created_at": 1.0, "updated_at": 1.0,
+                  "images": ["0.png"], "timings_s": {}, "batch": {}, "error": None, "webhook": None, "warnings": []}
+        store.fs.makedirs(f"{store.root}/jobs/{job_id}", exist_ok=True)
+        store.fs.pipe_file(f"{store.root}/jobs/{job_id}/job.json", json.dumps(stored).encode())
+    broken = new_job_id()
+    store.fs.makedirs(f"{store.root}/jobs/{broken}", exist_ok=True)
+    store.fs.pipe_file(f"{store.root}/jobs/{broken}/job.json", b"{broken")
+    store.fs.makedirs(f"{store.root}/loras", exist_ok=True)
+    store.fs.pipe_file(f"{store.root}/loras/red.json", json.dumps({"id": "red", "source": "/l"}).encode())
+    db = JobDatabase(f"sqlite:///{tmp_path / 'jobs.db'}")
+    assert import_files(store, db) == {"jobs": 2, "skipped": 0, "unreadable": 1, "loras": 1}
+    assert import_files(store, db) == {"jobs": 0, "skipped": 2, "unreadable": 1, "loras": 0}
+    assert db.load(done).params.adapters[0].scale == 0.5 and db.load(done).status == JobStatus.READY
+    assert db.load(orphan).status == JobStatus.ERROR, "no replica holds a lease on an imported Pending job"
