@@ -150,6 +150,18 @@ def history_command(options) -> None:
     print(f"wrote {count} job(s) to {options.out}")
 
 
+def retention_command(options) -> None:
+    from serve_apps.retention import apply_retention, expired
+
+    args = app_args_from(options.config)
+    db, days = JobDatabase(args.database_url), args.jobs.retention_days
+    if options.dry_run:
+        print(f"{len(expired(db, days))} finished job(s) older than {days:g} days would be deleted")
+        return
+    count = apply_retention(db, JobStore(args.storage_url, args.storage_options), days)
+    print(f"deleted {count} finished job(s) older than {days:g} days, with their images")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="flux-serve", description="Self-hosted FLUX.2 [klein] on Ray Serve")
     parser.add_argument("--config", type=Path, default=Path("serve_config.yaml"))
@@ -169,6 +181,8 @@ def main(argv: list[str] | None = None) -> None:
     export_parser = history_commands.add_parser("export", help="write job records to Parquet")
     export_parser.add_argument("--out", type=Path, required=True)
     export_parser.add_argument("--key", help="only this API key's jobs")
+    retention_parser = commands.add_parser("retention", help="delete finished jobs older than jobs.retention_days")
+    retention_parser.add_argument("--dry-run", action="store_true", help="only count what would be deleted")
     history_commands.add_parser("import-files", help="move job records kept as files by earlier versions into the database")
     add_generate_arguments(commands.add_parser("generate", help="generate images through the HTTP API and save them"))
     add_telegram_arguments(commands.add_parser("telegram", help="run the Telegram bot (configured by env; see README)"))
@@ -190,6 +204,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(run_generate(options))
     elif options.command == "telegram":
         sys.exit(run_telegram(options))
+    elif options.command == "retention":
+        retention_command(options)
     else:
         history_command(options)
 

@@ -88,6 +88,9 @@ class JobArgs(StrictModel):
     max_attempts: int = Field(2, ge=1, le=10)
     heartbeat_s: float = Field(2.0, gt=0)
     stale_after_s: float = Field(30.0, gt=0)
+    retention_days: float = Field(
+        30.0, gt=0, description="finished jobs older than this are deleted, record and images together"
+    )
 
 
 class LimitArgs(StrictModel):

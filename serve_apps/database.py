@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import ValidationError
-from sqlalchemy import Engine, create_engine, event, func, insert, select, update
+from sqlalchemy import Engine, create_engine, delete, event, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from serve_apps.records import JobRecord, JobStatus, Stage
@@ -307,6 +307,16 @@ class JobDatabase:
         """After the final status: only the record's webhook deliveries change (no lease needed)."""
         with self.engine.begin() as connection:
             connection.execute(update(jobs).where(jobs.c.id == record.id).values(record=record.model_dump_json()))
+
+    def expired_jobs(self, finished_before: float) -> list[str]:
+        """Ids of jobs that ended before `finished_before` (retention)."""
+        query = select(jobs.c.id).where(jobs.c.status != JobStatus.PENDING.value, jobs.c.updated_at < finished_before)
+        with self.engine.connect() as connection:
+            return list(connection.execute(query).scalars())
+
+    def delete(self, job_ids: list[str]) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(delete(jobs).where(jobs.c.id.in_(job_ids), jobs.c.status != JobStatus.PENDING.value))
 
     # -- LoRA registrations, owned by the key that registered them ---------------------------
 

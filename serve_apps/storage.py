@@ -133,6 +133,13 @@ class JobStore:
         except FileNotFoundError:
             return None
 
+    def delete_job_files(self, job_id: str) -> None:
+        """Images, progress and markers of one job (retention)."""
+        try:
+            self.fs.rm(self._job_dir(job_id), recursive=True)
+        except FileNotFoundError:
+            pass
+
     # cancel requests, read by the denoiser between steps
     def request_cancel(self, job_id: str) -> None:
         self._write_bytes(f"{self._job_dir(job_id)}/cancel", b"")

@@ -14,17 +14,26 @@ from serve_apps.config import AppArgs
 from serve_apps.database import JobDatabase
 from serve_apps.jobs.running import JobRunner
 from serve_apps.records import JobRecord, JobStatus
+from serve_apps.retention import apply_retention
+from serve_apps.storage import JobStore
 
 logger = logging.getLogger("flux_serve.jobs")
 
 
+RETENTION_EVERY_S = 3600.0
+
+
 class OrphanSweeper:
-    def __init__(self, db: JobDatabase, runner: JobRunner, args: AppArgs, replica_id: str):
+    """Also applies retention, at most every RETENTION_EVERY_S, from the same loop."""
+
+    def __init__(self, db: JobDatabase, store: JobStore, runner: JobRunner, args: AppArgs, replica_id: str):
         self.db = db
+        self.store = store
         self.runner = runner
         self.args = args
         self.replica_id = replica_id
         self._sweeper: asyncio.Task | None = None
+        self._retention_at = 0.0
 
     def _stale_before(self) -> float:
         return time.time() - self.args.jobs.stale_after_s
@@ -77,4 +86,10 @@ class OrphanSweeper:
                 await self.sweep()
             except Exception:
                 logger.exception("sweep for orphaned jobs failed")
+            if time.monotonic() - self._retention_at >= RETENTION_EVERY_S:
+                self._retention_at = time.monotonic()
+                try:
+                    await asyncio.to_thread(apply_retention, self.db, self.store, self.args.jobs.retention_days)
+                except Exception:
+                    logger.exception("retention failed; it runs again in an hour")
             await asyncio.sleep(self.args.jobs.stale_after_s / 2)

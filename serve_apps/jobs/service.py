@@ -42,7 +42,7 @@ class JobService:
         self.replica_id = uuid.uuid4().hex[:12]
         self.runner = JobRunner(db, store, encoders, denoisers, args, views, limiter)
         self.submitter = JobSubmitter(db, defaults, args, limiter, adapters)
-        self.orphans = OrphanSweeper(db, self.runner, args, self.replica_id)
+        self.orphans = OrphanSweeper(db, store, self.runner, args, self.replica_id)
 
     # -- reads, off the event loop --------------------------------------------------------
 

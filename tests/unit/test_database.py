@@ -161,3 +161,23 @@ def test_file_records_of_earlier_versions_are_imported_once(tmp_path):
     assert import_files(store, db) == {"jobs": 0, "skipped": 2, "unreadable": 1, "loras": 0}
     assert db.load(done).params.adapters[0].scale == 0.5 and db.load(done).status == JobStatus.READY
     assert db.load(orphan).status == JobStatus.ERROR, "no replica holds a lease on an imported Pending job"
+
+
+def test_retention_deletes_old_finished_jobs_with_their_images(tmp_path):
+    from serve_apps.retention import apply_retention, expired
+    from serve_apps.storage import JobStore
+
+    db = JobDatabase(f"sqlite:///{tmp_path / 'jobs.db'}")
+    store = JobStore(str(tmp_path / "store"))
+    old, claim = db.create(record())
+    old.status, old.stage = JobStatus.READY, Stage.DONE
+    db.save(claim, old)
+    running, _ = db.create(record())
+    store.save_image(old.id, "0.png", b"png")
+    later = time.time() + 31 * 86_400
+    assert expired(db, 30, now=later) == [old.id], "a dry run lists, deletes nothing; Pending jobs are kept"
+    assert db.load(old.id) is not None
+    assert apply_retention(db, store, 30, now=later) == 1
+    assert db.load(old.id) is None and store.load_image(old.id, "0.png") is None
+    assert db.load(running.id) is not None
+    assert apply_retention(db, store, 30) == 0, "nothing younger than the retention goes"
