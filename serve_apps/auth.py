@@ -41,20 +41,26 @@ def write_keys_file(keys_file: Path, entries: list[dict]) -> None:
     keys_file.chmod(0o600)
 
 
-class ApiKeys:
-    """Valid key hashes from FLUX_API_KEYS and the keys file, which is re-read when it changes."""
+ADMIN, USER = "admin", "user"
 
-    def __init__(self, key_hashes: set[str], keys_file: str | None = None):
+
+class ApiKeys:
+    """Valid keys: FLUX_API_KEYS (the operator's: admin), the keys file (re-read when it changes:
+    users), and the database's keys table (`flux-serve keys create`), looked up on every request
+    so a revocation reaches every replica at once."""
+
+    def __init__(self, key_hashes: set[str], keys_file: str | None = None, db=None):
         self.env_hashes = key_hashes
+        self.db = db
         self.keys_file = Path(keys_file) if keys_file else None
         self._file_mtime: float | None = None
         self._file_hashes: set[str] = set()
         self._reload_if_changed()
 
     @classmethod
-    def from_environment(cls, keys_file: str | None = None) -> ApiKeys:
+    def from_environment(cls, keys_file: str | None = None, db=None) -> ApiKeys:
         hashes = {hash_key(key.strip()) for key in os.environ.get(KEYS_ENV, "").split(",") if key.strip()}
-        return cls(hashes, keys_file)
+        return cls(hashes, keys_file, db)
 
     def _reload_if_changed(self) -> None:
         if self.keys_file is None:
@@ -69,15 +75,28 @@ class ApiKeys:
         self._reload_if_changed()
         return self.env_hashes | self._file_hashes
 
-    def identify(self, key: str | None) -> str | None:
-        """The key's id if it is valid, else None (constant-time comparison)."""
+    def configured(self) -> bool:
+        return bool(self.key_hashes) or (self.db is not None and self.db.has_keys())
+
+    def role(self, key: str | None) -> str | None:
+        """ADMIN, USER, or None for an unknown key (constant-time comparison with the static keys)."""
         if not key:
             return None
         candidate = hash_key(key)
-        matched = False
-        for known in self.key_hashes:
-            matched |= hmac.compare_digest(candidate, known)
-        return key_id(candidate) if matched else None
+        in_env = in_file = False
+        for known in self.env_hashes:
+            in_env |= hmac.compare_digest(candidate, known)
+        for known in self.key_hashes - self.env_hashes:
+            in_file |= hmac.compare_digest(candidate, known)
+        if in_env:
+            return ADMIN
+        if in_file:
+            return USER
+        return self.db.key_role(candidate) if self.db is not None else None
+
+    def identify(self, key: str | None) -> str | None:
+        """The key's id if it is valid, else None."""
+        return key_id(hash_key(key)) if self.role(key) else None
 
 
 def key_from_headers(headers) -> str | None:

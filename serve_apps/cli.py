@@ -16,7 +16,7 @@ import yaml
 
 from deployments.registry import get_variant
 from flux_client.cli import add_generate_arguments, add_telegram_arguments, run_generate, run_telegram
-from serve_apps.auth import KEYS_ENV, hash_key, key_id, read_keys_file, write_keys_file
+from serve_apps.auth import ADMIN, KEYS_ENV, USER, hash_key, key_id
 from serve_apps.builder import build_app, validate_args
 from serve_apps.config import AppArgs
 from serve_apps.database import JobDatabase
@@ -111,30 +111,22 @@ def app_args_from(config_path: Path) -> AppArgs:
     return validate_args(applications[0].get("args", {}))
 
 
-def keys_file_of(config_path: Path) -> Path:
-    args = app_args_from(config_path)
-    if args.keys_file is None:
-        sys.exit(f"{config_path} sets no keys_file under args:; add one (e.g. ~/.config/flux-serve/keys).")
-    return Path(args.keys_file)
-
-
 def keys_command(options) -> None:
-    keys_file = keys_file_of(options.config)
-    entries = read_keys_file(keys_file)
+    """Keys live in the database (hashes only), so every replica sees a new or revoked key at once."""
+    db = JobDatabase(app_args_from(options.config).database_url)
     if options.keys_command == "create":
         key = "fsk_" + secrets.token_urlsafe(24)
-        created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        write_keys_file(keys_file, entries + [{"hash": hash_key(key), "name": options.name, "created": created}])
-        print(f"{key}\n(key id {key_id(hash_key(key))}; shown once: only its hash is kept in {keys_file})")
+        db.add_key(hash_key(key), options.name, ADMIN if options.admin else USER)
+        print(f"{key}\n(key id {key_id(hash_key(key))}; shown once: only its hash is kept)")
     elif options.keys_command == "list":
-        for entry in entries:
-            print(f"{key_id(entry['hash'])}  {entry['name']:<20} {entry['created']}")
+        for entry in db.list_keys():
+            created = datetime.fromtimestamp(entry["created_at"], timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            print(f"{key_id(entry['hash'])}  {entry['name']:<20} {entry['role']:<6} {created}")
     else:
-        kept = [e for e in entries if key_id(e["hash"]) != options.key_id and e["name"] != options.key_id]
-        if len(kept) == len(entries):
+        revoked = db.revoke_key(options.key_id)
+        if not revoked:
             sys.exit(f"No key with id or name {options.key_id!r}; see `flux-serve keys list`.")
-        write_keys_file(keys_file, kept)
-        print(f"revoked {len(entries) - len(kept)} key(s); running servers stop accepting them at once")
+        print(f"revoked {revoked} key(s); every replica refuses them from the next request")
 
 
 def history_command(options) -> None:
@@ -168,9 +160,11 @@ def main(argv: list[str] | None = None) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     run_parser = commands.add_parser("run", help="start a local Ray and serve serve_config.yaml")
     run_parser.add_argument("--num-gpus", type=int, default=None, help="logical GPUs when none is physical")
-    keys_parser = commands.add_parser("keys", help="manage API keys in the config's keys_file (hashes only)")
+    keys_parser = commands.add_parser("keys", help="manage API keys in the database (hashes only)")
     key_commands = keys_parser.add_subparsers(dest="keys_command", required=True)
-    key_commands.add_parser("create", help="make a key and print it once").add_argument("--name", required=True)
+    create_parser = key_commands.add_parser("create", help="make a key and print it once")
+    create_parser.add_argument("--name", required=True)
+    create_parser.add_argument("--admin", action="store_true", help="may also manage every key's LoRA adapters")
     key_commands.add_parser("list", help="key ids, names and dates")
     key_commands.add_parser("revoke", help="remove a key by id or name").add_argument("key_id")
     plan_parser = commands.add_parser("plan", help="which models fit on which GPUs, from real memory needs")

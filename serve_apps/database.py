@@ -21,7 +21,7 @@ from sqlalchemy import Engine, create_engine, delete, event, func, insert, selec
 from sqlalchemy.exc import IntegrityError
 
 from serve_apps.records import JobRecord, JobStatus, Stage
-from serve_apps.schema import jobs, loras, metadata
+from serve_apps.schema import api_keys, jobs, loras, metadata
 
 logger = logging.getLogger("flux_serve.database")
 
@@ -317,6 +317,35 @@ class JobDatabase:
     def delete(self, job_ids: list[str]) -> None:
         with self.engine.begin() as connection:
             connection.execute(delete(jobs).where(jobs.c.id.in_(job_ids), jobs.c.status != JobStatus.PENDING.value))
+
+    # -- API keys: hashes and roles -------------------------------------------------------------
+
+    def add_key(self, key_hash: str, name: str, role: str) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(insert(api_keys).values(hash=key_hash, name=name, role=role, created_at=time.time()))
+
+    def key_role(self, key_hash: str) -> str | None:
+        with self.engine.connect() as connection:
+            return connection.execute(
+                select(api_keys.c.role).where(api_keys.c.hash == key_hash)
+            ).scalar_one_or_none()
+
+    def has_keys(self) -> bool:
+        with self.engine.connect() as connection:
+            return connection.execute(select(func.count()).select_from(api_keys)).scalar_one() > 0
+
+    def list_keys(self) -> list[dict]:
+        with self.engine.connect() as connection:
+            rows = connection.execute(select(api_keys).order_by(api_keys.c.created_at)).all()
+        return [row._asdict() for row in rows]
+
+    def revoke_key(self, hash_prefix_or_name: str) -> int:
+        """Delete keys by id (the hash's first 12 characters) or by name; how many went."""
+        condition = (api_keys.c.name == hash_prefix_or_name) | (
+            func.substr(api_keys.c.hash, 1, 12) == hash_prefix_or_name
+        )
+        with self.engine.begin() as connection:
+            return connection.execute(delete(api_keys).where(condition)).rowcount
 
     # -- LoRA registrations, owned by the key that registered them ---------------------------
 

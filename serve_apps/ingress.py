@@ -33,15 +33,15 @@ INGRESS_MAX_ONGOING_REQUESTS = 256
 class Ingress:
     def __init__(self, args: AppArgs, encoders: dict, denoisers: dict, limiter):
         self.args = args
-        self.keys = ApiKeys.from_environment(self.args.keys_file)
-        if not self.keys.key_hashes:
-            logger.warning("no API keys configured: every request will get 401 until FLUX_API_KEYS is set")
+        db = JobDatabase(self.args.database_url)
+        self.keys = ApiKeys.from_environment(self.args.keys_file, db)
+        if not self.keys.configured():
+            logger.warning("no API keys configured: every request gets 401 until FLUX_API_KEYS or `flux-serve keys create`")
         self.weights = {
             name: describe_weights(get_variant(name), model_args.weights) for name, model_args in self.args.models.items()
         }
         defaults = {name: weights.defaults for name, weights in self.weights.items()}
         store = JobStore(self.args.storage_url, self.args.storage_options)
-        db = JobDatabase(self.args.database_url)
         self.signer = UrlSigner(load_signing_key(store), self.args.result_url_ttl_s)
         self.views = JobViews(self.signer)
         self.adapters = AdapterRegistry(

@@ -32,6 +32,15 @@ jobs = Table(
     Index("ix_jobs_status_heartbeat", "status", "heartbeat_at"),
 )
 
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("hash", String(64), primary_key=True),
+    Column("name", String(64), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
 loras = Table(
     "loras",
     metadata,

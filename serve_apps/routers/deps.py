@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from http import HTTPStatus
 
@@ -28,6 +29,21 @@ ERRORS = {
         "description": "over a per-key limit; see Retry-After",
     },
 }
+BODY_ERRORS = {
+    HTTPStatus.BAD_REQUEST.value: {"model": ErrorResponse, "description": "a body that cannot be parsed"},
+    HTTPStatus.REQUEST_ENTITY_TOO_LARGE.value: {
+        "model": ErrorResponse,
+        "description": "a body over limits.max_body_bytes, refused before it is read",
+    },
+}
+SUBMIT_ERRORS = {
+    **ERRORS,
+    **BODY_ERRORS,
+    HTTPStatus.SERVICE_UNAVAILABLE.value: {
+        "model": ErrorResponse,
+        "description": "the service holds limits.max_queued_jobs unfinished jobs; see Retry-After",
+    },
+}
 
 
 @dataclass(frozen=True)
@@ -47,15 +63,16 @@ def services(request: Request) -> AppServices:
 
 
 async def require_key(request: Request) -> str:
-    return check_key(request.headers, services(request).keys)
+    """The caller's key id; off the event loop, since database keys are looked up on every request."""
+    return await asyncio.to_thread(check_key, request.headers, services(request).keys)
 
 
 def check_key(headers, keys: ApiKeys) -> str:
     """The caller's key id, or 401 saying how to send a key (also run before a body is read)."""
     key_id = keys.identify(key_from_headers(headers))
     if key_id is None:
-        if not keys.key_hashes:
-            message = "No API keys are configured on this server; set FLUX_API_KEYS or keys_file and restart."
+        if not keys.configured():
+            message = "No API keys are configured on this server; set FLUX_API_KEYS or run `flux-serve keys create`."
         else:
             message = "Missing or invalid API key: send it as the `x-key` header or `Authorization: Bearer <key>`."
         raise HTTPException(HTTPStatus.UNAUTHORIZED, message)

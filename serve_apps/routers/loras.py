@@ -7,8 +7,9 @@ import asyncio
 from fastapi import APIRouter, Depends, Request
 
 from lora.registry import AdapterError
+from serve_apps.auth import ADMIN, key_from_headers
 from serve_apps.protocol import LoraInfo, LoraRegistration
-from serve_apps.routers.deps import ERRORS, require_key, services, unprocessable
+from serve_apps.routers.deps import BODY_ERRORS, ERRORS, require_key, services, unprocessable
 
 router = APIRouter(tags=["loras"], responses=ERRORS)
 
@@ -18,13 +19,15 @@ async def list_loras(request: Request, _key: str = Depends(require_key)) -> list
     return [LoraInfo(**record) for record in await asyncio.to_thread(services(request).service.db.list_loras)]
 
 
-@router.post("/v1/loras", response_model=LoraInfo)
+@router.post("/v1/loras", response_model=LoraInfo, responses=BODY_ERRORS)
 async def register_lora(request: Request, body: LoraRegistration, key_id: str = Depends(require_key)) -> LoraInfo:
-    """Registered adapters are usable by every key and changed only by the key that registered them."""
+    """Registered adapters are usable by every key and changed only by the key that registered them
+    (or an admin key)."""
     adapters = services(request).adapters
+    is_admin = await asyncio.to_thread(services(request).keys.role, key_from_headers(request.headers)) == ADMIN
     try:
         record = await asyncio.to_thread(
-            adapters.register, body.id, body.source, body.trigger_word, body.license, body.tags, key_id
+            adapters.register, body.id, body.source, body.trigger_word, body.license, body.tags, key_id, is_admin
         )
     except AdapterError as error:
         raise unprocessable("source", str(error)) from None

@@ -181,3 +181,16 @@ def test_retention_deletes_old_finished_jobs_with_their_images(tmp_path):
     assert db.load(old.id) is None and store.load_image(old.id, "0.png") is None
     assert db.load(running.id) is not None
     assert apply_retention(db, store, 30) == 0, "nothing younger than the retention goes"
+
+
+def test_a_key_revoked_in_the_database_is_refused_by_every_replica_at_once(db):
+    from serve_apps.auth import ADMIN, USER, ApiKeys, hash_key
+
+    replica_a, replica_b = ApiKeys(set(), None, db), ApiKeys({hash_key("operator")}, None, db)
+    db.add_key(hash_key("alice-key"), "alice", USER)
+    db.add_key(hash_key("root-key"), "root", ADMIN)
+    assert replica_a.identify("alice-key") == replica_b.identify("alice-key") is not None
+    assert replica_a.role("root-key") == ADMIN and replica_b.role("operator") == ADMIN
+    assert db.revoke_key("alice") == 1
+    assert replica_a.identify("alice-key") is None and replica_b.identify("alice-key") is None
+    assert replica_a.identify("wrong") is None

@@ -158,6 +158,8 @@ def test_adapter_for_the_other_variant_is_refused_before_any_work(red_adapter, d
     with pytest.raises(AdapterError, match="registered by another API key"):
         registry.register("red", str(folder), owner_key_id="ffffffffffff")
     registry.register("red", str(folder), owner_key_id="0123456789ab")  # its owner may update it
+    kept = registry.register("red", str(folder), owner_key_id="ffffffffffff", is_admin=True)  # and an admin key
+    assert kept["owner_key_id"] == "0123456789ab"
     assert [record["id"] for record in registry.resolve(MODEL, [("red", 1.0)])] == ["red"]
     with pytest.raises(AdapterError, match="made for flux-2-klein-4b; this request targets flux-2-klein-9b"):
         registry.resolve("flux-2-klein-9b", [("red", 1.0)])
