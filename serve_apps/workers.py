@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import time
 
 import ray
@@ -24,6 +25,8 @@ from deployments.registry import get_variant
 from serve_apps import metrics, safety
 from serve_apps.config import AppArgs
 from serve_apps.storage import JobStore
+
+logger = logging.getLogger("flux_serve.workers")
 
 CANCEL_POLL_S = 0.25
 ADAPTER_SETS_PER_REPLICA = 8
@@ -146,7 +149,10 @@ class DenoiserServer:
         now = time.monotonic()
         checked_at, cancelled = self._cancel_checked_at.get(job_id, (0.0, False))
         if not cancelled and now - checked_at >= CANCEL_POLL_S:
-            cancelled = self.store.is_cancel_requested(job_id)
+            try:
+                cancelled = self.store.is_cancel_requested(job_id)
+            except Exception:  # a marker is best effort: a storage hiccup never fails the batch
+                logger.warning("job %s: cancel marker unreadable; asking again shortly", job_id, exc_info=True)
             self._cancel_checked_at[job_id] = (now, cancelled)
         return cancelled
 
@@ -159,8 +165,12 @@ class DenoiserServer:
             """Written at most every PROGRESS_WRITE_S per job, and always at the last step."""
             now = time.monotonic()
             if step == total or now - last_written.get(index, 0.0) >= PROGRESS_WRITE_S:
-                last_written[index] = now
-                self.store.save_progress(jobs[index].job_id, {"step": step, "total": total, "updated_at": time.time()})
+                progress = {"step": step, "total": total, "updated_at": time.time()}
+                try:
+                    self.store.save_progress(jobs[index].job_id, progress)
+                    last_written[index] = now
+                except Exception:  # best effort, retried at the next step: never fails the batch
+                    logger.warning("job %s: progress not written", jobs[index].job_id, exc_info=True)
 
         def should_cancel(index: int) -> bool:
             return self.cancel_requested(jobs[index].job_id)

@@ -37,3 +37,21 @@ def test_denoiser_worker_writes_images_and_progress_to_s3(s3_url, s3_endpoint, e
     assert outcome.images == ["0.png", "1.png"]
     assert reader.load_image(job_id, "1.png").startswith(b"\x89PNG")
     assert reader.load_progress(job_id)["step"] == 4
+
+
+def test_a_failing_marker_store_never_fails_the_batch(tmp_path, encoder):
+    """Progress and cancel markers are best effort: the images still come back."""
+    from serve_apps.config import AppArgs, ModelArgs
+    from serve_apps.workers import DenoiserServer
+
+    model = "flux-2-klein-4b"
+    worker = DenoiserServer(AppArgs(storage_url=str(tmp_path), models={model: ModelArgs(weights="emulated:tiny")}), model)
+
+    def broken(*_args, **_kwargs):
+        raise OSError("storage is down")
+
+    worker.store.save_progress = broken
+    worker.store.is_cancel_requested = broken
+    params = GenerationParams(prompt="a red circle", width=64, height=64, steps=4, guidance=None, seed=1)
+    [outcome] = worker.generate_batch([encoder.job(params, new_job_id())])
+    assert outcome.images == ["0.jpeg"] and not outcome.cancelled
