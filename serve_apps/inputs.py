@@ -2,14 +2,11 @@
 
 A source is base64 (bare or a `data:` URI), an http(s) URL, or an upload id. URLs go through
 the network guard at every hop (redirects are followed by hand and each target re-checked),
-with a byte cap while streaming and one timeout for the whole download. Decoding reads the
+each connection pinned to the address that was checked (so DNS rebinding cannot move it), with
+a byte cap while streaming and one timeout for the whole download. Decoding reads the
 header first and refuses a declared size over `max_pixels` before any pixel is decoded (a
 decompression bomb); PIL's own MAX_IMAGE_PIXELS (89 M, an error at twice that) stays as it
 is, a backstop above any sensible `max_pixels`. Every refusal is an InputRejected naming the field.
-
-Known gap: the host is resolved for the check and again by the HTTP client, so a DNS answer
-that changes in between (rebinding) is not caught; the operator's egress firewall is the
-second line.
 """
 
 from __future__ import annotations
@@ -28,7 +25,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from deployments.contracts import MAX_PIXELS
 from serve_apps.config import InputArgs
-from serve_apps.network import BlockedUrl, check_public_url_async
+from serve_apps.network import BlockedUrl, check_public_url_async, pin
 
 UPLOAD_ID = re.compile(r"^upload_[0-9a-f]{32}$")
 DATA_URI = re.compile(r"^data:(?P<type>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[\w.+-]+)*)(?P<b64>;base64)?,", re.I)
@@ -121,13 +118,14 @@ async def _fetch(url: str, field: str, limits: InputArgs, allowed_private_hosts:
     async with httpx.AsyncClient(follow_redirects=False, transport=transport, timeout=limits.timeout_s) as client:
         for _hop in range(limits.max_redirects + 1):
             try:
-                await check_public_url_async(url, allowed_private_hosts, f"{field} URL")
+                target = pin(url, await check_public_url_async(url, allowed_private_hosts, f"{field} URL"))
             except BlockedUrl as blocked:
                 raise InputRejected(field, str(blocked)) from None
             except ValueError:  # urllib's own: a bad IPv6 literal, a port out of range
                 raise InputRejected(field, "the image URL is malformed; check it.") from None
             try:
-                async with client.stream("GET", url, headers={"Accept": "image/*"}) as response:
+                headers = {"Accept": "image/*", **target.headers}
+                async with client.stream("GET", target.url, headers=headers, extensions=target.extensions) as response:
                     if response.status_code in REDIRECTS and "location" in response.headers:
                         url = urljoin(url, response.headers["location"])
                         continue

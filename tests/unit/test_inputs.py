@@ -221,3 +221,14 @@ def test_http_error_status_is_named():
 @pytest.mark.parametrize("url", ["http://[::1/a.png", "http://example.com:99999/a.png"])
 def test_malformed_urls_are_a_422_not_a_crash(url):
     assert "malformed" in rejected(lambda: fetch(url), "input_image")
+
+
+def test_the_connection_goes_to_the_checked_address_with_the_host_kept():
+    seen = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append((request.url.host, request.headers["host"]))
+        return httpx.Response(200, content=png())
+
+    assert fetch("http://localhost:9/a.png", handler) == png()
+    assert seen == [("127.0.0.1", "localhost:9")], "pinned: a DNS answer changing after the check is not used"
