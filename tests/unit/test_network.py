@@ -21,6 +21,7 @@ from serve_apps.webhooks import deliver
         ("http://192.168.1.1/hook", "private"),
         ("http://[::ffff:127.0.0.1]/hook", "loopback"),
         ("http://0.0.0.0/hook", "unspecified"),
+        ("http://100.64.0.1/hook", "non-public"),  # carrier-grade NAT
     ],
 )
 def test_private_addresses_are_refused_with_the_reason(url, kind):
