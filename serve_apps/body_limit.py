@@ -9,6 +9,7 @@ answer them in the route's error shape (OpenAI's on the OpenAI routes).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from http import HTTPStatus
 
@@ -46,7 +47,7 @@ class BodySizeLimit:
             nonlocal checked, received_bytes
             if not checked:
                 checked = True
-                self.check_key(headers)
+                await asyncio.to_thread(self.check_key, headers)  # keys may be database lookups
                 if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
                     raise too_large(self.max_body_bytes)
             message = await receive()

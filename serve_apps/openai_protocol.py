@@ -11,6 +11,19 @@ from deployments.contracts import MAX_IMAGES, OutputFormat
 from serve_apps.protocol import PROMPT_MAX_CHARS, REFERENCE_FIELDS, GenerateRequest
 
 
+class OpenAIError(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: int | str | None = None
+
+
+class OpenAIErrorResponse(BaseModel):
+    """The error shape of the OpenAI-compatible routes, as the `openai` client reads it."""
+
+    error: OpenAIError
+
+
 class OpenAIImageRequest(BaseModel):
     """POST /v1/images/generations, as the `openai` client sends it. Unknown fields are ignored."""
 

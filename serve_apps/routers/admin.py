@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from serve_apps.protocol import ModelInfo
-from serve_apps.routers.deps import ERRORS, require_key, services
+from serve_apps.routers.deps import BODY_ERRORS, ERRORS, require_key, services
 
 router = APIRouter()
 
@@ -16,7 +16,7 @@ async def ping() -> str:
     return "it works"
 
 
-@router.post("/v1/echo", tags=["meta"], responses=ERRORS)
+@router.post("/v1/echo", tags=["meta"], responses={**ERRORS, **BODY_ERRORS})
 async def echo(request: Request, _key: str = Depends(require_key)) -> JSONResponse:
     try:
         body = await request.json()

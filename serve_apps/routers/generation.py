@@ -6,12 +6,12 @@ from fastapi import APIRouter, Depends, Header, Request
 
 from serve_apps.pricing import megapixels, quote_credits
 from serve_apps.protocol import GenerateRequest, SubmitResponse
-from serve_apps.routers.deps import ERRORS, require_key, served_model, services, submit_job
+from serve_apps.routers.deps import ERRORS, SUBMIT_ERRORS, require_key, served_model, services, submit_job
 
 router = APIRouter(tags=["generate"], responses=ERRORS)
 
 
-@router.post("/v1/{model}", response_model=SubmitResponse)
+@router.post("/v1/{model}", response_model=SubmitResponse, responses=SUBMIT_ERRORS)
 async def submit(
     request: Request,
     model: str,

@@ -16,13 +16,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serve_apps.openai_protocol import (
     OpenAIEditRequest,
+    OpenAIErrorResponse,
     OpenAIImage,
     OpenAIImageRequest,
     OpenAIImagesResponse,
     openai_field,
 )
-from serve_apps.protocol import ErrorResponse, GenerateRequest, JobStatus
-from serve_apps.routers.deps import ERRORS, require_key, served_model, services, submit_job, unprocessable
+from serve_apps.protocol import GenerateRequest, JobStatus
+from serve_apps.routers.deps import require_key, served_model, services, submit_job, unprocessable
 
 OPENAI_PATHS = ("/v1/images/generations", "/v1/images/edits")
 EDIT_FILES = ("image", "image[]", "mask")
@@ -54,12 +55,25 @@ async def validation_error(request: Request, error: RequestValidationError):
 
 
 EXCEPTION_HANDLERS = {StarletteHTTPException: http_error, RequestValidationError: validation_error}
+OPENAI_ERRORS = {
+    status.value: {"model": OpenAIErrorResponse, "description": status.phrase}
+    for status in (
+        HTTPStatus.BAD_REQUEST,
+        HTTPStatus.UNAUTHORIZED,
+        HTTPStatus.NOT_FOUND,
+        HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+        HTTPStatus.UNPROCESSABLE_ENTITY,
+        HTTPStatus.TOO_MANY_REQUESTS,
+        HTTPStatus.BAD_GATEWAY,
+        HTTPStatus.SERVICE_UNAVAILABLE,
+    )
+}
 
 
 @router.post(
     "/v1/images/generations",
     response_model=OpenAIImagesResponse,
-    responses={**ERRORS, HTTPStatus.BAD_GATEWAY.value: {"model": ErrorResponse}},
+    responses=OPENAI_ERRORS,
 )
 async def openai_generate(
     request: Request, body: OpenAIImageRequest, key_id: str = Depends(require_key)
@@ -70,7 +84,7 @@ async def openai_generate(
 @router.post(
     "/v1/images/edits",
     response_model=OpenAIImagesResponse,
-    responses={**ERRORS, HTTPStatus.BAD_GATEWAY.value: {"model": ErrorResponse}},
+    responses=OPENAI_ERRORS,
     openapi_extra={
         "requestBody": {
             "required": True,

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, File, Request, UploadFile
 from pydantic import BaseModel
 
 from serve_apps.inputs import InputRejected
-from serve_apps.routers.deps import ERRORS, require_key, services, unprocessable
+from serve_apps.routers.deps import BODY_ERRORS, ERRORS, require_key, services, unprocessable
 
 router = APIRouter(tags=["images in"], responses=ERRORS)
 
@@ -21,7 +21,7 @@ class UploadResponse(BaseModel):
     sha256: str
 
 
-@router.post("/v1/uploads", response_model=UploadResponse)
+@router.post("/v1/uploads", response_model=UploadResponse, responses=BODY_ERRORS)
 async def upload(
     request: Request, file: UploadFile = File(description="a PNG, JPEG or WebP image"), key_id: str = Depends(require_key)
 ) -> UploadResponse:
