@@ -15,8 +15,8 @@ import argparse
 import math
 import shlex
 import sys
-from dataclasses import replace
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -39,7 +39,9 @@ def _ints(text: str) -> list[int]:
     try:
         values = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of whole numbers, e.g. 1,2,4") from None
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of whole numbers, e.g. 1,2,4"
+        ) from None
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: give one or more numbers of at least 1")
     return values
@@ -97,18 +99,33 @@ def _check_limits(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="flux-bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="flux-bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--variants", type=_variants, default=list(VARIANTS), help="comma-separated model variants")
-    parser.add_argument("--weights", default="emulated", help="in-process weights: emulated, emulated:tiny|small, a folder or a hub id")
+    parser.add_argument(
+        "--weights", default="emulated", help="in-process weights: emulated, emulated:tiny|small, a folder or a hub id"
+    )
     parser.add_argument("--steps", type=_ints, default=[1, 2, 4, 8, 16])
     parser.add_argument("--batch-sizes", type=_ints, default=[1, 4], help="images per request")
-    parser.add_argument("--resolutions", type=_resolutions, default=None, help="e.g. 64 or 512x288,1024 (default: the model's native size)")
+    parser.add_argument(
+        "--resolutions",
+        type=_resolutions,
+        default=None,
+        help="e.g. 64 or 512x288,1024 (default: the model's native size)",
+    )
     parser.add_argument("--concurrency", type=_ints, default=[1], help="concurrent requests (HTTP only)")
-    parser.add_argument("--prompts", type=_positive_int, default=None, help="use the first N prompts of bench/prompts.txt")
+    parser.add_argument(
+        "--prompts", type=_positive_int, default=None, help="use the first N prompts of bench/prompts.txt"
+    )
     parser.add_argument("--url", help="benchmark the running service at this URL instead of in-process")
     parser.add_argument("--key", help="API key for --url")
-    parser.add_argument("--real-size", action="store_true", help=f"weights {REAL_SIZE}: full-size random weights on the GPU")
-    parser.add_argument("--gpu-fraction", type=_fraction, default=1.0, help="share of a GPU an in-process run stands for (cost)")
+    parser.add_argument(
+        "--real-size", action="store_true", help=f"weights {REAL_SIZE}: full-size random weights on the GPU"
+    )
+    parser.add_argument(
+        "--gpu-fraction", type=_fraction, default=1.0, help="share of a GPU an in-process run stands for (cost)"
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--config", type=Path, default=CONFIG_FILE, help="GPU prices and CLIP model path")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default bench/results/<time>)")
@@ -123,7 +140,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.real_size:
         args.weights = REAL_SIZE
         if pick_device(args.device).type != "cuda":
-            parser.error("--real-size builds the full-size models in GPU memory and needs a CUDA GPU; on a CPU use --weights emulated:small")
+            parser.error(
+                "--real-size builds the full-size models in GPU memory and needs a CUDA GPU; on a CPU use --weights emulated:small"
+            )
     return args
 
 
@@ -165,9 +184,17 @@ def main(argv: list[str] | None = None) -> Path:
             bar.set_postfix_str(f"{cell.variant} {cell.steps} steps batch {cell.batch_size} {cell.width}x{cell.height}")
             runs.append(runner.run(cell, prompts, on_request=lambda: bar.update(1)))
 
-    rows = build_rows(runs, config, mode=runner.mode, weights=args.weights if not args.url else "as served",
-                      device=device, device_name=device_name, gpu_fraction=None if args.url else args.gpu_fraction, clip=clip,
-                      score_quality=bool(args.url) or not draws_noise(args.weights))
+    rows = build_rows(
+        runs,
+        config,
+        mode=runner.mode,
+        weights=args.weights if not args.url else "as served",
+        device=device,
+        device_name=device_name,
+        gpu_fraction=None if args.url else args.gpu_fraction,
+        clip=clip,
+        score_quality=bool(args.url) or not draws_noise(args.weights),
+    )
     note = scores_note(rows, config.clip_model_path)
     command = "flux-bench " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     write_parquet(rows, out_dir / "results.parquet")

@@ -79,12 +79,15 @@ def service_processes(url: str) -> list[psutil.Process]:
     """The HTTP proxy listening on the service's port and the Ingress replicas beside it (one raylet's
     children), so another Ray instance on the same machine is not counted."""
     port = urlsplit(url).port
-    listeners = [c.pid for c in psutil.net_connections("tcp") if c.laddr.port == port and c.status == psutil.CONN_LISTEN]
+    listeners = [
+        c.pid for c in psutil.net_connections("tcp") if c.laddr.port == port and c.status == psutil.CONN_LISTEN
+    ]
     if not listeners:
         raise SystemExit(f"nothing listens on port {port} here: run this on the service's machine")
     raylet = psutil.Process(listeners[0]).parent()
     found = [
-        child for child in raylet.children()
+        child
+        for child in raylet.children()
         if any(title in " ".join(child.cmdline()) for title in SERVICE_PROCESS_TITLES)
     ]
     if not found:
@@ -187,7 +190,9 @@ def main() -> None:
     print("  job's own timings_s.total:  ", median([row["job"]["total"] for row in rows]))
     print("  page adds (shown - total):  ", median([row["images_shown_s"] - row["job"]["total"] for row in rows]))
     if options.streams:
-        print("idle streams:", idle_streams_cpu(options.url, options.key, options.model, options.streams, options.idle_s))
+        print(
+            "idle streams:", idle_streams_cpu(options.url, options.key, options.model, options.streams, options.idle_s)
+        )
 
 
 if __name__ == "__main__":

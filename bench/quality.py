@@ -51,8 +51,16 @@ class ClipScorer:
 
     @torch.inference_mode()
     def score(self, images: list[np.ndarray], prompts: list[str]) -> list[float]:
-        inputs = self.processor(text=prompts, images=[Image.fromarray(i) for i in images], return_tensors="pt", padding=True, truncation=True)
+        inputs = self.processor(
+            text=prompts,
+            images=[Image.fromarray(i) for i in images],
+            return_tensors="pt",
+            padding=True,
+            truncation=True,
+        )
         image_features = self.model.get_image_features(pixel_values=inputs["pixel_values"]).pooler_output
-        text_features = self.model.get_text_features(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).pooler_output
+        text_features = self.model.get_text_features(
+            input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]
+        ).pooler_output
         cosine = torch.nn.functional.cosine_similarity(image_features, text_features, dim=-1)
         return (100 * cosine.clamp(min=0)).tolist()

@@ -17,11 +17,30 @@ from bench.runners import STAGES, CellRun
 # Every row has these; cost adds `usd_per_image:<GPU>` and `usd_per_1000_images:<GPU>` per priced GPU
 # (null where the run's peak GPU memory does not fit that card).
 COLUMNS = (
-    "variant", "weights", "mode", "device", "device_name", "priced_from", "steps", "batch_size", "width", "height", "concurrency",
-    "requests", "images",
+    "variant",
+    "weights",
+    "mode",
+    "device",
+    "device_name",
+    "priced_from",
+    "steps",
+    "batch_size",
+    "width",
+    "height",
+    "concurrency",
+    "requests",
+    "images",
     *(f"{stage}_{q}_s" for stage in (*STAGES, "total") for q in ("p50", "p95")),
-    "images_per_s", "peak_memory_mb", "peak_gpu_memory_mb", "gpu_fraction", "gpu_seconds_per_image",
-    "reference_steps", "ssim", "psnr_db", "shapes_adherence", "clip_score",
+    "images_per_s",
+    "peak_memory_mb",
+    "peak_gpu_memory_mb",
+    "gpu_fraction",
+    "gpu_seconds_per_image",
+    "reference_steps",
+    "ssim",
+    "psnr_db",
+    "shapes_adherence",
+    "clip_score",
 )
 
 
@@ -65,13 +84,25 @@ def _quality(runs: list[CellRun], clip: ClipScorer | None, score_quality: bool) 
                 "ssim": float(np.mean([ssim(a, b) for a, b, _ in pairs])),
                 "psnr_db": _finite_mean([psnr_db(a, b) for a, b, _ in pairs]),
                 "shapes_adherence": _mean_or_none(adherence),
-                "clip_score": _mean_or_none(clip.score([a for a, _, _ in pairs], [p for _, _, p in pairs])) if clip else None,
+                "clip_score": _mean_or_none(clip.score([a for a, _, _ in pairs], [p for _, _, p in pairs]))
+                if clip
+                else None,
             }
     return scores
 
 
-def build_rows(runs: list[CellRun], config: BenchConfig, *, mode: str, weights: str, device: str, device_name: str,
-               gpu_fraction: float | None, clip: ClipScorer | None, score_quality: bool = True) -> list[dict]:
+def build_rows(
+    runs: list[CellRun],
+    config: BenchConfig,
+    *,
+    mode: str,
+    weights: str,
+    device: str,
+    device_name: str,
+    gpu_fraction: float | None,
+    clip: ClipScorer | None,
+    score_quality: bool = True,
+) -> list[dict]:
     """One row per cell; `score_quality=False` for random weights, whose images are noise.
     `priced_from` is the priced GPU the seconds were measured on, if the device is one."""
     quality = _quality(runs, clip, score_quality)
@@ -82,10 +113,19 @@ def build_rows(runs: list[CellRun], config: BenchConfig, *, mode: str, weights: 
         cell = run.cell
         images = sum(len(sample.images) for sample in run.samples)
         row = {
-            "variant": cell.variant, "weights": weights, "mode": mode, "device": device,
-            "device_name": device_name, "priced_from": priced_from,
-            "steps": cell.steps, "batch_size": cell.batch_size, "width": cell.width, "height": cell.height,
-            "concurrency": cell.concurrency, "requests": len(run.samples), "images": images,
+            "variant": cell.variant,
+            "weights": weights,
+            "mode": mode,
+            "device": device,
+            "device_name": device_name,
+            "priced_from": priced_from,
+            "steps": cell.steps,
+            "batch_size": cell.batch_size,
+            "width": cell.width,
+            "height": cell.height,
+            "concurrency": cell.concurrency,
+            "requests": len(run.samples),
+            "images": images,
         }
         for stage in (*STAGES, "total"):
             values = [sample.timings_s[stage] for sample in run.samples]
@@ -112,14 +152,20 @@ def build_rows(runs: list[CellRun], config: BenchConfig, *, mode: str, weights: 
 def scores_note(rows: list[dict], clip_path: str | None) -> str:
     """Which quality scores were computed, said plainly in every output."""
     if all(row["ssim"] is None for row in rows):
-        return ("Scores computed: none. Not computed: SSIM, PSNR, shapes adherence and CLIP score, since these "
-                "weights are random and draw noise; latency, memory and cost are what this run measures.")
+        return (
+            "Scores computed: none. Not computed: SSIM, PSNR, shapes adherence and CLIP score, since these "
+            "weights are random and draw noise; latency, memory and cost are what this run measures."
+        )
     computed = ["SSIM and PSNR against the same prompt and seed at the highest step count measured"]
     if any(row["shapes_adherence"] is not None for row in rows):
         computed.append("shapes-world adherence (colour, background and shape all as asked) on the shapes prompts")
     if clip_path:
         computed.append(f"CLIP score from {clip_path}")
-    missing = "" if clip_path else " Not computed: CLIP score (set clip_model_path in the bench config to a local CLIP folder)."
+    missing = (
+        ""
+        if clip_path
+        else " Not computed: CLIP score (set clip_model_path in the bench config to a local CLIP folder)."
+    )
     return "Scores computed: " + "; ".join(computed) + "." + missing
 
 
@@ -151,9 +197,11 @@ def _cost_basis(row: dict, config: BenchConfig) -> str:
     if row["priced_from"] is None:
         return f"Measured on {row['device_name']}, which the price table does not name: every column prices these seconds as they are."
     scaled = [gpu for gpu in config.gpu_prices if gpu != row["priced_from"]]
-    return (f"Measured on {row['device_name']}: the {row['priced_from']} column is measured; {', '.join(scaled)} are "
-            "estimates, its seconds scaled by peak bf16 throughput. \"does not fit\": the peak GPU memory is over "
-            "that card's.")
+    return (
+        f"Measured on {row['device_name']}: the {row['priced_from']} column is measured; {', '.join(scaled)} are "
+        'estimates, its seconds scaled by peak bf16 throughput. "does not fit": the peak GPU memory is over '
+        "that card's."
+    )
 
 
 def markdown(rows: list[dict], config: BenchConfig, descriptions: dict[str, str], note: str, command: str) -> str:
@@ -193,15 +241,25 @@ def markdown(rows: list[dict], config: BenchConfig, descriptions: dict[str, str]
     ]
     for r in rows:
         costs = " | ".join(
-            "does not fit" if r[f"usd_per_image:{g}"] is None else
-            f"{_usd(r[f'usd_per_image:{g}'])} ({_usd(r[f'usd_per_1000_images:{g}'])})" for g in gpus
+            "does not fit"
+            if r[f"usd_per_image:{g}"] is None
+            else f"{_usd(r[f'usd_per_image:{g}'])} ({_usd(r[f'usd_per_1000_images:{g}'])})"
+            for g in gpus
         )
-        lines.append(f"| {r['variant']} | {r['steps']} | {r['batch_size']} | {r['width']}x{r['height']} | {r['concurrency']} "
-                     f"| {_fmt(r['gpu_seconds_per_image'], 4)} | {costs} |")
+        lines.append(
+            f"| {r['variant']} | {r['steps']} | {r['batch_size']} | {r['width']}x{r['height']} | {r['concurrency']} "
+            f"| {_fmt(r['gpu_seconds_per_image'], 4)} | {costs} |"
+        )
     if config.hosted_reference_usd_per_image:
-        lines += ["", "Reference points: " + "; ".join(
-            f"{name} {_usd(value)}/image ({_usd(1000 * value)} per 1000)" for name, value in config.hosted_reference_usd_per_image.items()
-        ) + "."]
+        lines += [
+            "",
+            "Reference points: "
+            + "; ".join(
+                f"{name} {_usd(value)}/image ({_usd(1000 * value)} per 1000)"
+                for name, value in config.hosted_reference_usd_per_image.items()
+            )
+            + ".",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -237,7 +295,13 @@ def plot(rows: list[dict], config: BenchConfig, out_dir: Path, default_steps: di
         steps = [r["steps"] for r in members]
         axis.plot(steps, [r["ssim"] for r in members], marker="o", label=f"{label}: SSIM")
         if members[0]["shapes_adherence"] is not None:
-            axis.plot(steps, [r["shapes_adherence"] for r in members], marker="s", linestyle="--", label=f"{label}: shapes adherence")
+            axis.plot(
+                steps,
+                [r["shapes_adherence"] for r in members],
+                marker="s",
+                linestyle="--",
+                label=f"{label}: shapes adherence",
+            )
     title = "Quality vs steps (SSIM vs the most-steps image)"
     if all(row["ssim"] is None for row in rows):
         title = "Quality not scored: random weights draw noise"
@@ -260,8 +324,11 @@ def plot(rows: list[dict], config: BenchConfig, out_dir: Path, default_steps: di
     for name, value in config.hosted_reference_usd_per_image.items():
         axis.axhline(value, linestyle=":", color="grey")
         axis.annotate(f"{name} ${value:.2f}", (0, value), fontsize=7, va="bottom")
-    axis.set_xticks([i + 0.4 - width / 2 for i in range(len(chosen))],
-                    [f"{v}\n{chosen[v]['steps']} steps, batch {chosen[v]['batch_size']}" for v in chosen], fontsize=7)
+    axis.set_xticks(
+        [i + 0.4 - width / 2 for i in range(len(chosen))],
+        [f"{v}\n{chosen[v]['steps']} steps, batch {chosen[v]['batch_size']}" for v in chosen],
+        fontsize=7,
+    )
     axis.set(ylabel="USD per image (log)", title="Cost per image", yscale="log")
     axis.legend(fontsize=7)
     paths.append(out_dir / "cost_per_image.png")

@@ -113,9 +113,7 @@ def get_size(size: str) -> EmulatedSize:
     try:
         return SIZES[size]
     except KeyError:
-        raise UnknownEmulationSizeError(
-            f"Unknown emulation size {size!r}. Use one of: {', '.join(SIZES)}."
-        ) from None
+        raise UnknownEmulationSizeError(f"Unknown emulation size {size!r}. Use one of: {', '.join(SIZES)}.") from None
 
 
 def _fingerprint(variant: ModelVariant, size: str) -> str:

@@ -51,5 +51,7 @@ def components(variant: ModelVariant) -> list[Component]:
     return [
         Component(f"{variant.name} transformer", "transformer", transformer_params(variant)),
         Component(f"{variant.name} VAE", "vae", vae_params()),
-        Component(f"{variant.text_encoder.family} text encoder", "text_encoder", text_encoder_params(variant.text_encoder)),
+        Component(
+            f"{variant.text_encoder.family} text encoder", "text_encoder", text_encoder_params(variant.text_encoder)
+        ),
     ]

@@ -17,17 +17,35 @@ from deployments.registry import ModelVariant, TextEncoderSpec
 from deployments.tokenizer import train_tokenizer
 
 QWEN3_SHAPES = {  # public Qwen3 configs: layers, heads, kv heads, intermediate, vocab
-    "qwen3-4b": dict(num_hidden_layers=36, num_attention_heads=32, num_key_value_heads=8, intermediate_size=9728, vocab_size=151936, tie_word_embeddings=True),
-    "qwen3-8b": dict(num_hidden_layers=36, num_attention_heads=32, num_key_value_heads=8, intermediate_size=12288, vocab_size=151936, tie_word_embeddings=False),
+    "qwen3-4b": dict(
+        num_hidden_layers=36,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        intermediate_size=9728,
+        vocab_size=151936,
+        tie_word_embeddings=True,
+    ),
+    "qwen3-8b": dict(
+        num_hidden_layers=36,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        intermediate_size=12288,
+        vocab_size=151936,
+        tie_word_embeddings=False,
+    ),
 }
 
 
 def real_transformer(variant: ModelVariant) -> Flux2Transformer2DModel:
     size = variant.transformer
     return Flux2Transformer2DModel(
-        in_channels=128, num_layers=size.num_double_blocks, num_single_layers=size.num_single_blocks,
-        attention_head_dim=size.attention_head_dim, num_attention_heads=size.num_attention_heads,
-        joint_attention_dim=variant.text_encoder.embedding_dim, guidance_embeds=False,
+        in_channels=128,
+        num_layers=size.num_double_blocks,
+        num_single_layers=size.num_single_blocks,
+        attention_head_dim=size.attention_head_dim,
+        num_attention_heads=size.num_attention_heads,
+        joint_attention_dim=variant.text_encoder.embedding_dim,
+        guidance_embeds=False,
     )
 
 
@@ -56,8 +74,11 @@ def build_real_size_pipeline(
 ) -> Flux2KleinPipeline:
     """The variant's pipeline at full size; parts named in `left_out` (e.g. transformer=None) are skipped."""
     torch.manual_seed(seed)
-    parts = {"transformer": lambda: real_transformer(variant), "vae": real_vae,
-             "text_encoder": lambda: real_text_encoder(variant.text_encoder)}
+    parts = {
+        "transformer": lambda: real_transformer(variant),
+        "vae": real_vae,
+        "text_encoder": lambda: real_text_encoder(variant.text_encoder),
+    }
     with _building_on(device, dtype):
         modules = {name: None if name in left_out else build().eval() for name, build in parts.items()}
     tokenizer = None if "tokenizer" in left_out or "text_encoder" in left_out else train_tokenizer()

@@ -114,7 +114,9 @@ def describe_weights(variant: ModelVariant, weights: str) -> ResolvedWeights:
 def _from_folder(variant: ModelVariant, folder: Path) -> ResolvedWeights:
     settings_file = folder / SETTINGS_FILENAME
     settings = json.loads(settings_file.read_text()) if settings_file.exists() else {}
-    return _settings_to_weights(variant, str(folder), settings, settings.get("description", f"local checkpoint {folder}"))
+    return _settings_to_weights(
+        variant, str(folder), settings, settings.get("description", f"local checkpoint {folder}")
+    )
 
 
 def _settings_to_weights(variant: ModelVariant, source: str, settings: dict, description: str) -> ResolvedWeights:

@@ -29,7 +29,13 @@ def read_keys_file(keys_file: Path) -> list[dict]:
         for line in keys_file.read_text().splitlines():
             fields = line.split("#", 1)[0].split()
             if fields:
-                entries.append({"hash": fields[0].lower(), "name": fields[1] if len(fields) > 1 else "", "created": fields[2] if len(fields) > 2 else ""})
+                entries.append(
+                    {
+                        "hash": fields[0].lower(),
+                        "name": fields[1] if len(fields) > 1 else "",
+                        "created": fields[2] if len(fields) > 2 else "",
+                    }
+                )
     return entries
 
 

@@ -33,7 +33,8 @@ def validate_args(args: dict | AppArgs) -> AppArgs:
         return AppArgs.model_validate(args or {})
     except ValidationError as error:
         problems = "; ".join(
-            f"{'.'.join(['args', *(str(part) for part in problem['loc'])])}: {problem['msg']}" for problem in error.errors()
+            f"{'.'.join(['args', *(str(part) for part in problem['loc'])])}: {problem['msg']}"
+            for problem in error.errors()
         )
         raise ConfigError(f"serve_config.yaml is invalid: {problems}") from None
 

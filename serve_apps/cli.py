@@ -177,7 +177,9 @@ def main(argv: list[str] | None = None) -> None:
     export_parser.add_argument("--key", help="only this API key's jobs")
     retention_parser = commands.add_parser("retention", help="delete finished jobs older than jobs.retention_days")
     retention_parser.add_argument("--dry-run", action="store_true", help="only count what would be deleted")
-    history_commands.add_parser("import-files", help="move job records kept as files by earlier versions into the database")
+    history_commands.add_parser(
+        "import-files", help="move job records kept as files by earlier versions into the database"
+    )
     add_generate_arguments(commands.add_parser("generate", help="generate images through the HTTP API and save them"))
     add_telegram_arguments(commands.add_parser("telegram", help="run the Telegram bot (configured by env; see README)"))
     options = parser.parse_args(argv)

@@ -29,9 +29,7 @@ class AutoscalingArgs(StrictModel):
     @model_validator(mode="after")
     def _min_not_above_max(self) -> AutoscalingArgs:
         if self.min_replicas > self.max_replicas:
-            raise ValueError(
-                f"min_replicas ({self.min_replicas}) is above max_replicas ({self.max_replicas})"
-            )
+            raise ValueError(f"min_replicas ({self.min_replicas}) is above max_replicas ({self.max_replicas})")
         return self
 
 
@@ -173,7 +171,11 @@ class LoraArgs(StrictModel):
         from lora.sources import AdapterSources
 
         return AdapterSources(
-            self.allowed_roots, self.allowed_s3_prefixes, self.allowed_hub_orgs, self.max_download_bytes, storage_options
+            self.allowed_roots,
+            self.allowed_s3_prefixes,
+            self.allowed_hub_orgs,
+            self.max_download_bytes,
+            storage_options,
         )
 
 
@@ -191,7 +193,9 @@ class PricingArgs(StrictModel):
     @model_validator(mode="after")
     def _priced(self) -> PricingArgs:
         if self.gpu_type not in self.usd_per_gpu_hour:
-            raise ValueError(f"gpu_type {self.gpu_type!r} has no price in usd_per_gpu_hour {sorted(self.usd_per_gpu_hour)}")
+            raise ValueError(
+                f"gpu_type {self.gpu_type!r} has no price in usd_per_gpu_hour {sorted(self.usd_per_gpu_hour)}"
+            )
         return self
 
     @property

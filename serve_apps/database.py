@@ -115,7 +115,9 @@ class JobDatabase:
 
     # -- create ---------------------------------------------------------------------------
 
-    def create(self, record: JobRecord, idempotency_key: str | None = None, body_digest: str | None = None) -> tuple[JobRecord, Claim | None]:
+    def create(
+        self, record: JobRecord, idempotency_key: str | None = None, body_digest: str | None = None
+    ) -> tuple[JobRecord, Claim | None]:
         """Insert a new job and take its lease; with an Idempotency-Key already used by this key,
         return the first job instead (and no claim), or IdempotencyConflict for another body."""
         key_digest = request_digest(idempotency_key) if idempotency_key else None
@@ -235,7 +237,9 @@ class JobDatabase:
         record.updated_at = time.time()
         statement = (
             update(jobs)
-            .where(jobs.c.id == claim.job_id, jobs.c.lease_token == claim.token, jobs.c.status == JobStatus.PENDING.value)
+            .where(
+                jobs.c.id == claim.job_id, jobs.c.lease_token == claim.token, jobs.c.status == JobStatus.PENDING.value
+            )
             .values(**self._columns(record))
         )
         with self.engine.begin() as connection:
@@ -246,7 +250,9 @@ class JobDatabase:
         """Renew the lease only; LeaseLost once another replica took the job or it ended."""
         statement = (
             update(jobs)
-            .where(jobs.c.id == claim.job_id, jobs.c.lease_token == claim.token, jobs.c.status == JobStatus.PENDING.value)
+            .where(
+                jobs.c.id == claim.job_id, jobs.c.lease_token == claim.token, jobs.c.status == JobStatus.PENDING.value
+            )
             .values(heartbeat_at=time.time())
         )
         with self.engine.begin() as connection:
@@ -326,9 +332,7 @@ class JobDatabase:
 
     def key_role(self, key_hash: str) -> str | None:
         with self.engine.connect() as connection:
-            return connection.execute(
-                select(api_keys.c.role).where(api_keys.c.hash == key_hash)
-            ).scalar_one_or_none()
+            return connection.execute(select(api_keys.c.role).where(api_keys.c.hash == key_hash)).scalar_one_or_none()
 
     def has_keys(self) -> bool:
         with self.engine.connect() as connection:

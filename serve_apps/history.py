@@ -45,7 +45,10 @@ def job_row(record: JobRecord) -> dict:
         "status": record.status.value,
         "created_at": int(record.created_at * 1000),
         "updated_at": int(record.updated_at * 1000),
-        **{name: getattr(params, name) for name in ("prompt", "width", "height", "steps", "guidance", "num_images", "output_format")},
+        **{
+            name: getattr(params, name)
+            for name in ("prompt", "width", "height", "steps", "guidance", "num_images", "output_format")
+        },
         "seed": params.seed,
         "attempts": record.attempts,
         "error": record.error,

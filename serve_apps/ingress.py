@@ -36,18 +36,21 @@ class Ingress:
         db = JobDatabase(self.args.database_url)
         self.keys = ApiKeys.from_environment(self.args.keys_file, db)
         if not self.keys.configured():
-            logger.warning("no API keys configured: every request gets 401 until FLUX_API_KEYS or `flux-serve keys create`")
+            logger.warning(
+                "no API keys configured: every request gets 401 until FLUX_API_KEYS or `flux-serve keys create`"
+            )
         self.weights = {
-            name: describe_weights(get_variant(name), model_args.weights) for name, model_args in self.args.models.items()
+            name: describe_weights(get_variant(name), model_args.weights)
+            for name, model_args in self.args.models.items()
         }
         defaults = {name: weights.defaults for name, weights in self.weights.items()}
         store = JobStore(self.args.storage_url, self.args.storage_options)
         self.signer = UrlSigner(load_signing_key(store), self.args.result_url_ttl_s)
         self.views = JobViews(self.signer)
-        self.adapters = AdapterRegistry(
-            db, self.transformer_shapes, self.args.loras.sources(self.args.storage_options)
+        self.adapters = AdapterRegistry(db, self.transformer_shapes, self.args.loras.sources(self.args.storage_options))
+        self.service = JobService(
+            db, store, encoders, denoisers, self.args, defaults, self.views, limiter, self.adapters
         )
-        self.service = JobService(db, store, encoders, denoisers, self.args, defaults, self.views, limiter, self.adapters)
         self._shapes: dict | None = None
 
     @staticmethod

@@ -32,7 +32,12 @@ class KeyLimiter:
     @staticmethod
     def deployment_options() -> dict:
         """One replica, so every ingress sees the same counts."""
-        return {"name": "KeyLimiter", "num_replicas": 1, "ray_actor_options": {"num_cpus": 0}, "max_ongoing_requests": 1000}
+        return {
+            "name": "KeyLimiter",
+            "num_replicas": 1,
+            "ray_actor_options": {"num_cpus": 0},
+            "max_ongoing_requests": 1000,
+        }
 
     def admit(self, key_id: str, job_id: str, now: float | None = None) -> dict | None:
         """Register a submit; None if allowed, else {reason, retry_after_s, status_code}."""

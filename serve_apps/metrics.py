@@ -8,14 +8,21 @@ MODEL = ("model",)
 
 IMAGES = Counter("flux_images_generated_total", description="Images generated", tag_keys=MODEL)
 BATCH_IMAGES = Histogram(
-    "flux_batch_images", description="Images in the forward pass a job ran in", boundaries=[1, 2, 4, 8, 12, 24], tag_keys=MODEL
+    "flux_batch_images",
+    description="Images in the forward pass a job ran in",
+    boundaries=[1, 2, 4, 8, 12, 24],
+    tag_keys=MODEL,
 )
 STEP_SECONDS = Histogram(
-    "flux_step_seconds", description="Seconds per denoising step of a forward pass",
-    boundaries=[0.01, 0.03, 0.1, 0.3, 1, 3], tag_keys=MODEL,
+    "flux_step_seconds",
+    description="Seconds per denoising step of a forward pass",
+    boundaries=[0.01, 0.03, 0.1, 0.3, 1, 3],
+    tag_keys=MODEL,
 )
 COLD_STARTS = Counter("flux_cold_starts_total", description="Denoiser replicas started (model loaded)", tag_keys=MODEL)
-GPU_SECONDS = Counter("flux_gpu_seconds_total", description="GPU-seconds used by jobs (time x GPU fraction)", tag_keys=MODEL)
+GPU_SECONDS = Counter(
+    "flux_gpu_seconds_total", description="GPU-seconds used by jobs (time x GPU fraction)", tag_keys=MODEL
+)
 COST_USD = Counter("flux_cost_usd_total", description="Cost of jobs at the configured GPU price", tag_keys=MODEL)
 QUEUE_DEPTH = Gauge("flux_jobs_in_flight", description="Jobs an ingress replica is running", tag_keys=MODEL)
 

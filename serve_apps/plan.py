@@ -79,12 +79,16 @@ def render(plan: Plan) -> str:
     lines = ["| GPU | part | memory (GB, bf16 + working margin) | num_gpus |", "|---|---|---|---|"]
     for gpu in plan.gpus:
         for part in gpu.parts:
-            lines.append(f"| {gpu.index} ({gpu.memory_gb:.0f} GB) | {part.name} | {part.memory_gb:.1f} | {part.memory_gb / gpu.memory_gb:.2f} |")
+            lines.append(
+                f"| {gpu.index} ({gpu.memory_gb:.0f} GB) | {part.name} | {part.memory_gb:.1f} | {part.memory_gb / gpu.memory_gb:.2f} |"
+            )
         lines.append(f"| {gpu.index} | free | {gpu.free_gb:.1f} | |")
     for part in plan.on_cpu:
         lines.append(f"| CPU | {part.name} (offloaded: encodes once per prompt) | {part.memory_gb:.1f} | 0 |")
     for part in plan.one_after_another:
         lines.append(f"| shared | {part.name}: loaded only when used (min_replicas: 0) | {part.memory_gb:.1f} | |")
     for part in plan.does_not_fit:
-        lines.append(f"| none | {part.name}: larger than any GPU here; use FP8 or a bigger GPU | {part.memory_gb:.1f} | |")
+        lines.append(
+            f"| none | {part.name}: larger than any GPU here; use FP8 or a bigger GPU | {part.memory_gb:.1f} | |"
+        )
     return "\n".join(lines)

@@ -50,7 +50,9 @@ def side_from_ratio(width_per_height: float, area_px: int) -> tuple[int, int]:
     4:1 are taken as 4:1 (a reference image may be any shape; outputs stay sensible)."""
     ratio = min(4.0, max(0.25, width_per_height))
     height = math.sqrt(area_px / ratio)
-    width, height = (max(MIN_SIDE_PX, round(side / SIDE_MULTIPLE_PX) * SIDE_MULTIPLE_PX) for side in (height * ratio, height))
+    width, height = (
+        max(MIN_SIDE_PX, round(side / SIDE_MULTIPLE_PX) * SIDE_MULTIPLE_PX) for side in (height * ratio, height)
+    )
     while width * height > MAX_PIXELS:  # rounding up may cross the pixel limit: step the longer side down
         width, height = (width - SIDE_MULTIPLE_PX, height) if width >= height else (width, height - SIDE_MULTIPLE_PX)
     return width, height

@@ -37,11 +37,15 @@ class PostgresServer:
         self.data = self.folder / "data"
         self.port = free_port()
         self.pg_ctl = pg_ctl
-        subprocess.run(_as_postgres([initdb, "-D", str(self.data), "-U", "flux", "--auth=trust"]), check=True,
-                       capture_output=True)
+        subprocess.run(
+            _as_postgres([initdb, "-D", str(self.data), "-U", "flux", "--auth=trust"]), check=True, capture_output=True
+        )
         options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.folder}"
-        subprocess.run(_as_postgres([pg_ctl, "-D", str(self.data), "-o", options, "-l", str(self.folder / "log"),
-                                     "-w", "start"]), check=True, capture_output=True)
+        subprocess.run(
+            _as_postgres([pg_ctl, "-D", str(self.data), "-o", options, "-l", str(self.folder / "log"), "-w", "start"]),
+            check=True,
+            capture_output=True,
+        )
         self.url = f"postgresql://flux@127.0.0.1:{self.port}/postgres"
 
     def new_database(self) -> str:

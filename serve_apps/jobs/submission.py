@@ -57,7 +57,8 @@ class JobSubmitter:
                 prompt = add_trigger_words(prompt, records)
             warnings = trigger_warnings(prompt, records)
             adapters = tuple(
-                AdapterRef(record["id"], record["source"], choice.scale) for record, choice in zip(records, request.loras)
+                AdapterRef(record["id"], record["source"], choice.scale)
+                for record, choice in zip(records, request.loras)
             )
         return request.to_params(self.defaults[model], adapters, prompt, inputs.references, inputs.mask), warnings
 

@@ -18,7 +18,10 @@ router = APIRouter(tags=["jobs"])
 
 @router.get(
     "/v1/images/{job_id}/{name}",
-    responses={HTTPStatus.NOT_FOUND.value: {"model": ErrorResponse}, HTTPStatus.FORBIDDEN.value: {"model": ErrorResponse}},
+    responses={
+        HTTPStatus.NOT_FOUND.value: {"model": ErrorResponse},
+        HTTPStatus.FORBIDDEN.value: {"model": ErrorResponse},
+    },
 )
 async def get_image(
     request: Request,
@@ -38,7 +41,10 @@ async def get_image(
 
 @router.get(
     "/v1/references/{name}",
-    responses={HTTPStatus.NOT_FOUND.value: {"model": ErrorResponse}, HTTPStatus.FORBIDDEN.value: {"model": ErrorResponse}},
+    responses={
+        HTTPStatus.NOT_FOUND.value: {"model": ErrorResponse},
+        HTTPStatus.FORBIDDEN.value: {"model": ErrorResponse},
+    },
 )
 async def get_reference(
     request: Request,

@@ -22,5 +22,7 @@ async def studio() -> FileResponse:
 @router.get("/studio/{name}")
 async def studio_asset(name: str) -> FileResponse:
     if name not in ASSETS:
-        raise HTTPException(HTTPStatus.NOT_FOUND, f"No studio file {name!r}; the page uses {', '.join(sorted(ASSETS))}.")
+        raise HTTPException(
+            HTTPStatus.NOT_FOUND, f"No studio file {name!r}; the page uses {', '.join(sorted(ASSETS))}."
+        )
     return FileResponse(str(STATIC / name), media_type=ASSETS[name], headers={"Cache-Control": "no-cache"})

@@ -23,7 +23,9 @@ class UploadResponse(BaseModel):
 
 @router.post("/v1/uploads", response_model=UploadResponse, responses=BODY_ERRORS)
 async def upload(
-    request: Request, file: UploadFile = File(description="a PNG, JPEG or WebP image"), key_id: str = Depends(require_key)
+    request: Request,
+    file: UploadFile = File(description="a PNG, JPEG or WebP image"),
+    key_id: str = Depends(require_key),
 ) -> UploadResponse:
     """The image is checked and normalised as any input is (EXIF rotation, alpha on white); the id
     it gets works in place of base64 or a URL in `input_image` .. `input_image_N` and `mask`."""

@@ -51,32 +51,67 @@ def cluster(tmp_path_factory):
     gcs_port, dashboard_port, http_port = free_port(), free_port(), free_port()
     head_metrics_port, worker_metrics_port = free_port(), free_port()
     before = set(raylet_pids())
-    ray_cli("start", "--head", f"--port={gcs_port}", f"--dashboard-port={dashboard_port}", "--num-cpus=2",
-            "--num-gpus=1", f"--metrics-export-port={head_metrics_port}", "--disable-usage-stats", env=env)
+    ray_cli(
+        "start",
+        "--head",
+        f"--port={gcs_port}",
+        f"--dashboard-port={dashboard_port}",
+        "--num-cpus=2",
+        "--num-gpus=1",
+        f"--metrics-export-port={head_metrics_port}",
+        "--disable-usage-stats",
+        env=env,
+    )
     head_raylets = set(raylet_pids()) - before
-    ray_cli("start", f"--address=127.0.0.1:{gcs_port}", "--num-cpus=2", "--num-gpus=1",
-            f"--metrics-export-port={worker_metrics_port}", env=env)
+    ray_cli(
+        "start",
+        f"--address=127.0.0.1:{gcs_port}",
+        "--num-cpus=2",
+        "--num-gpus=1",
+        f"--metrics-export-port={worker_metrics_port}",
+        env=env,
+    )
     worker_raylets = set(raylet_pids()) - before - head_raylets
     model = {
-        "weights": "emulated:tiny", "num_gpus": 1, "num_cpus": 0.5,
+        "weights": "emulated:tiny",
+        "num_gpus": 1,
+        "num_cpus": 0.5,
         "batching": {"max_batch_size": 1, "batch_wait_timeout_s": 0},
-        "autoscaling": {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 1,
-                        "upscale_delay_s": 0, "downscale_delay_s": 600},
+        "autoscaling": {
+            "min_replicas": 1,
+            "max_replicas": 2,
+            "target_ongoing_requests": 1,
+            "upscale_delay_s": 0,
+            "downscale_delay_s": 600,
+        },
     }
     config = {
         "proxy_location": "HeadOnly",
         "http_options": {"host": "127.0.0.1", "port": http_port},
-        "applications": [{
-            "name": "flux", "route_prefix": "/", "import_path": "serve_apps.builder:build_app",
-            "args": {"storage_url": str(work / "storage"), "models": {"flux-2-klein-4b": model},
-                     "encoder": {"num_cpus": 0.25}, "ingress": {"num_cpus": 0.25},
-                     "jobs": {"heartbeat_s": 1, "stale_after_s": 6, "max_attempts": 3}},
-        }],
+        "applications": [
+            {
+                "name": "flux",
+                "route_prefix": "/",
+                "import_path": "serve_apps.builder:build_app",
+                "args": {
+                    "storage_url": str(work / "storage"),
+                    "models": {"flux-2-klein-4b": model},
+                    "encoder": {"num_cpus": 0.25},
+                    "ingress": {"num_cpus": 0.25},
+                    "jobs": {"heartbeat_s": 1, "stale_after_s": 6, "max_attempts": 3},
+                },
+            }
+        ],
     }
     config_path = work / "serve_config.yaml"
     config_path.write_text(yaml.safe_dump(config))
-    deploy = subprocess.run([str(BIN / "serve"), "deploy", str(config_path), "--address", f"http://127.0.0.1:{dashboard_port}"],
-                            capture_output=True, text=True, env=env, timeout=180)
+    deploy = subprocess.run(
+        [str(BIN / "serve"), "deploy", str(config_path), "--address", f"http://127.0.0.1:{dashboard_port}"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+    )
     assert deploy.returncode == 0, deploy.stdout + deploy.stderr
     base = f"http://127.0.0.1:{http_port}"
     deadline = time.monotonic() + 180
@@ -122,9 +157,12 @@ def test_replicas_spread_over_both_nodes_and_a_dead_node_loses_no_job(cluster):
         first_node = min(first_wave, key=lambda job: job["created_at"])["batch"]["node"]
         scaled_up_s = min(
             job["created_at"] + job["timings_s"]["queue"] + job["timings_s"]["encode"] - wave_started
-            for job in first_wave if job["batch"]["node"] != first_node
+            for job in first_wave
+            if job["batch"]["node"] != first_node
         )
-        print(f"\nscale 1 -> 2 replicas under load: first job on the new node started {scaled_up_s:.1f} s after the load began")
+        print(
+            f"\nscale 1 -> 2 replicas under load: first job on the new node started {scaled_up_s:.1f} s after the load began"
+        )
 
         with ThreadPoolExecutor(6) as pool:
             futures = [pool.submit(submit_and_wait, client, 100 + seed, LONGER) for seed in range(4)]
@@ -155,5 +193,10 @@ def test_custom_metrics_reach_prometheus(cluster):
     while time.monotonic() < deadline and "flux_images_generated_total" not in exported:
         exported = "".join(_scrape(url) for url in metrics_urls)  # each node exports its own replicas' metrics
         time.sleep(2)
-    for name in ("flux_images_generated_total", "flux_batch_images", "flux_cold_starts_total", "flux_gpu_seconds_total"):
+    for name in (
+        "flux_images_generated_total",
+        "flux_batch_images",
+        "flux_cold_starts_total",
+        "flux_gpu_seconds_total",
+    ):
         assert name in exported, f"{name} not exported"

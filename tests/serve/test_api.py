@@ -147,7 +147,12 @@ def test_batch_size_changes_live_through_user_config(client, serve_instance):
     from serve_apps.builder import build_app
 
     _, args = serve_instance
-    unbatched = {**args, "models": {m: {**a, "batching": {"max_batch_size": 1, "batch_wait_timeout_s": 0.5}} for m, a in args["models"].items()}}
+    unbatched = {
+        **args,
+        "models": {
+            m: {**a, "batching": {"max_batch_size": 1, "batch_wait_timeout_s": 0.5}} for m, a in args["models"].items()
+        },
+    }
     serve.run(build_app(unbatched), name="flux", route_prefix="/")
     try:
         with ThreadPoolExecutor(4) as pool:
@@ -187,7 +192,10 @@ def test_scale_to_zero_then_cold_start_on_the_first_request(client, serve_instan
 
     _, args = serve_instance
     zero = {"min_replicas": 0, "max_replicas": 1, "upscale_delay_s": 0, "downscale_delay_s": 2}
-    scaled = {**args, "models": {**args["models"], "flux-2-klein-9b": {**args["models"]["flux-2-klein-9b"], "autoscaling": zero}}}
+    scaled = {
+        **args,
+        "models": {**args["models"], "flux-2-klein-9b": {**args["models"]["flux-2-klein-9b"], "autoscaling": zero}},
+    }
     serve.run(build_app(scaled), name="flux", route_prefix="/")
     try:
         deadline = time.monotonic() + 60

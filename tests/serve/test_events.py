@@ -52,7 +52,9 @@ def test_events_follow_a_job_to_done_which_is_the_job_as_get_shows_it(client):
     assert len(job["images"]) == SLOW_JOB["num_images"]
 
     again = read_events(client, f"/v1/jobs/{job_id}/events")
-    assert [(event.name, event.id) for event in again] == [("done", events[-1].id)], "a finished job: one done, then close"
+    assert [(event.name, event.id) for event in again] == [("done", events[-1].id)], (
+        "a finished job: one done, then close"
+    )
     assert read_events(client, f"/v1/jobs/{job_id}/events", {"Last-Event-ID": events[-1].id}) == []
 
 
@@ -77,7 +79,10 @@ def test_a_signed_events_url_opens_without_a_key_and_only_for_that_job(client, b
         assert "events-token" in stolen.json()["detail"]
     other_key = client.get(f"/v1/jobs/{job_id}/events", headers={"x-key": SECOND_KEY})
     assert other_key.status_code == HTTPStatus.NOT_FOUND
-    assert client.post(f"/v1/jobs/{job_id}/events-token", headers={"x-key": SECOND_KEY}).status_code == HTTPStatus.NOT_FOUND
+    assert (
+        client.post(f"/v1/jobs/{job_id}/events-token", headers={"x-key": SECOND_KEY}).status_code
+        == HTTPStatus.NOT_FOUND
+    )
 
 
 def test_the_studio_page_and_docs_load_everything_from_the_service_itself(client, base_url):

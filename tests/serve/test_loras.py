@@ -21,8 +21,15 @@ def trained_adapter(serve_instance) -> Path:
     root = Path(args["loras"]["allowed_roots"][0])
     data = write_red_dataset(root.parent / "red-data")
     result = train_lora(
-        LoraTrainingConfig(model="flux-2-klein-4b", data=data, out=root / "red", trigger_word="redstyle",
-                           weights="emulated:tiny", steps=20, tags=["style"]),
+        LoraTrainingConfig(
+            model="flux-2-klein-4b",
+            data=data,
+            out=root / "red",
+            trigger_word="redstyle",
+            weights="emulated:tiny",
+            steps=20,
+            tags=["style"],
+        ),
         show_progress=False,
     )
     return result.adapter_path.parent
@@ -43,7 +50,9 @@ def test_register_list_and_apply(client, trained_adapter):
     assert record["request"]["loras"][0]["scale"] == 0.8
     assert any("redstyle" in warning for warning in record["warnings"]), "the trigger word was forgotten"
 
-    added = client.get(f"/v1/jobs/{submit(client, prompt='a circle', loras=[{'id': 'red'}], add_trigger_words=True)['id']}").json()
+    added = client.get(
+        f"/v1/jobs/{submit(client, prompt='a circle', loras=[{'id': 'red'}], add_trigger_words=True)['id']}"
+    ).json()
     assert added["request"]["prompt"] == "redstyle, a circle" and added["warnings"] == []
 
 

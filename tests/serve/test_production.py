@@ -121,9 +121,21 @@ def test_signed_webhook_on_completion(client):
 
 
 def test_idempotency_key_returns_the_same_job(client):
-    first = client.post("/v1/flux-2-klein-4b", json={"prompt": "once", "width": 64, "height": 64}, headers={"Idempotency-Key": "order-42"})
-    again = client.post("/v1/flux-2-klein-4b", json={"prompt": "once", "width": 64, "height": 64}, headers={"Idempotency-Key": "order-42"})
-    other = client.post("/v1/flux-2-klein-4b", json={"prompt": "once", "width": 64, "height": 64}, headers={"Idempotency-Key": "order-43"})
+    first = client.post(
+        "/v1/flux-2-klein-4b",
+        json={"prompt": "once", "width": 64, "height": 64},
+        headers={"Idempotency-Key": "order-42"},
+    )
+    again = client.post(
+        "/v1/flux-2-klein-4b",
+        json={"prompt": "once", "width": 64, "height": 64},
+        headers={"Idempotency-Key": "order-42"},
+    )
+    other = client.post(
+        "/v1/flux-2-klein-4b",
+        json={"prompt": "once", "width": 64, "height": 64},
+        headers={"Idempotency-Key": "order-43"},
+    )
     assert first.json()["id"] == again.json()["id"] != other.json()["id"]
 
 

@@ -43,7 +43,9 @@ def test_two_replicas_adopting_one_stale_job_one_wins(db):
     job, _claim = db.create(record(heartbeat_at=time.time() - 100))
     token = db.lease_token(job.id)
     with ThreadPoolExecutor(8) as pool:
-        claims = list(pool.map(lambda owner: db.adopt(job.id, token, owner, time.time() - 30), [f"r{i}" for i in range(8)]))
+        claims = list(
+            pool.map(lambda owner: db.adopt(job.id, token, owner, time.time() - 30), [f"r{i}" for i in range(8)])
+        )
     winners = [claim for claim in claims if claim is not None]
     assert len(winners) == 1
     assert db.load(job.id).owner in {f"r{i}" for i in range(8)}
@@ -143,12 +145,38 @@ def test_file_records_of_earlier_versions_are_imported_once(tmp_path):
 
     store = JobStore(str(tmp_path / "store"))
     done, orphan = new_job_id(), new_job_id()
-    request = {"prompt": "p", "loras": [{"id": "red", "source": "/l", "scale": 0.5}], "width": 64, "height": 64,
-               "steps": 4, "guidance": None, "num_images": 1, "output_format": "png", "seed": 3}
+    request = {
+        "prompt": "p",
+        "loras": [{"id": "red", "source": "/l", "scale": 0.5}],
+        "width": 64,
+        "height": 64,
+        "steps": 4,
+        "guidance": None,
+        "num_images": 1,
+        "output_format": "png",
+        "seed": 3,
+    }
     for job_id, status in ((done, "Ready"), (orphan, "Pending")):
-        stored = {"id": job_id, "model": "m", "key_id": KEY_ID, "status": status, "stage": "done", "request": request,
-                  "seed": 3, "attempts": 1, "owner": "x", "heartbeat_at": 1.0, "created_at": 1.0, "updated_at": 1.0,
-                  "images": ["0.png"], "timings_s": {}, "batch": {}, "error": None, "webhook": None, "warnings": []}
+        stored = {
+            "id": job_id,
+            "model": "m",
+            "key_id": KEY_ID,
+            "status": status,
+            "stage": "done",
+            "request": request,
+            "seed": 3,
+            "attempts": 1,
+            "owner": "x",
+            "heartbeat_at": 1.0,
+            "created_at": 1.0,
+            "updated_at": 1.0,
+            "images": ["0.png"],
+            "timings_s": {},
+            "batch": {},
+            "error": None,
+            "webhook": None,
+            "warnings": [],
+        }
         store.fs.makedirs(f"{store.root}/jobs/{job_id}", exist_ok=True)
         store.fs.pipe_file(f"{store.root}/jobs/{job_id}/job.json", json.dumps(stored).encode())
     broken = new_job_id()

@@ -41,7 +41,10 @@ def replay(states: list[dict | None], last_event_id: int = 0) -> tuple[list, lis
         sleeps.append(seconds)
 
     async def collect():
-        return [event async for event in job_events(read_job, last_event_id, active_poll_s=0.1, idle_poll_s=0.5, sleep=sleep)]
+        return [
+            event
+            async for event in job_events(read_job, last_event_id, active_poll_s=0.1, idle_poll_s=0.5, sleep=sleep)
+        ]
 
     return asyncio.run(collect()), sleeps
 

@@ -23,7 +23,12 @@ def make_service(tmp_path) -> JobService:
 def pending_record(model: str, created_at: float, stage: str = "queued") -> JobRecord:
     params = GenerationParams(prompt="p", width=64, height=64, steps=4, guidance=None, seed=1)
     return JobRecord(
-        id=new_job_id(), model=model, key_id="0123456789ab", stage=stage, created_at=created_at, owner="other",
+        id=new_job_id(),
+        model=model,
+        key_id="0123456789ab",
+        stage=stage,
+        created_at=created_at,
+        owner="other",
         params=params,
     )
 

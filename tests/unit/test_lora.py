@@ -40,8 +40,14 @@ def write_red_dataset(folder: Path, count: int = 12) -> Path:
 def red_adapter(tmp_path_factory):
     data = write_red_dataset(tmp_path_factory.mktemp("red-data"))
     config = LoraTrainingConfig(
-        model=MODEL, data=data, out=tmp_path_factory.mktemp("red-lora"), trigger_word="redstyle",
-        weights="emulated:tiny", steps=80, learning_rate=1e-2, tags=["style"],
+        model=MODEL,
+        data=data,
+        out=tmp_path_factory.mktemp("red-lora"),
+        trigger_word="redstyle",
+        weights="emulated:tiny",
+        steps=80,
+        learning_rate=1e-2,
+        tags=["style"],
     )
     return train_lora(config, show_progress=False)
 
@@ -57,7 +63,14 @@ def mean_rgb(image_bytes: bytes) -> np.ndarray:
 
 def params(adapters=(), seed=3) -> GenerationParams:
     return GenerationParams(
-        prompt="", width=64, height=64, steps=4, guidance=None, seed=seed, num_images=2, output_format="png",
+        prompt="",
+        width=64,
+        height=64,
+        steps=4,
+        guidance=None,
+        seed=seed,
+        num_images=2,
+        output_format="png",
         adapters=tuple(adapters),
     )
 
@@ -70,7 +83,11 @@ def test_training_lowers_the_loss_and_writes_a_card(red_adapter):
     first, last = np.mean(red_adapter.losses[:10]), np.mean(red_adapter.losses[-10:])
     assert last < first * 0.9, (first, last)
     card = red_adapter.card_path.read_text()
-    assert "base_model: black-forest-labs/FLUX.2-klein-4B" in card and "`redstyle`" in card and "license: apache-2.0" in card
+    assert (
+        "base_model: black-forest-labs/FLUX.2-klein-4B" in card
+        and "`redstyle`" in card
+        and "license: apache-2.0" in card
+    )
     info = inspect_adapter(red_adapter.adapter_path)
     assert info.metadata["base_model"] == MODEL and info.metadata["trigger_word"] == "redstyle" and info.rank == 8
 
@@ -85,8 +102,14 @@ def latent_distance(denoiser: Denoiser, prompt, adapters, target: torch.Tensor) 
     noise = torch.stack([denoiser.initial_noise(seed, 64, 64) for seed in range(4)])
     with torch.no_grad():
         latents = denoiser.pipeline(
-            prompt_embeds=prompt.embeds[None].repeat(4, 1, 1), latents=noise, width=64, height=64,
-            num_inference_steps=4, guidance_scale=1.0, output_type="latent", return_dict=False,
+            prompt_embeds=prompt.embeds[None].repeat(4, 1, 1),
+            latents=noise,
+            width=64,
+            height=64,
+            num_inference_steps=4,
+            guidance_scale=1.0,
+            output_type="latent",
+            return_dict=False,
             max_sequence_length=denoiser.weights.max_sequence_length,
             text_encoder_out_layers=denoiser.weights.text_encoder_out_layers,
         )[0]
@@ -171,7 +194,9 @@ def test_tensors_alone_reveal_the_wrong_size(red_adapter, denoiser_9b):
     shapes = linear_shapes(dict(denoiser_9b.pipeline.transformer.config))
     with pytest.raises(AdapterMismatch, match="does not fit flux-2-klein-9b"):
         check_compatible("red", anonymous, "flux-2-klein-9b", shapes)
-    check_compatible("red", info, MODEL, linear_shapes(dict(Denoiser(MODEL, weights="emulated:tiny").pipeline.transformer.config)))
+    check_compatible(
+        "red", info, MODEL, linear_shapes(dict(Denoiser(MODEL, weights="emulated:tiny").pipeline.transformer.config))
+    )
 
 
 def test_flux1_kohya_adapter_is_refused(tmp_path):
@@ -266,7 +291,9 @@ def test_hub_sources_are_allow_listed_and_size_checked_before_download(monkeypat
     with pytest.raises(SourceError, match="allowed users or orgs: studio"):
         AdapterSources(allowed_hub_orgs=["studio"]).fetch("someone/style")
     monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", lambda url: type("Meta", (), {"size": 5 * 10**9}))
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda *a, **k: pytest.fail("downloaded a file over the cap"))
+    monkeypatch.setattr(
+        huggingface_hub, "hf_hub_download", lambda *a, **k: pytest.fail("downloaded a file over the cap")
+    )
     with pytest.raises(SourceError, match="5,000,000,000 bytes, over the download cap"):
         AdapterSources(allowed_hub_orgs=["studio"], cache_dir=tmp_path).fetch("studio/style")
 

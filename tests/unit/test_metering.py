@@ -12,8 +12,11 @@ from serve_apps.workers import job_gpu_seconds
 def result(images: int, batch_images: int, denoise_s: float, decode_s: float) -> GenerationResult:
     params = GenerationParams(prompt="", width=64, height=64, steps=4, guidance=None, seed=0, output_format="png")
     return GenerationResult(
-        params, images=[b""] * images, timings_s={"denoise": denoise_s, "decode": decode_s},
-        batch_images=batch_images, batch_requests=2,
+        params,
+        images=[b""] * images,
+        timings_s={"denoise": denoise_s, "decode": decode_s},
+        batch_images=batch_images,
+        batch_requests=2,
     )
 
 

@@ -67,7 +67,9 @@ def make_runner(tmp_path, denoise, timeout_s: float = 30):
     store = JobStore(str(tmp_path))
     encoders = {MODEL: FakeHandle(encode=embedding)}
     denoisers = {MODEL: FakeHandle(generate=denoise)}
-    service = JobService(JobDatabase(args.database_url), store, encoders, denoisers, args, {}, JobViews(UrlSigner(b"k", 60)))
+    service = JobService(
+        JobDatabase(args.database_url), store, encoders, denoisers, args, {}, JobViews(UrlSigner(b"k", 60))
+    )
     params = GenerationParams(prompt="p", width=64, height=64, steps=4, guidance=None, seed=1)
     record = JobRecord(id=new_job_id(), model=MODEL, key_id="0123456789ab", params=params, owner=service.replica_id)
     _stored, claim = service.db.create(record)

@@ -41,7 +41,10 @@ def test_config_refuses_a_share_too_small_for_real_weights():
     from serve_apps.builder import ConfigError, validate_args
 
     real_9b = {"weights": "black-forest-labs/FLUX.2-klein-9B", "num_gpus": 0.5}
-    with pytest.raises(ConfigError, match=r"flux-2-klein-9b needs 21.8 GB but num_gpus 0.5 of a 24 GB GPU gives 12.0 GB; set its num_gpus to at least 0.91"):
+    with pytest.raises(
+        ConfigError,
+        match=r"flux-2-klein-9b needs 21.8 GB but num_gpus 0.5 of a 24 GB GPU gives 12.0 GB; set its num_gpus to at least 0.91",
+    ):
         validate_args({"gpu_memory_gb": 24, "models": {"flux-2-klein-9b": real_9b}})
     validate_args({"gpu_memory_gb": 80, "models": {"flux-2-klein-9b": real_9b}})
     validate_args({"gpu_memory_gb": 24, "models": {"flux-2-klein-9b": {"weights": "emulated", "num_gpus": 0.5}}})

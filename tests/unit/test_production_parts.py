@@ -16,13 +16,13 @@ import pytest
 
 from deployments.contracts import GenerationParams
 from serve_apps.auth import ApiKeys, hash_key, read_keys_file, write_keys_file
+from serve_apps.database import JobDatabase
 from serve_apps.history import SCHEMA, export_history
 from serve_apps.limits import KeyLimiter
 from serve_apps.moderation import PromptPolicy
-from serve_apps.signing import UrlSigner
-from serve_apps.database import JobDatabase
 from serve_apps.records import JobRecord
-from serve_apps.storage import JobStore, new_job_id
+from serve_apps.signing import UrlSigner
+from serve_apps.storage import new_job_id
 from serve_apps.webhooks import deliver, signed_headers
 
 KEY_ID = "0123456789ab"
@@ -74,7 +74,9 @@ def test_webhook_is_retried_with_backoff_and_attempts_recorded():
 
     url = f"http://127.0.0.1:{server.server_port}/hook"
     try:
-        delivered = asyncio.run(deliver(url, {"id": "j"}, "secret-123", "j", 5, 0.01, 5, ["127.0.0.1"], on_attempt=record))
+        delivered = asyncio.run(
+            deliver(url, {"id": "j"}, "secret-123", "j", 5, 0.01, 5, ["127.0.0.1"], on_attempt=record)
+        )
     finally:
         server.shutdown()
     assert delivered
@@ -88,7 +90,9 @@ def test_webhook_to_a_closed_port_gives_up_after_max_attempts():
     async def record(attempt):
         attempts.append(attempt)
 
-    delivered = asyncio.run(deliver("http://127.0.0.1:9/x", {}, None, "j", 3, 0.01, 1, ["127.0.0.1"], on_attempt=record))
+    delivered = asyncio.run(
+        deliver("http://127.0.0.1:9/x", {}, None, "j", 3, 0.01, 1, ["127.0.0.1"], on_attempt=record)
+    )
     assert not delivered and len(attempts) == 3 and all("error" in a for a in attempts)
 
 
@@ -128,11 +132,20 @@ def test_history_export_to_parquet(tmp_path):
         params = GenerationParams(
             prompt=f"p{number}", width=64, height=64, steps=4, guidance=None, seed=number, output_format="png"
         )
-        db.create(JobRecord(
-            id=new_job_id(), model="flux-2-klein-4b", key_id=KEY_ID if number else "ffffffffffff",
-            status="Ready", created_at=1000.0 + number, updated_at=1001.0 + number, params=params,
-            attempts=1, batch={"images": 1, "requests": 1}, timings_s={"encode": 0.1, "denoise": 0.5, "total": 0.7},
-        ))
+        db.create(
+            JobRecord(
+                id=new_job_id(),
+                model="flux-2-klein-4b",
+                key_id=KEY_ID if number else "ffffffffffff",
+                status="Ready",
+                created_at=1000.0 + number,
+                updated_at=1001.0 + number,
+                params=params,
+                attempts=1,
+                batch={"images": 1, "requests": 1},
+                timings_s={"encode": 0.1, "denoise": 0.5, "total": 0.7},
+            )
+        )
     assert export_history(db, tmp_path / "all.parquet") == 3
     assert export_history(db, tmp_path / "mine.parquet", key_id=KEY_ID) == 2
     table = pq.read_table(tmp_path / "mine.parquet")

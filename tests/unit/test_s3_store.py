@@ -26,12 +26,15 @@ def test_denoiser_worker_writes_images_and_progress_to_s3(s3_url, s3_endpoint, e
 
     model = "flux-2-klein-4b"
     args = AppArgs(
-        storage_url=s3_url, storage_options={"endpoint_url": s3_endpoint}, models={model: ModelArgs(weights="emulated:tiny")}
+        storage_url=s3_url,
+        storage_options={"endpoint_url": s3_endpoint},
+        models={model: ModelArgs(weights="emulated:tiny")},
     )
     worker = DenoiserServer(args, model)
     job_id = new_job_id()
-    params = GenerationParams(prompt="a red circle", width=64, height=64, steps=4, guidance=None, seed=1, num_images=2,
-                              output_format="png")
+    params = GenerationParams(
+        prompt="a red circle", width=64, height=64, steps=4, guidance=None, seed=1, num_images=2, output_format="png"
+    )
     [outcome] = worker.generate_batch([encoder.job(params, job_id)])
     reader = JobStore(s3_url, {"endpoint_url": s3_endpoint})
     assert outcome.images == ["0.png", "1.png"]
@@ -45,7 +48,9 @@ def test_a_failing_marker_store_never_fails_the_batch(tmp_path, encoder):
     from serve_apps.workers import DenoiserServer
 
     model = "flux-2-klein-4b"
-    worker = DenoiserServer(AppArgs(storage_url=str(tmp_path), models={model: ModelArgs(weights="emulated:tiny")}), model)
+    worker = DenoiserServer(
+        AppArgs(storage_url=str(tmp_path), models={model: ModelArgs(weights="emulated:tiny")}), model
+    )
 
     def broken(*_args, **_kwargs):
         raise OSError("storage is down")

@@ -17,7 +17,10 @@ from serve_apps.storage import JobStore, new_job_id
         ({"models": {"flux-3": {}}}, "args.models: Value error, unknown model(s) ['flux-3']"),
         ({"models": {"flux-2-klein-4b": {"num_gpus": -1}}}, "args.models.flux-2-klein-4b.num_gpus"),
         ({"models": {"flux-2-klein-4b": {"batching": {"max_batch_size": 0}}}}, "max_batch_size"),
-        ({"models": {"flux-2-klein-4b": {"autoscaling": {"min_replicas": 3, "max_replicas": 1}}}}, "above max_replicas"),
+        (
+            {"models": {"flux-2-klein-4b": {"autoscaling": {"min_replicas": 3, "max_replicas": 1}}}},
+            "above max_replicas",
+        ),
         ({"storage": "/tmp"}, "args.storage: Extra inputs are not permitted"),
     ],
 )
@@ -34,7 +37,9 @@ def test_default_config_serves_both_variants_on_half_a_gpu_each():
     assert args.storage_url.startswith("/"), "local storage is made absolute for replicas"
 
 
-@pytest.mark.parametrize(("ratio", "size"), [("1:1", (1024, 1024)), ("16:9", (1360, 768)), ("9:16", (768, 1360)), ("3:2", (1248, 832))])
+@pytest.mark.parametrize(
+    ("ratio", "size"), [("1:1", (1024, 1024)), ("16:9", (1360, 768)), ("9:16", (768, 1360)), ("3:2", (1248, 832))]
+)
 def test_aspect_ratio_gives_about_a_megapixel_in_multiples_of_16(ratio, size):
     assert side_from_aspect(ratio) == size
     assert GenerateRequest(prompt="x", aspect_ratio=ratio).size(1024, 1024) == size

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from deployments.contracts import DenoiseJob, GenerationParams, InvalidRequestError
 from deployments.denoiser import Denoiser
 from deployments.emulation import build_checkpoint
-from deployments.contracts import DenoiseJob, GenerationParams, InvalidRequestError
 from deployments.registry import VARIANTS, UnknownModelError, get_variant
 from deployments.weights import describe_weights
 
@@ -195,8 +195,16 @@ def test_nine_b_emulation_is_wider_and_deeper_than_four_b(denoiser, denoiser_9b)
 
 def test_registry_carries_the_real_facts():
     four, nine = VARIANTS["flux-2-klein-4b"], VARIANTS["flux-2-klein-9b"]
-    assert (four.transformer.hidden_size, four.transformer.num_double_blocks, four.transformer.num_single_blocks) == (3072, 5, 20)
-    assert (nine.transformer.hidden_size, nine.transformer.num_double_blocks, nine.transformer.num_single_blocks) == (4096, 8, 24)
+    assert (four.transformer.hidden_size, four.transformer.num_double_blocks, four.transformer.num_single_blocks) == (
+        3072,
+        5,
+        20,
+    )
+    assert (nine.transformer.hidden_size, nine.transformer.num_double_blocks, nine.transformer.num_single_blocks) == (
+        4096,
+        8,
+        24,
+    )
     assert four.text_encoder.embedding_dim == 7680 and nine.text_encoder.embedding_dim == 12288
     assert four.license == "Apache-2.0" and not nine.commercial_use
     assert four.default_steps == nine.default_steps == 4
