@@ -102,7 +102,7 @@ def latent_distance(denoiser: Denoiser, prompt, adapters, target: torch.Tensor) 
     noise = torch.stack([denoiser.initial_noise(seed, 64, 64) for seed in range(4)])
     with torch.no_grad():
         latents = denoiser.pipeline(
-            prompt_embeds=prompt.embeds[None].repeat(4, 1, 1),
+            prompt_embeds=prompt.embeds[None].repeat(4, 1, 1).to(denoiser.dtype),  # bf16 on the wire
             latents=noise,
             width=64,
             height=64,
