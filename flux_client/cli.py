@@ -14,10 +14,10 @@ from tqdm import tqdm
 
 from flux_client import config
 from flux_client.client import DEFAULT_URL, FluxClient
-from flux_client.errors import FluxError
+from flux_client.errors import FluxAPIError, FluxError
 from flux_client.options import parse_lora
 from flux_client.progress import JobUpdate
-from flux_client.protocol import DEFAULT_MODEL
+from flux_client.protocol import DEFAULT_MODEL, MAX_INPUT_IMAGES, is_url
 
 FAILED = 1
 
@@ -41,7 +41,11 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
         "--lora", action="append", type=lora_argument, default=[], metavar="ID[:SCALE]", help="repeatable"
     )
     parser.add_argument(
-        "--image", action="append", type=Path, default=[], metavar="PATH", help="an input image to edit; repeatable"
+        "--image",
+        action="append",
+        default=[],
+        metavar="PATH|URL",
+        help="an input image to edit (PNG, JPEG or WebP; a file is uploaded first); repeatable, up to 4",
     )
     parser.add_argument("--url", help=f"the API (default: ${config.URL_ENV}, else {DEFAULT_URL})")
     parser.add_argument("--key", help=f"API key (default: ${config.KEY_ENV}, else {config.local_key_file()})")
@@ -63,8 +67,37 @@ class ProgressBar:
         self.bar.close()
 
 
+def input_images_problem(images: list[str]) -> str | None:
+    """What is wrong with the --image values, found before contacting anything; None when nothing is."""
+    if len(images) > MAX_INPUT_IMAGES:
+        return f"at most {MAX_INPUT_IMAGES} --image per job; got {len(images)}."
+    for image in images:
+        if not is_url(image) and not Path(image).is_file():
+            return f"--image {image}: no such file; give the path of a PNG, JPEG or WebP image, or an http(s) URL."
+    return None
+
+
+def uploaded(flux: FluxClient, images: list[str]) -> list[str]:
+    """Each file uploaded (POST /v1/uploads: no inline base64, so large photos stay under the body limit) as its
+    id; URLs as they are. A refusal names the file."""
+    ids = []
+    for image in images:
+        if is_url(image):
+            ids.append(image)
+            continue
+        try:
+            ids.append(flux.upload(image))
+        except FluxAPIError as error:
+            raise FluxAPIError(error.status_code, f"--image {image}: {error.message}", error.retry_after_s) from None
+    return ids
+
+
 def run_generate(options: argparse.Namespace) -> int:
     """Submit, follow, download; print the files and the job id. Exit code 1 with the API's message on failure."""
+    problem = input_images_problem(options.image)
+    if problem:
+        print(f"flux-serve generate: {problem}", file=sys.stderr)
+        return FAILED
     job_id = None
     try:
         with FluxClient(config.api_url(options.url), config.api_key(options.key)) as flux:
@@ -76,7 +109,7 @@ def run_generate(options: argparse.Namespace) -> int:
                 steps=options.steps,
                 seed=options.seed,
                 loras=options.lora,
-                images=options.image or None,
+                images=uploaded(flux, options.image) or None,
             )
             bar = ProgressBar(job_id)
             try:

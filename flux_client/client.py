@@ -4,6 +4,7 @@
         job_id = flux.submit("a red circle on a blue background", num_images=4)
         job = flux.wait(job_id, on_progress=lambda update: print(update.describe()))
         paths = flux.download(job, "out")
+        edited = flux.submit("make the background yellow", images=[flux.upload("photo.png")])
 
 `wait` follows the job's events stream (GET /v1/jobs/{id}/events) when the server has one and polls
 GET /v1/jobs/{id} otherwise, or when the stream breaks. Errors: FluxAPIError (the API's status and message),
@@ -22,7 +23,15 @@ import httpx
 
 from flux_client.errors import FluxAPIError, FluxConnectionError, JobFailed, raise_for_api_error
 from flux_client.progress import PENDING, READY, JobUpdate
-from flux_client.protocol import DEFAULT_MODEL, ImageInput, history_params, image_name, meaning, submit_body
+from flux_client.protocol import (
+    DEFAULT_MODEL,
+    ImageInput,
+    history_params,
+    image_name,
+    meaning,
+    submit_body,
+    upload_file,
+)
 from flux_client.sse import EventParser
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -130,6 +139,11 @@ class FluxClient(_Base):
         loras [(id, scale)], output_format. images: input images (paths, bytes or URLs) for edits."""
         return self._call("POST", f"/v1/{model}", json=submit_body(prompt, images=images, **fields))["id"]
 
+    def upload(self, image: str | Path | bytes) -> str:
+        """Store an input image on the server (POST /v1/uploads) once; returns its id (upload_...), which
+        works in submit(images=[...]) as often as you like. Ids are private to the API key."""
+        return self._call("POST", "/v1/uploads", files=upload_file(image))["id"]
+
     def job(self, job_id: str) -> dict:
         return self._call("GET", f"/v1/jobs/{job_id}")
 
@@ -206,15 +220,19 @@ class FluxClient(_Base):
 
     def image_bytes(self, job: dict) -> list[bytes]:
         """The job's images, from their signed URLs (no key sent: the signature is the permission)."""
-        images = []
-        for url in job["images"]:
-            try:
-                response = self._http.get(url)
-            except httpx.TransportError as error:
-                raise self._unreachable(error) from error
-            raise_for_api_error(response)
-            images.append(response.content)
-        return images
+        return [self._signed(url) for url in job["images"]]
+
+    def reference_bytes(self, job: dict) -> list[bytes]:
+        """The job's input images as the server stored them (PNG), from their signed URLs."""
+        return [self._signed(url) for url in job.get("references", [])]
+
+    def _signed(self, url: str) -> bytes:
+        try:
+            response = self._http.get(url)
+        except httpx.TransportError as error:
+            raise self._unreachable(error) from error
+        raise_for_api_error(response)
+        return response.content
 
     def download(self, job: dict, out_dir: str | Path) -> list[Path]:
         """Write the job's images to out_dir as JOBID-0.png, …; returns the paths written."""
@@ -253,6 +271,11 @@ class AsyncFluxClient(_Base):
     ) -> str:
         """As FluxClient.submit."""
         return (await self._call("POST", f"/v1/{model}", json=submit_body(prompt, images=images, **fields)))["id"]
+
+    async def upload(self, image: str | Path | bytes) -> str:
+        """As FluxClient.upload."""
+        files = await asyncio.to_thread(upload_file, image)
+        return (await self._call("POST", "/v1/uploads", files=files))["id"]
 
     async def job(self, job_id: str) -> dict:
         return await self._call("GET", f"/v1/jobs/{job_id}")
@@ -329,15 +352,19 @@ class AsyncFluxClient(_Base):
             await asyncio.sleep(self.poll_interval_s)
 
     async def image_bytes(self, job: dict) -> list[bytes]:
-        images = []
-        for url in job["images"]:
-            try:
-                response = await self._http.get(url)
-            except httpx.TransportError as error:
-                raise self._unreachable(error) from error
-            raise_for_api_error(response)
-            images.append(response.content)
-        return images
+        return [await self._signed(url) for url in job["images"]]
+
+    async def reference_bytes(self, job: dict) -> list[bytes]:
+        """As FluxClient.reference_bytes."""
+        return [await self._signed(url) for url in job.get("references", [])]
+
+    async def _signed(self, url: str) -> bytes:
+        try:
+            response = await self._http.get(url)
+        except httpx.TransportError as error:
+            raise self._unreachable(error) from error
+        raise_for_api_error(response)
+        return response.content
 
     async def download(self, job: dict, out_dir: str | Path) -> list[Path]:
         paths = self._paths(job, out_dir)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 from pathlib import Path
 
 from flux_client.progress import JobUpdate
@@ -12,7 +13,9 @@ DEFAULT_MODEL = "flux-2-klein-4b"
 MAX_INPUT_IMAGES = 4  # BFL's input_image .. input_image_4
 FINAL_EVENTS = ("done", "error")  # their data is the job JSON as GET /v1/jobs/{id} shows it
 
-ImageInput = str | Path | bytes
+UPLOAD_ID = re.compile(r"^upload_[0-9a-f]{32}$")  # what POST /v1/uploads answers
+
+ImageInput = str | Path | bytes  # a file path, the file's bytes, an http(s) URL or an upload id
 
 
 def input_image_field(index: int) -> str:
@@ -20,16 +23,35 @@ def input_image_field(index: int) -> str:
     return "input_image" if index == 0 else f"input_image_{index + 1}"
 
 
-def encode_image(image: ImageInput) -> str:
-    """bytes or a file path -> base64 text; an http(s) URL passes as is (the server fetches public URLs)."""
-    if isinstance(image, bytes):
-        return base64.b64encode(image).decode()
-    if isinstance(image, str) and image.startswith(("http://", "https://")):
-        return image
+def is_url(image: ImageInput) -> bool:
+    return isinstance(image, str) and image.startswith(("http://", "https://"))
+
+
+def read_image_file(image: str | Path) -> bytes:
+    """The bytes of an input image file; FileNotFoundError naming the path when there is no such file."""
     path = Path(image)
     if not path.is_file():
-        raise FileNotFoundError(f"input image {path} does not exist; pass a file path, bytes or an http(s) URL.")
-    return base64.b64encode(path.read_bytes()).decode()
+        raise FileNotFoundError(f"input image {path} does not exist (or is not a file); check the path.")
+    return path.read_bytes()
+
+
+def encode_image(image: ImageInput) -> str:
+    """bytes or a file path -> base64 text; an http(s) URL (the server fetches public URLs) or an upload id
+    (from POST /v1/uploads) passes as is."""
+    if isinstance(image, bytes):
+        return base64.b64encode(image).decode()
+    if is_url(image) or (isinstance(image, str) and UPLOAD_ID.match(image)):
+        return image
+    return base64.b64encode(read_image_file(image)).decode()
+
+
+def upload_file(image: str | Path | bytes) -> dict:
+    """The multipart `files` of POST /v1/uploads for a file path or bytes."""
+    if isinstance(image, bytes):
+        return {"file": ("image", image, "application/octet-stream")}
+    if is_url(image):
+        raise ValueError(f"upload takes a file path or bytes, not a URL ({image}); pass URLs to submit(images=...).")
+    return {"file": (Path(image).name, read_image_file(image), "application/octet-stream")}
 
 
 def submit_body(

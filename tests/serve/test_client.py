@@ -131,3 +131,50 @@ def test_cli_generate_with_a_bad_key_exits_non_zero_with_the_apis_message(base_u
     assert exit_code.value.code == 1
     assert "HTTP 401: Missing or invalid API key" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def run_cli(base_url: str, *arguments: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "FLUX_API_URL": base_url, "FLUX_API_KEY": API_KEY}
+    return subprocess.run(
+        [sys.executable, "-m", "flux_client", "generate", *arguments],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_cli_generate_with_an_image_edits_it_and_the_job_lists_one_reference(base_url, tmp_path):
+    from PIL import Image
+
+    source = tmp_path / "src.png"
+    Image.new("RGB", (96, 64), (200, 30, 30)).save(source)
+    out = tmp_path / "edited"
+    done = run_cli(base_url, "make the background yellow", "--image", str(source), "--out", str(out), "--steps", "4")
+    assert done.returncode == 0, done.stderr
+    [written] = sorted(out.iterdir())
+    *paths, summary = done.stdout.splitlines()
+    assert [Path(line) for line in paths] == [written] and written.stat().st_size > 0
+    job_id = summary.split()[1]
+    with FluxClient(base_url, API_KEY) as flux:
+        job = flux.job(job_id)
+        [reference] = flux.reference_bytes(job)
+    assert job["request"]["prompt"] == "make the background yellow" and len(job["references"]) == 1
+    assert reference.startswith(PNG_MAGIC) and job["request"]["width"] / job["request"]["height"] == pytest.approx(
+        96 / 64, rel=0.1
+    ), "the output takes the photo's shape"
+
+
+def test_cli_generate_with_a_missing_or_non_image_file_exits_non_zero_with_a_clear_message(base_url, tmp_path):
+    out = tmp_path / "out"
+    missing = run_cli(base_url, "make it green", "--image", str(tmp_path / "nope.png"), "--out", str(out))
+    assert missing.returncode == 1
+    assert f"--image {tmp_path / 'nope.png'}: no such file" in missing.stderr
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a picture")
+    refused = run_cli(base_url, "make it green", "--image", str(notes), "--out", str(out))
+    assert refused.returncode == 1
+    assert f"--image {notes}: file: is not an image (send PNG, JPEG or WebP)" in refused.stderr
+    assert "HTTP 422" in refused.stderr and not out.exists()

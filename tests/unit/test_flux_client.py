@@ -136,6 +136,64 @@ def test_submit_refuses_a_missing_input_image_file_before_sending(tmp_path):
         flux.submit("x", images=[tmp_path / "missing.png"])
 
 
+UPLOAD_ID = "upload_" + "b" * 32
+
+
+def test_upload_posts_the_file_as_multipart_and_its_id_works_as_an_input_image(tmp_path):
+    seen = []
+
+    def handler(request):
+        seen.append(request)
+        if request.url.path == "/v1/uploads":
+            return httpx.Response(200, json={"id": UPLOAD_ID, "width": 8, "height": 8, "sha256": "s"})
+        return httpx.Response(200, json={"id": JOB_ID, "polling_url": "u"})
+
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(b"png bytes")
+    with client(handler) as flux:
+        assert flux.upload(photo) == UPLOAD_ID and flux.upload(b"raw bytes") == UPLOAD_ID
+        flux.submit("make the background yellow", images=[UPLOAD_ID])
+    first, second, submitted = seen
+    assert first.headers["x-key"] == "k" and first.headers["content-type"].startswith("multipart/form-data")
+    assert b'name="file"; filename="photo.png"' in first.content and b"png bytes" in first.content
+    assert b"raw bytes" in second.content
+    assert json.loads(submitted.content)["input_image"] == UPLOAD_ID, "an upload id is sent as it is"
+
+
+def test_upload_refuses_a_missing_file_or_a_url_before_sending_and_raises_the_apis_refusal(tmp_path):
+    def handler(request):
+        return httpx.Response(
+            422, json={"detail": [{"loc": ["body", "file"], "msg": "is not an image (send PNG, JPEG or WebP)."}]}
+        )
+
+    with client(handler) as flux:
+        with pytest.raises(FileNotFoundError, match="missing.png does not exist"):
+            flux.upload(tmp_path / "missing.png")
+        with pytest.raises(ValueError, match="not a URL"):
+            flux.upload("https://example.com/a.png")
+        with pytest.raises(FluxAPIError, match="file: is not an image"):
+            flux.upload(b"text")
+
+
+def test_async_upload_and_reference_bytes():
+    reference = "http://flux.test/v1/references/abc.png?exp=1&sig=x"
+
+    def handler(request):
+        if request.url.path == "/v1/uploads":
+            return httpx.Response(200, json={"id": UPLOAD_ID, "width": 8, "height": 8, "sha256": "s"})
+        assert "x-key" not in request.headers, "references are signed URLs"
+        return httpx.Response(200, content=b"\x89PNG ref")
+
+    async def scenario():
+        async with AsyncFluxClient("http://flux.test", "k", transport=httpx.MockTransport(handler)) as flux:
+            return await flux.upload(b"raw"), await flux.reference_bytes(job(references=[reference]))
+
+    assert asyncio.run(scenario()) == (UPLOAD_ID, [b"\x89PNG ref"])
+    with client(handler) as flux:
+        assert flux.reference_bytes(job(references=[reference])) == [b"\x89PNG ref"]
+        assert flux.reference_bytes(job()) == [], "a job without input images"
+
+
 # -- wait: events stream, polling, fallbacks --------------------------------------------------
 
 
@@ -307,6 +365,19 @@ def test_cli_refuses_a_bad_lora_before_contacting_anything(capsys):
 def test_cli_reports_an_unreachable_service_and_exits_1(capsys):
     assert cli_main(["generate", "x", "--url", "http://127.0.0.1:9", "--key", "k"]) == 1
     assert "cannot reach the flux-serve API at http://127.0.0.1:9" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("images", "message"),
+    [(["missing.png"], "--image missing.png: no such file"), (["a.png"] * 5, "at most 4 --image per job; got 5.")],
+)
+def test_cli_refuses_bad_input_images_before_contacting_anything(tmp_path, monkeypatch, capsys, images, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.png").write_bytes(b"png")
+    arguments = [part for image in images for part in ("--image", image)]
+    assert cli_main(["generate", "x", *arguments, "--url", "http://127.0.0.1:9", "--key", "k"]) == 1
+    err = capsys.readouterr().err
+    assert message in err and "cannot reach" not in err
 
 
 def test_url_and_key_come_from_flags_then_env_then_the_local_key_file(tmp_path, monkeypatch):
