@@ -62,6 +62,7 @@ class BotConfig:
     service_retry_delays_s: tuple[float, ...] = (5.0, 15.0, 45.0)  # when the image service is down at submit
     poll_interval_s: float = 0.5
     job_timeout_s: float = 600.0
+    album_wait_s: float = 1.0  # Telegram delivers an album's photos as separate messages: gather them this long
 
     def allows(self, chat_id: int) -> bool:
         return not self.allowed_chats or chat_id in self.allowed_chats

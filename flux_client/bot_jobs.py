@@ -20,13 +20,10 @@ from flux_client.errors import FluxAPIError, FluxConnectionError, FluxError, Job
 
 log = logging.getLogger(__name__)
 ALBUM_MAX_PHOTOS = 10  # Telegram's sendMediaGroup limit
-UNPROCESSABLE = 422
 
 
-def refusal_text(error: FluxAPIError, submission: Submission) -> str:
-    """The API's own words, with a hint when an edit meets a server that cannot edit yet."""
-    if submission.images and error.status_code == UNPROCESSABLE and "input_image" in error.message:
-        return f"This server cannot edit photos yet. The service said: {error.message}"
+def refusal_text(error: FluxAPIError) -> str:
+    """The API's own words (for an edit, they name the input_image field at fault)."""
     return f"The service refused this request: {error.message}"
 
 
@@ -99,7 +96,7 @@ class JobRunner:
             try:
                 return await self.flux.submit(submission.prompt, submission.model, **submission.fields())
             except FluxAPIError as error:
-                await edit.show(refusal_text(error, submission), force=True)
+                await edit.show(refusal_text(error), force=True)
                 return None
             except FluxConnectionError:
                 if attempt == len(delays_s):

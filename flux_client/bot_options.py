@@ -39,7 +39,7 @@ class Submission:
     steps: int | None = None
     seed: int | None = None
     loras: list[tuple[str, float]] = field(default_factory=list)
-    images: list[bytes] = field(default_factory=list)
+    images: list[bytes] = field(default_factory=list)  # photos to edit, sent as input_image .. input_image_4
 
     def fields(self) -> dict:
         """Keyword arguments of AsyncFluxClient.submit besides prompt and model."""

@@ -31,6 +31,7 @@ from flux_client.bot_keyboards import (
 from flux_client.bot_options import ChatSettings, OptionError, parse_prompt, repeat_job, with_model
 from flux_client.client import AsyncFluxClient
 from flux_client.errors import FluxAPIError, FluxError
+from flux_client.protocol import MAX_INPUT_IMAGES
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +43,15 @@ Options go after the prompt (or use /gen):
   --n images, --ar aspect ratio, --model 4b or 9b, --seed number, --lora ID[:SCALE] (repeatable)
 
 /settings: this chat's model, aspect ratio and number of images
-A photo with a caption: an edit of that photo (when the server supports editing)
+A photo with a caption: that photo edited as the caption says, e.g. make the background yellow --n 2
+(an album of up to 4 photos with one caption: all of them, e.g. the person sitting in the room)
 Under each album: Again (a new seed) and Same seed, 4 more (the next 4 seeds of its series)."""
 
 NOT_UNDERSTOOD = "I understand text prompts and photos with a caption; see /help."
+PHOTO_WITHOUT_CAPTION = (
+    "Send the photo with a caption saying what to change, e.g. make the background yellow "
+    "(options work there too: --n 2 --seed 7)."
+)
 
 
 def chat_id_of(event: Message | CallbackQuery) -> int:
@@ -83,8 +89,9 @@ class ChatBot:
     """The bot's handlers and state: per-chat settings (in memory), the served models, the job runner."""
 
     def __init__(self, bot: Bot, flux: AsyncFluxClient, config: BotConfig):
-        self.bot, self.flux = bot, flux
+        self.bot, self.flux, self.config = bot, flux, config
         self.runner = JobRunner(bot, flux, config)
+        self.albums: dict[str, list[Message]] = {}  # media_group_id -> its photo messages, while they arrive
         self.settings: defaultdict[int, ChatSettings] = defaultdict(ChatSettings)
         self.models: list[str] = []
 
@@ -128,15 +135,34 @@ class ChatBot:
         await self.generate(message, message.text)
 
     async def edit_photo(self, message: Message) -> None:
-        if not message.caption:
-            await message.answer("Add a caption saying how to change the photo, e.g. 'make the circle green'.")
+        """A photo with a caption: its largest size (Telegram lists sizes smallest first) fetched through
+        getFile and sent as input_image, the caption being the prompt (with options, as after /gen).
+        An album arrives as one message per photo: the first waits album_wait_s for the others."""
+        messages = [message]
+        if message.media_group_id:
+            album = self.albums.setdefault(message.media_group_id, [])
+            album.append(message)
+            if len(album) > 1:
+                return
+            await asyncio.sleep(self.config.album_wait_s)
+            messages = sorted(self.albums.pop(message.media_group_id), key=lambda m: m.message_id)
+        caption = next((m.caption for m in messages if m.caption), None)
+        if not caption:
+            await message.answer(PHOTO_WITHOUT_CAPTION)
             return
-        try:
-            photo = await self.bot.download(message.photo[-1])
-        except TelegramAPIError as error:
-            await message.answer(f"I could not fetch the photo from Telegram: {error}")
+        if len(messages) > MAX_INPUT_IMAGES:
+            await message.answer(
+                f"That album has {len(messages)} photos; I edit up to {MAX_INPUT_IMAGES} at once. Send fewer."
+            )
             return
-        await self.generate(message, message.caption, [photo.read()])
+        photos = []
+        for photo_message in messages:
+            try:
+                photos.append((await self.bot.download(photo_message.photo[-1])).read())
+            except TelegramAPIError as error:
+                await message.answer(f"I could not fetch the photo from Telegram: {error}")
+                return
+        await self.generate(message, caption, photos)
 
     async def generate(self, message: Message, text: str, images: list[bytes] | None = None) -> None:
         try:
@@ -172,11 +198,13 @@ class ChatBot:
         else:
             try:
                 job = await self.flux.job(argument)
+                submission = repeat_job(job, same_seed=verb == MORE)
+                submission.images = await self.flux.reference_bytes(job)  # an edit: the same photo again
             except FluxError as error:
                 await query.answer(message_of(error), show_alert=True)
                 return
             await query.answer("4 more of the same seed series" if verb == MORE else "Again, with a new seed")
-            await self.runner.run(chat_id, repeat_job(job, same_seed=verb == MORE))
+            await self.runner.run(chat_id, submission)
 
     async def _change_setting(self, query: CallbackQuery, chat_id: int, argument: str) -> None:
         settings = self.settings[chat_id]

@@ -72,11 +72,36 @@ class BotApiStandIn:
     def push_text(self, chat_id: int, text: str) -> None:
         self._push(message=self.message(chat_id, text=text))
 
-    def push_photo(self, chat_id: int, caption: str, data: bytes) -> None:
-        file_id = f"photo{next(self.ids)}"
-        self.files[file_id] = data
-        size = {"file_id": file_id, "file_unique_id": file_id, "width": 64, "height": 64, "file_size": len(data)}
-        self._push(message=self.message(chat_id, photo=[size], caption=caption))
+    def push_photo(
+        self,
+        chat_id: int,
+        caption: str | None,
+        data: bytes,
+        *,
+        size: tuple[int, int] = (64, 64),
+        thumbnail: bytes | None = None,
+        media_group_id: str | None = None,
+    ) -> str:
+        """A photo message (sizes smallest first, as Telegram lists them: the thumbnail, then `data`);
+        returns the file id of the largest size."""
+        sizes = []
+        for content, (width, height) in [*([(thumbnail, (16, 16))] if thumbnail else []), (data, size)]:
+            file_id = f"photo{next(self.ids)}"
+            self.files[file_id] = content
+            sizes.append(
+                {
+                    "file_id": file_id,
+                    "file_unique_id": file_id,
+                    "width": width,
+                    "height": height,
+                    "file_size": len(content),
+                }
+            )
+        content = {"photo": sizes, **({"caption": caption} if caption else {})}
+        if media_group_id:
+            content["media_group_id"] = media_group_id
+        self._push(message=self.message(chat_id, **content))
+        return sizes[-1]["file_id"]
 
     def push_sticker(self, chat_id: int) -> None:
         sticker = {

@@ -12,7 +12,8 @@ import pytest
 
 from flux_client import AsyncFluxClient, JobFailed
 from flux_client.bot_config import BotConfig
-from flux_client.telegram_bot import HELP, NOT_UNDERSTOOD, BotApp
+from flux_client.protocol import image_name
+from flux_client.telegram_bot import HELP, NOT_UNDERSTOOD, PHOTO_WITHOUT_CAPTION, BotApp
 from tests.bot_api_standin import BotApiStandIn, album_photos
 from tests.conftest import free_port
 from tests.serve.conftest import API_KEY
@@ -183,28 +184,103 @@ def test_service_down_is_said_clearly_and_the_bot_keeps_answering():
     asyncio.run(scenario())
 
 
-def jpeg_photo() -> bytes:
+def jpeg_photo(size: tuple[int, int] = (64, 64), colour: tuple[int, int, int] = (200, 30, 30)) -> bytes:
     from PIL import Image
 
     buffer = io.BytesIO()
-    Image.new("RGB", (64, 64), (200, 30, 30)).save(buffer, format="JPEG")
+    Image.new("RGB", size, colour).save(buffer, format="JPEG")
     return buffer.getvalue()
 
 
-def test_a_photo_with_a_caption_is_sent_as_an_edit(base_url):
+def png_size(data: bytes) -> tuple[int, int]:
+    from PIL import Image
+
+    return Image.open(io.BytesIO(data)).size
+
+
+def album_job_ids(telegram: BotApiStandIn) -> list[str]:
+    """The job ids under the albums sent so far (from their Again buttons), in order."""
+    keyboards = [
+        c.params["reply_markup"]["inline_keyboard"]
+        for c in telegram.calls_of("sendMessage")
+        if "reply_markup" in c.params
+    ]
+    return [
+        rows[0][0]["callback_data"].removeprefix("again:")
+        for rows in keyboards
+        if rows[0][0]["callback_data"].startswith("again:")
+    ]
+
+
+def choose_two_images_per_prompt(telegram: BotApiStandIn):
+    """Open /settings and press n=2; returns once the menu shows it."""
+
+    async def choose():
+        telegram.push_text(CHAT, "/settings")
+        [menu] = await telegram.wait_for(
+            lambda: [c for c in telegram.calls_of("sendMessage") if c.params["text"].startswith("Settings")]
+        )
+        telegram.push_button(CHAT, telegram.message(CHAT, text=menu.params["text"]), button(menu, "n=2"))
+        await telegram.wait_for(lambda: telegram.calls_of("editMessageText"))
+
+    return choose()
+
+
+def test_a_photo_with_a_caption_is_edited_into_an_album_and_again_edits_the_same_photo(base_url):
     async def scenario():
-        async with running_bot(base_url) as telegram:
-            telegram.push_photo(CHAT, "make the circle green", jpeg_photo())
-            outcome = await telegram.wait_for(
-                lambda: (
-                    telegram.calls_of("sendPhoto")
-                    or [t for t in texts_to(telegram, "editMessageText") if "edit" in t or "refused" in t]
-                )
+        async with running_bot(base_url) as telegram, AsyncFluxClient(base_url, API_KEY) as flux:
+            await choose_two_images_per_prompt(telegram)
+            largest = telegram.push_photo(
+                CHAT, "make the background yellow", jpeg_photo((96, 64)), size=(96, 64), thumbnail=jpeg_photo((16, 16))
             )
-            assert telegram.calls_of("getFile"), "the bot fetched the photo from Telegram"
-            if isinstance(outcome[0], str):  # a server without editing yet: the API's own words, politely
-                assert outcome[0].startswith("This server cannot edit photos yet. The service said: "), outcome
-                assert "input_image" in outcome[0]
+            [album] = await telegram.wait_for(lambda: telegram.calls_of("sendMediaGroup"))
+            photos = album_photos(album)
+            assert len(photos) == 2 and all(data.startswith(JPEG_MAGIC) for data, _ in photos), "n=2 as configured"
+            assert status_edits(telegram)[-1].startswith("Done: 2 image(s)")
+            assert [c.params["file_id"] for c in telegram.calls_of("getFile")] == [largest], "the largest size only"
+
+            [job_id] = await telegram.wait_for(lambda: album_job_ids(telegram))
+            job = await flux.job(job_id)
+            assert job["request"]["prompt"] == "make the background yellow"
+            assert len(job["references"]) == 1, "the photo went in as input_image"
+            [reference] = await flux.reference_bytes(job)
+            assert png_size(reference) == (96, 64), "the full-size photo, not the thumbnail"
+
+            buttons = telegram.message(CHAT, text="buttons")
+            telegram.push_button(CHAT, buttons, f"again:{job_id}")
+            await telegram.wait_for(lambda: len(telegram.calls_of("sendMediaGroup")) == 2)
+            again = await flux.job((await telegram.wait_for(lambda: album_job_ids(telegram)[1:]))[0])
+            assert [image_name(url) for url in again["references"]] == [image_name(url) for url in job["references"]]
+            assert again["seed"] != job["seed"], "Again: the same photo, a new seed"
+
+    asyncio.run(scenario())
+
+
+def test_an_album_with_one_caption_is_one_edit_of_all_its_photos(base_url):
+    async def scenario():
+        async with running_bot(base_url, album_wait_s=0.5) as telegram, AsyncFluxClient(base_url, API_KEY) as flux:
+            telegram.push_photo(CHAT, "the circle inside the square", jpeg_photo(), media_group_id="album1")
+            telegram.push_photo(CHAT, None, jpeg_photo(colour=(30, 30, 200)), media_group_id="album1")
+            await telegram.wait_for(lambda: telegram.calls_of("sendPhoto"))
+            [job_id] = await telegram.wait_for(lambda: album_job_ids(telegram))
+            assert len((await flux.job(job_id))["references"]) == 2, "both photos as input images"
+            assert len(telegram.calls_of("getFile")) == 2
+            assert PHOTO_WITHOUT_CAPTION not in texts_to(telegram), "the uncaptioned photo belongs to the album"
+            assert [t for t in texts_to(telegram) if t == "Submitting\u2026"] == ["Submitting\u2026"], "one job"
+
+    asyncio.run(scenario())
+
+
+def test_a_photo_without_a_caption_or_an_album_too_large_is_answered_with_what_to_send():
+    async def scenario():
+        async with running_bot(closed_port_url(), album_wait_s=0.3) as telegram:
+            telegram.push_photo(CHAT, None, jpeg_photo())
+            await telegram.wait_for(lambda: PHOTO_WITHOUT_CAPTION in texts_to(telegram))
+            for index in range(5):
+                telegram.push_photo(CHAT, "all of these" if index == 0 else None, jpeg_photo(), media_group_id="big")
+            [too_many] = await telegram.wait_for(lambda: [t for t in texts_to(telegram) if "album has 5 photos" in t])
+            assert "up to 4" in too_many
+            assert not telegram.calls_of("getFile"), "nothing fetched for a message the bot cannot use"
 
     asyncio.run(scenario())
 
