@@ -5,9 +5,14 @@ const KEY_STORAGE = "flux-serve.api-key";
 const POLL_INTERVAL_MS = 500;
 const HISTORY_PAGE = 10;
 const FINAL = new Set(["Ready", "Error", "Cancelled", "Request Moderated", "Content Moderated"]);
+// The server's default inputs.max_references; where it is set lower, the submit says so in its own words.
+const MAX_REFERENCES = 4;
+const REFERENCE_FIELDS = ["input_image", "input_image_2", "input_image_3", "input_image_4"];
 
 const $ = (id) => document.getElementById(id);
-const state = { models: [], running: new Map(), historyCursor: null };
+// references: the form's reference images, in order, each {name, src, id, ready, owned, used}: `ready` resolves
+// to its upload id (null if the upload failed). jobReferences: job id -> the [{name, src, id}] it was sent with.
+const state = { models: [], running: new Map(), historyCursor: null, references: [], jobReferences: new Map() };
 
 // ---- the API, and its errors in its own words -------------------------------------------
 
@@ -26,7 +31,8 @@ function apiMessage(status, body) {
 }
 
 async function api(path, options = {}) {
-  const headers = { "x-key": $("api-key").value.trim(), ...(options.body ? { "Content-Type": "application/json" } : {}) };
+  const json = options.body && !(options.body instanceof FormData);  // a FormData sets its own multipart type
+  const headers = { "x-key": $("api-key").value.trim(), ...(json ? { "Content-Type": "application/json" } : {}) };
   let response;
   try {
     response = await fetch(path, { ...options, headers });
@@ -103,6 +109,101 @@ async function loadUsage() {
     `${dollars(total.cost_usd)} at $${usage.usd_per_gpu_hour}/h (${usage.gpu_type}).`;
 }
 
+// ---- reference images: each uploaded once (POST /v1/uploads), its id sent as input_image.. ---------
+
+async function uploadImage(file) {
+  const form = new FormData();
+  form.append("file", file, file.name || "image.png");
+  return (await api("/v1/uploads", { method: "POST", body: form })).id;
+}
+
+function referenceEntry(name, src, owned, upload) {
+  const entry = { name, src, id: null, owned, used: false };
+  entry.ready = upload().then(
+    (id) => { entry.id = id; renderReferences(); return id; },
+    (error) => { removeReference(entry); showMessage(`${name}: ${error.message}`); return null; });
+  return entry;
+}
+
+function addReferences(files) {
+  showMessage("");
+  const room = Math.max(MAX_REFERENCES - state.references.length, 0);
+  const chosen = [...files].slice(0, room);
+  if (files.length > chosen.length) {
+    showMessage(`At most ${MAX_REFERENCES} reference images: ${files.length - chosen.length} not added (remove one first).`);
+  }
+  state.references.push(...chosen.map((file) => referenceEntry(file.name, URL.createObjectURL(file), true, () => uploadImage(file))));
+  renderReferences();
+}
+
+function dropReference(entry) {
+  if (entry.owned && !entry.used) URL.revokeObjectURL(entry.src);
+}
+
+function removeReference(entry) {
+  const index = state.references.indexOf(entry);
+  if (index < 0) return;
+  state.references.splice(index, 1);
+  dropReference(entry);
+  renderReferences();
+}
+
+function setReferences(entries) {
+  state.references.forEach(dropReference);
+  state.references = entries;
+  renderReferences();
+}
+
+function renderReferences() {
+  $("reference-list").replaceChildren(...state.references.map((entry, index) => {
+    const remove = el("button", { type: "button", className: "remove", textContent: "\u00d7",
+      ariaLabel: `Remove reference ${index + 1}`, title: `Remove ${entry.name}` });
+    remove.addEventListener("click", () => removeReference(entry));
+    const item = el("li", { className: entry.id ? "" : "uploading" },
+      el("img", { src: entry.src, alt: `Reference ${index + 1}: ${entry.name}` }), remove);
+    if (entry.id) item.dataset.uploadId = entry.id;
+    return item;
+  }));
+  $("reference-files").disabled = state.references.length >= MAX_REFERENCES;
+  // Without a size or an aspect ratio the server gives the output the first reference's shape.
+  $("aspect-default").textContent = state.references.length ? "as reference 1" : "model default";
+}
+
+/** The upload ids of the form's references, once every upload has ended; null if one failed (its message is shown). */
+async function referenceIds() {
+  const ids = await Promise.all(state.references.map((entry) => entry.ready));
+  return ids.every(Boolean) ? ids : null;
+}
+
+/** "Use these settings again": the job's references, by the ids this page sent, else uploaded again from the job's record. */
+function restoreReferences(job) {
+  const known = state.jobReferences.get(job.id);
+  if (known) {
+    setReferences(known.map((sent) => referenceEntry(sent.name, sent.src, false, async () => sent.id)));
+    return;
+  }
+  const entries = (job.references || []).map((url, index) => {
+    const name = `reference ${index + 1} of job ${job.id.slice(0, 8)}`;
+    return referenceEntry(name, url, false, async () => {
+      let response;
+      try {
+        response = await fetch(url);
+      } catch (error) {
+        throw new ApiError(`cannot be read (${error.message}).`);
+      }
+      if (!response.ok) throw new ApiError(apiMessage(response.status, await response.json().catch(() => null)));
+      return uploadImage(new File([await response.blob()], `reference-${index + 1}.png`, { type: "image/png" }));
+    });
+  });
+  setReferences(entries);
+  Promise.all(entries.map((entry) => entry.ready)).then((ids) => {
+    if (entries.length && ids.every(Boolean)) state.jobReferences.set(job.id, entries.map(({ name, src, id }) => ({ name, src, id })));
+  });
+}
+
+const referenceCount = (job) => (job.references || []).length;
+const referencesText = (job) => (referenceCount(job) === 1 ? "1 reference" : `${referenceCount(job)} references`);
+
 // ---- the form ----------------------------------------------------------------------------
 
 const dollars = (usd) => `$${usd >= 0.01 || usd === 0 ? usd.toFixed(2) : usd.toPrecision(2)}`;
@@ -143,6 +244,7 @@ function fillForm(job, newSeed) {
     box.checked = chosen.has(box.value);
     if (box.checked) row.querySelector(".scale").value = chosen.get(box.value);
   });
+  restoreReferences(job);
 }
 
 async function generate(event) {
@@ -153,7 +255,16 @@ async function generate(event) {
   if (!model) return showMessage("This server serves no model: check serve_config.yaml.");
   await attempt(async () => {
     const pressed = performance.now();
-    const submitted = await api(`/v1/${encodeURIComponent(model)}`, { method: "POST", body: JSON.stringify(readForm()) });
+    const references = [...state.references];
+    const ids = await referenceIds();  // waits for uploads still under way
+    if (ids === null) return;
+    const body = readForm();
+    ids.forEach((id, index) => { body[REFERENCE_FIELDS[index]] = id; });
+    const submitted = await api(`/v1/${encodeURIComponent(model)}`, { method: "POST", body: JSON.stringify(body) });
+    if (references.length) {
+      references.forEach((entry) => { entry.used = true; });
+      state.jobReferences.set(submitted.id, references.map(({ name, src, id }) => ({ name, src, id })));
+    }
     follow(submitted.id, pressed);
   });
 }
@@ -251,7 +362,7 @@ async function finish(card, job) {
     bar.value = 1;
     const size = `${job.request.width}x${job.request.height}`;
     status.textContent = `Ready in ${(job.timings_s.total ?? 0).toFixed(2)} s: ${job.model}, ${size}, ` +
-      `${job.request.steps} steps, seed ${job.seed}` + (job.usage ? `, ${dollars(job.usage.cost_usd)}` : "");
+      `${job.request.steps} steps, seed ${job.seed}` + (referenceCount(job) ? `, ${referencesText(job)}` : "") + (job.usage ? `, ${dollars(job.usage.cost_usd)}` : "");
     await showImages(card, job);
   } else {
     bar.remove();
@@ -290,7 +401,8 @@ function historyItem(job) {
   const item = el("li", { id: `history-${job.id}` }, thumb, el("div", {},
     el("p", { textContent: job.request.prompt }),
     el("p", { className: "hint", textContent: `${job.status} · ${job.model} · ${job.request.width}x${job.request.height} · ` +
-      `${job.images.length || job.request.num_images} image(s) · seed ${job.seed} · ${when}` }),
+      `${job.images.length || job.request.num_images} image(s) · ` + (referenceCount(job) ? `${referencesText(job)} · ` : "") +
+      `seed ${job.seed} · ${when}` }),
     el("div", { className: "actions" }, ...settingsButtons(job))));
   return item;
 }
@@ -325,5 +437,17 @@ document.addEventListener("DOMContentLoaded", () => {
   $("generate").addEventListener("submit", generate);
   $("cancel-button").addEventListener("click", cancelRunning);
   $("history-more").addEventListener("click", () => attempt(() => loadHistory(state.historyCursor)));
+  $("reference-files").addEventListener("change", (event) => {
+    addReferences(event.target.files);
+    event.target.value = "";  // the same file may be chosen again after its removal
+  });
+  const zone = $("drop-zone");
+  zone.addEventListener("dragover", (event) => { event.preventDefault(); zone.classList.add("over"); });
+  zone.addEventListener("dragleave", () => zone.classList.remove("over"));
+  zone.addEventListener("drop", (event) => {
+    event.preventDefault();
+    zone.classList.remove("over");
+    addReferences(event.dataTransfer.files);
+  });
   loadAll();
 });

@@ -26,6 +26,12 @@ def find_chromium() -> str | None:
     return next((path for path in map(shutil.which, CHROMIUM_NAMES) if path), None)
 
 
+def request_host(url: str) -> str:
+    """The host a request goes to; a `blob:` URL (a file the page holds, e.g. a reference image's
+    thumbnail) is its page's origin and never leaves the browser."""
+    return urlsplit(url.removeprefix("blob:")).netloc
+
+
 @pytest.fixture(scope="session")
 def browser():
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed: bash setup.sh")
@@ -65,5 +71,5 @@ def open_page(browser, base_url):
     yield open_
     for context in contexts:
         context.close()
-    foreign = [url for url in requested if urlsplit(url).netloc != service_host]
+    foreign = [url for url in requested if request_host(url) != service_host]
     assert not foreign, f"the page requested other hosts than the service ({service_host}): {foreign}"

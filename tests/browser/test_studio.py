@@ -1,9 +1,13 @@
-"""The web studio end to end in headless Chromium: generate, progress, cancel, history, errors, phone width."""
+"""The web studio end to end in headless Chromium: generate, progress, cancel, history, errors, reference
+images (editing), phone width."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
+from PIL import Image
 
 from tests.serve.conftest import API_KEY
 
@@ -18,16 +22,34 @@ def enter_key(page, key: str = API_KEY) -> None:
     page.get_by_label("API key").press("Tab")  # `change` stores it and loads models, LoRAs, history, usage
 
 
-def generate(page, prompt: str, num_images: int, steps: int, size_px: int):
-    """Fill the form, press Generate; returns the new job's card."""
+def png_file(path: Path, size: tuple[int, int], color: tuple[int, int, int]) -> Path:
+    image = Image.new("RGB", size, color)
+    image.paste((250, 250, 250), (size[0] // 4, size[1] // 4, size[0] // 2, size[1] // 2))  # something to edit
+    image.save(path)
+    return path
+
+
+def uploaded_references(page, count: int) -> list[str]:
+    """Wait until the form shows `count` references, each uploaded; their upload ids."""
+    page.wait_for_function(
+        f"document.querySelectorAll('#reference-list li').length === {count} && "
+        f"document.querySelectorAll('#reference-list li[data-upload-id]').length === {count}",
+        timeout=TIMEOUT_MS,
+    )
+    return page.locator("#reference-list li").evaluate_all("items => items.map(item => item.dataset.uploadId)")
+
+
+def generate(page, prompt: str, num_images: int, steps: int, size_px: int | None):
+    """Fill the form, press Generate; returns the new job's card. `size_px` None: no size given."""
     page.wait_for_function("document.querySelectorAll('#model option').length > 0", timeout=TIMEOUT_MS)
     before = page.locator("#results article.job").count()
     page.get_by_label("Prompt").fill(prompt)
     page.get_by_label("Number of images").fill(str(num_images))
     page.get_by_label("Steps").fill(str(steps))
-    page.locator("summary").click()
-    page.get_by_label("Width").fill(str(size_px))
-    page.get_by_label("Height").fill(str(size_px))
+    if size_px is not None:
+        page.locator("summary").click()
+        page.get_by_label("Width").fill(str(size_px))
+        page.get_by_label("Height").fill(str(size_px))
     page.get_by_role("button", name="Generate").click()
     page.wait_for_function(f"document.querySelectorAll('#results article.job').length > {before}", timeout=TIMEOUT_MS)
     return page.get_by_role("region", name="Results").locator("article.job").first
@@ -82,12 +104,96 @@ def test_a_wrong_key_shows_the_apis_own_message(open_page, base_url, artifacts):
     page.screenshot(path=artifacts / "6-wrong-key.png", full_page=True)
 
 
-def test_at_phone_width_nothing_overflows_sideways(open_page, artifacts):
+def test_edit_a_reference_image_from_the_file_picker_then_use_it_again(open_page, client, tmp_path, artifacts):
+    reference = png_file(tmp_path / "wide.png", (128, 64), (40, 90, 200))  # 2:1, so the output is wide too
+    page = open_page()
+    enter_key(page)
+    page.get_by_label("Reference images").set_input_files(reference)
+    [upload_id] = uploaded_references(page, 1)
+    assert upload_id.startswith("upload_")
+    assert page.get_by_label("Aspect ratio").locator("option").first.inner_text() == "as reference 1"
+    page.screenshot(path=artifacts / "8-reference.png", full_page=True)
+
+    card = generate(page, "make the background yellow", num_images=2, steps=2, size_px=None)
+    card.locator(".gallery img").nth(1).wait_for(timeout=TIMEOUT_MS)
+    page.wait_for_function("el => el.dataset.imagesShown", arg=card.element_handle(), timeout=TIMEOUT_MS)
+    assert "Ready" in card.locator(".status").inner_text() and "1 reference" in card.locator(".status").inner_text()
+    sizes = card.evaluate(
+        "el => [...el.querySelectorAll('.gallery img')].map(img => [img.naturalWidth, img.naturalHeight])"
+    )
+    assert len(sizes) == 2 and all(width > height for width, height in sizes), sizes
+    page.screenshot(path=artifacts / "9-edited.png", full_page=True)
+
+    job_id = card.get_attribute("data-job-id")
+    job = client.get(f"/v1/jobs/{job_id}").json()
+    assert job["status"] == "Ready" and len(job["references"]) == 1, job
+    assert job["request"]["width"] > job["request"]["height"]  # the server took the reference's shape
+
+    # The form keeps the reference after Generate; removed, then back with the job's settings (same upload id).
+    page.get_by_role("button", name="Remove reference 1").click()
+    assert page.locator("#reference-list li").count() == 0
+    card.get_by_role("button", name="Use these settings again").click()
+    assert uploaded_references(page, 1) == [upload_id]
+    assert page.get_by_label("Prompt").input_value() == "make the background yellow"
+
+    # After a reload the page no longer knows the id: it uploads the job's stored reference again.
+    page.reload()
+    page.locator(f"#history-{job_id}").wait_for(timeout=TIMEOUT_MS)
+    assert "1 reference" in page.locator(f"#history-{job_id}").inner_text()
+    page.locator(f"#history-{job_id}").get_by_role("button", name="Use these settings again").click()
+    [again] = uploaded_references(page, 1)
+    assert again.startswith("upload_") and again != upload_id
+    page.get_by_role("button", name="Remove reference 1").wait_for()
+    page.screenshot(path=artifacts / "10-reference-again.png", full_page=True)
+
+
+def test_a_reference_that_is_not_an_image_shows_the_apis_own_message(open_page, base_url, tmp_path, artifacts):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not an image at all")
+    refused = httpx.post(
+        f"{base_url}/v1/uploads", headers={"x-key": API_KEY}, files={"file": ("notes.txt", notes.read_bytes())}
+    )
+    assert refused.status_code == 422
+    expected = refused.json()["detail"][0]["msg"]
+    page = open_page()
+    enter_key(page)
+    page.get_by_label("Reference images").set_input_files(notes)
+    page.get_by_role("alert").filter(has_text=expected).wait_for(timeout=TIMEOUT_MS)
+    assert page.get_by_role("alert").inner_text().startswith("notes.txt: ")
+    page.wait_for_function("document.querySelectorAll('#reference-list li').length === 0", timeout=TIMEOUT_MS)
+    page.screenshot(path=artifacts / "11-not-an-image.png", full_page=True)
+
+    # Dropped on the form instead of picked: the same upload.
+    png = png_file(tmp_path / "dropped.png", (64, 64), (10, 160, 90)).read_bytes()
+    dropped = page.evaluate_handle(
+        """bytes => {
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([new Uint8Array(bytes)], "dropped.png", { type: "image/png" }));
+            return transfer;
+        }""",
+        list(png),
+    )
+    page.locator("#drop-zone").dispatch_event("drop", {"dataTransfer": dropped})
+    assert uploaded_references(page, 1)[0].startswith("upload_")
+    assert page.get_by_role("img", name="Reference 1: dropped.png").is_visible()
+
+
+def test_at_phone_width_nothing_overflows_sideways(open_page, tmp_path, artifacts):
     page = open_page(PHONE)
     enter_key(page)
     card = generate(page, "a yellow triangle on a black background with a long prompt " * 4, 4, steps=8, size_px=64)
     card.locator(".gallery img").nth(3).wait_for(timeout=TIMEOUT_MS)
     page.get_by_role("region", name="History").locator("li").first.wait_for(timeout=TIMEOUT_MS)
+    # Four references (the cap), one with a long name: thumbnails in a row, the picker off.
+    long_name = "a-reference-image-with-a-very-long-file-name-that-could-push-the-page-sideways"
+    files = [
+        png_file(tmp_path / f"{name}.png", (64, 96), (200, 60 * n, 40))
+        for n, name in enumerate(["a", "b", "c", long_name])
+    ]
+    page.get_by_label("Reference images").set_input_files(files)
+    uploaded_references(page, 4)
+    assert page.get_by_label("Reference images").is_disabled()
+    page.get_by_role("button", name="Remove reference 4").wait_for()
     width = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
     assert width[0] <= width[1], f"scrollWidth {width[0]} > innerWidth {width[1]} at 390 px"
     page.screenshot(path=artifacts / "7-phone.png", full_page=True)
