@@ -17,7 +17,7 @@ from openai import OpenAI
 from PIL import Image
 
 from tests.serve.conftest import API_KEY, SECOND_KEY, wait_for_job
-from tests.serve.test_faults import kill_replica, wait_until_denoising
+from tests.serve.test_faults import kill_replicas, wait_until_denoising
 
 pytestmark = pytest.mark.serve
 
@@ -185,7 +185,7 @@ def test_denoiser_killed_mid_edit_retries_from_stored_references(client):
     response = submit_edit(client, input_image=b64(png_bytes()), width=1024, height=1024, steps=40, seed=9)
     job_id = response.json()["id"]
     wait_until_denoising(client, job_id)
-    kill_replica(f"Denoiser-{MODEL}")
+    kill_replicas(f"Denoiser-{MODEL}")
     result = wait_for_job(client, job_id, timeout_s=180)
     job = client.get(f"/v1/jobs/{job_id}").json()
     assert job["attempts"] == 2 and len(job["references"]) == 1, job

@@ -15,13 +15,21 @@ pytestmark = pytest.mark.serve
 LONG_JOB = {"width": 1024, "height": 1024, "steps": 40, "seed": 9}
 
 
-def kill_replica(deployment: str) -> None:
-    [name] = [
+def replica_names(deployment: str) -> list[str]:
+    return sorted(
         actor["name"]
         for actor in ray.util.list_named_actors(all_namespaces=True)
         if actor["namespace"] == "serve" and f"#{deployment}#" in actor["name"]
-    ]
-    ray.kill(ray.get_actor(name, namespace="serve"), no_restart=True)
+    )
+
+
+def kill_replicas(deployment: str, count: int | None = None) -> list[str]:
+    """Kill `count` replicas of a deployment (every one by default); returns the names killed."""
+    names = replica_names(deployment)[:count]
+    assert names, f"no replica of {deployment}"
+    for name in names:
+        ray.kill(ray.get_actor(name, namespace="serve"), no_restart=True)
+    return names
 
 
 def wait_until_denoising(client, job_id: str, timeout_s: float = 60) -> None:
@@ -37,7 +45,7 @@ def wait_until_denoising(client, job_id: str, timeout_s: float = 60) -> None:
 def test_denoiser_killed_mid_job_is_retried_not_left_pending(client):
     job = submit(client, **LONG_JOB)
     wait_until_denoising(client, job["id"])
-    kill_replica("Denoiser-flux-2-klein-4b")
+    kill_replicas("Denoiser-flux-2-klein-4b")
     result = wait_for_job(client, job["id"], timeout_s=180)
     record = client.get(f"/v1/jobs/{job['id']}").json()
     assert result["status"] in ("Ready", "Error"), result
@@ -59,7 +67,7 @@ def test_ingress_restart_loses_nothing(client):
     in_flight = submit(client, **LONG_JOB)
     wait_until_denoising(client, in_flight["id"])
 
-    kill_replica("Ingress")
+    kill_replicas("Ingress")  # both replicas: the one running the job is among them
 
     after_restart = wait_for_job(client, finished["id"])
     assert after_restart["status"] == "Ready"
@@ -67,3 +75,18 @@ def test_ingress_restart_loses_nothing(client):
     adopted = wait_for_job(client, in_flight["id"], timeout_s=180)
     assert adopted["status"] == "Ready", adopted
     assert client.get(f"/v1/jobs/{in_flight['id']}").json()["attempts"] == 2
+
+
+def test_one_of_two_ingress_replicas_dies_and_every_job_ends(client):
+    """The shared instance runs two ingress replicas; the proxy spreads submits over both. One dies
+    mid-batch: the survivor keeps answering, the dead one's jobs are adopted (by the survivor or
+    the restarted replica, never both: the lease decides), and every job ends Ready."""
+    assert len(replica_names("Ingress")) == 2
+    jobs = [submit(client, **{**LONG_JOB, "seed": seed}) for seed in range(20, 24)]
+    wait_until_denoising(client, jobs[0]["id"])
+    kill_replicas("Ingress", count=1)
+    for job in jobs:
+        result = wait_for_job(client, job["id"], timeout_s=240)
+        assert result["status"] == "Ready", result
+        record = client.get(f"/v1/jobs/{job['id']}").json()
+        assert record["attempts"] in (1, 2) and len(record["images"]) == 1, record
