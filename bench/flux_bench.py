@@ -6,12 +6,21 @@
 
 Runs a grid of variants x steps x batch sizes x resolutions (x concurrency levels over
 HTTP) with a fixed seed and the fixed prompt set in bench/prompts.txt, and writes
-results.parquet, results.md and three PNG plots to --out.
+results.parquet, results.md and three PNG plots to --out. In-process it can add three axes,
+each per variant and step count, as edits.parquet, languages.parquet and references.parquet
+and tables in results.md: --edits (held-out edits of the offline shapes model: asked
+attribute, the others kept, shape IoU), --languages (its text-to-image adherence per prompt
+language) and --references (latency of one image with 0, 1, 2 ... references of the output's
+size; with --real-size at 1024x1024, the real models' native size, unless --resolutions says
+otherwise).
+
+    flux-bench --edits --languages en,ru --references 0,1,2 --steps 16 --batch-sizes 1
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import shlex
 import sys
@@ -24,12 +33,18 @@ from tqdm import tqdm
 
 from bench.cost import load_config
 from bench.quality import ClipScorer
-from bench.report import build_rows, markdown, plot, scores_note, write_parquet
+from bench.reference_latency import reference_latency, reference_workers
+from bench.report import AXES, axes_markdown, build_rows, markdown, plot, scores_note, write_parquet
 from bench.runners import Cell, HttpRunner, InProcessRunner
+from bench.shapes_edits import edit_rows, held_out, language_rows
 from deployments.contracts import GenerationParams, InvalidRequestError
+from deployments.emulation import SETTINGS_FILENAME
 from deployments.registry import VARIANTS, UnknownModelError, get_variant
-from deployments.weights import REAL_SIZE, draws_noise, pick_device
+from deployments.weights import EMULATED_PREFIX, REAL_SIZE, draws_noise, pick_device, resolve_weights
+from training.shapes_language import LANGUAGES
+from training.shapes_scoring import load as load_shapes_pipeline
 
+MAX_REFERENCES = 8  # BFL's input_image .. input_image_8
 BENCH_DIR = Path(__file__).parent
 PROMPTS_FILE = BENCH_DIR / "prompts.txt"
 CONFIG_FILE = BENCH_DIR / "bench_config.yaml"
@@ -44,6 +59,28 @@ def _ints(text: str) -> list[int]:
         ) from None
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: give one or more numbers of at least 1")
+    return values
+
+
+def _counts(text: str) -> list[int]:
+    """Reference counts: whole numbers from 0 to MAX_REFERENCES."""
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 0 or max(values) > MAX_REFERENCES:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give reference counts from 0 to {MAX_REFERENCES}, comma-separated, e.g. 0,1,2"
+        )
+    return list(dict.fromkeys(values))
+
+
+def _languages(text: str) -> list[str]:
+    values = list(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    if not values or any(value not in LANGUAGES for value in values):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: the shapes world's prompt languages are {', '.join(LANGUAGES)}; e.g. en,ru"
+        )
     return values
 
 
@@ -98,6 +135,27 @@ def _check_limits(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
             parser.error(f"{flags[error.field]}: {error.message}")
 
 
+def _trained_on_shapes(weights: str) -> bool:
+    """Weights whose pictures the shapes-world scorer can read: the trained default, or a folder trained here."""
+    if weights == EMULATED_PREFIX:
+        return True
+    settings = Path(weights).expanduser() / SETTINGS_FILENAME
+    return settings.exists() and bool(json.loads(settings.read_text()).get("trained"))
+
+
+def _check_axes(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """The edit, language and reference axes run in-process; adherence needs weights trained on the shapes world."""
+    flags = [flag for flag, on in (("--edits", args.edits), ("--languages", args.languages)) if on]
+    if args.url and (flags or args.references):
+        parser.error(f"{', '.join(flags + ['--references'] * bool(args.references))}: in-process only; drop --url")
+    if flags and (args.real_size or not _trained_on_shapes(args.weights)):
+        parser.error(
+            f"{' and '.join(flags)} score the shapes world's pictures, which weights {args.weights!r} do not draw "
+            "(random weights draw noise): use --weights emulated (the trained default) or a folder trained by "
+            "training/; --references measures latency with any weights"
+        )
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="flux-bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -126,6 +184,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--gpu-fraction", type=_fraction, default=1.0, help="share of a GPU an in-process run stands for (cost)"
     )
+    parser.add_argument(
+        "--edits",
+        action="store_true",
+        help="score held-out edits (asked attribute, the others kept, shape IoU) in each of --languages (default en)",
+    )
+    parser.add_argument(
+        "--languages", type=_languages, default=None, help="text-to-image adherence per prompt language, e.g. en,ru"
+    )
+    parser.add_argument(
+        "--references", type=_counts, default=None, help="latency with this many reference images, e.g. 0,1,2"
+    )
+    parser.add_argument(
+        "--seeds", type=_positive_int, default=4, help="images per held-out edit or scene (--edits, --languages)"
+    )
+    parser.add_argument(
+        "--held-out",
+        type=_positive_int,
+        default=None,
+        help="score the first N held-out edits per attribute and the first N held-out scenes (default: all)",
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--config", type=Path, default=CONFIG_FILE, help="GPU prices and CLIP model path")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default bench/results/<time>)")
@@ -136,6 +214,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--real-size runs in-process; for the service set weights: emulated:real in serve_config.yaml")
     if args.concurrency != [1] and not args.url:
         parser.error("--concurrency needs --url: in-process runs one request at a time")
+    _check_axes(parser, args)
     _check_limits(parser, args)
     if args.real_size:
         args.weights = REAL_SIZE
@@ -157,6 +236,65 @@ def grid(args: argparse.Namespace, native_sizes: dict[str, tuple[int, int]]) -> 
     ]
 
 
+def _with_context(
+    variant: str, weights: str, device: str, device_name: str, steps: int, rows: list[dict]
+) -> list[dict]:
+    context = {
+        "variant": variant,
+        "weights": weights,
+        "mode": "in-process",
+        "device": device,
+        "device_name": device_name,
+        "steps": steps,
+    }
+    return [{**context, **row} for row in rows]
+
+
+def score_axes(
+    args: argparse.Namespace, native_sizes: dict[str, tuple[int, int]], prompts: list[str], device_name: str
+) -> dict[str, list[dict]]:
+    """The edit, language and reference rows, per variant and step count (an empty list per axis not asked).
+
+    Edits and languages run `Flux2KleinPipeline` itself on the CPU (bench/shapes_edits.py), once
+    per checkpoint and step count: variants backed by the same checkpoint get the same scores.
+    References run the service's workers, loaded here and let go before the grid loads its own.
+    """
+    axes: dict[str, list[dict]] = {name: [] for name in AXES}
+    if args.edits or args.languages:
+        edits, scenes = held_out(args.held_out, args.held_out)
+        scored: dict[tuple[str, int], tuple[list[dict], list[dict]]] = {}
+        for variant in args.variants:
+            source = resolve_weights(get_variant(variant), args.weights).source
+            pipeline, settings = load_shapes_pipeline(Path(source))
+            for steps in args.steps:
+                if (source, steps) not in scored:
+                    at_steps = {**settings, "default_steps": steps}
+                    scored[source, steps] = (
+                        edit_rows(pipeline, at_steps, edits, args.seeds, args.languages or ["en"])
+                        if args.edits
+                        else [],
+                        language_rows(pipeline, at_steps, scenes, args.seeds, args.languages or []),
+                    )
+                device = pipeline.device.type
+                for axis, rows in zip(("edits", "languages"), scored[source, steps]):
+                    axes[axis] += _with_context(variant, args.weights, device, device, steps, rows)
+            del pipeline
+    if args.references:
+        device = pick_device(args.device).type
+        for variant in args.variants:
+            encoder, denoiser, references = reference_workers(variant, args.weights, args.device)
+            for width, height in args.resolutions or [native_sizes[variant]]:
+                for steps in args.steps:
+                    rows = reference_latency(
+                        encoder, denoiser, references, args.references, width, height, steps, prompts
+                    )
+                    axes["references"] += _with_context(variant, args.weights, device, device_name, steps, rows)
+            del encoder, denoiser, references
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+    return axes
+
+
 def device_label(device: torch.device) -> str:
     """The GPU's own name ('NVIDIA H100 80GB HBM3'), so the cost table knows what it measured on."""
     return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
@@ -176,6 +314,9 @@ def main(argv: list[str] | None = None) -> Path:
     clip = ClipScorer(config.clip_model_path) if config.clip_model_path else None
     out_dir = args.out or BENCH_DIR / "results" / time.strftime("%Y%m%d-%H%M%S")
     out_dir.mkdir(parents=True, exist_ok=True)
+    axes = score_axes(
+        args, {name: (f.defaults.width, f.defaults.height) for name, f in facts.items()}, prompts, device_name
+    )
 
     runs = []
     requests_per_cell = [max(len(prompts), cell.concurrency) for cell in cells]
@@ -198,11 +339,17 @@ def main(argv: list[str] | None = None) -> Path:
     note = scores_note(rows, config.clip_model_path)
     command = "flux-bench " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     write_parquet(rows, out_dir / "results.parquet")
+    written = [out_dir / "results.parquet", out_dir / "results.md"]
+    for axis, axis_rows in axes.items():
+        if axis_rows:
+            written.append(out_dir / f"{axis}.parquet")
+            write_parquet(axis_rows, written[-1])
     table = markdown(rows, config, {name: fact.description for name, fact in facts.items()}, note, command)
+    table += axes_markdown(axes)
     (out_dir / "results.md").write_text(table)
     plots = plot(rows, config, out_dir, {name: fact.defaults.steps for name, fact in facts.items()})
     print(table)
-    print(f"Wrote {out_dir / 'results.parquet'}, {out_dir / 'results.md'} and {', '.join(p.name for p in plots)}")
+    print(f"Wrote {', '.join(str(path) for path in written)} and {', '.join(p.name for p in plots)}")
     return out_dir
 
 

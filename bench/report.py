@@ -44,6 +44,55 @@ COLUMNS = (
 )
 
 
+# The edit, language and reference axes (flux-bench --edits / --languages / --references): one
+# table each, every row with the context below.
+AXIS_CONTEXT = ("variant", "weights", "mode", "device", "device_name", "steps")
+EDIT_COLUMNS = (
+    *AXIS_CONTEXT,
+    "language",
+    "attribute",
+    "edits",
+    "seeds",
+    "images",
+    "asked",
+    "kept",
+    "shape_iou",
+    "seconds_per_image",
+)
+LANGUAGE_COLUMNS = (
+    *AXIS_CONTEXT,
+    "language",
+    "scenes",
+    "seeds",
+    "images",
+    "colour",
+    "background",
+    "shape",
+    "all",
+    "all_vs_en",
+    "seconds_per_image",
+)
+REFERENCE_COLUMNS = (
+    *AXIS_CONTEXT,
+    "width",
+    "height",
+    "references",
+    "image_tokens",
+    "reference_tokens",
+    "tokens_per_step",
+    "requests",
+    "denoise_p50_s",
+    "denoise_p95_s",
+    "total_p50_s",
+    "total_p95_s",
+    "vs_none",
+    "added_s",
+    "quoted_vs_none",
+    "peak_gpu_memory_mb",
+)
+AXES = {"edits": EDIT_COLUMNS, "languages": LANGUAGE_COLUMNS, "references": REFERENCE_COLUMNS}
+
+
 def _percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else math.nan
 
@@ -261,6 +310,104 @@ def markdown(rows: list[dict], config: BenchConfig, descriptions: dict[str, str]
             + ".",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _signed(value) -> str:
+    return "-" if value is None else f"{value:+.3f}"
+
+
+def _ratio(value) -> str:
+    return "-" if value is None else f"x{value:.2f}"
+
+
+def _reference_costs(rows: list[dict]) -> list[str]:
+    """One sentence per variant, size and step count: what 1, 2 ... references add to one image."""
+    groups = defaultdict(dict)
+    for r in rows:
+        groups[(r["variant"], r["width"], r["height"], r["steps"])][r["references"]] = r
+    lines = []
+    for (variant, width, height, steps), by_count in groups.items():
+        if 0 not in by_count or len(by_count) < 2:
+            continue
+        costs = "; ".join(
+            f"{count} (+{r['reference_tokens']} tokens per step) {_fmt(r['total_p50_s'])} s, "
+            f"{_ratio(r['vs_none'])} (+{_fmt(r['added_s'])} s; the price quote says {_ratio(r['quoted_vs_none'])})"
+            for count, r in sorted(by_count.items())
+            if count
+        )
+        lines.append(
+            f"- {variant} {width}x{height}, {steps} step{'s' * (steps != 1)}: none {_fmt(by_count[0]['total_p50_s'])} s; {costs}."
+        )
+    return lines
+
+
+def axes_markdown(axes: dict[str, list[dict]]) -> str:
+    """The edit, language and reference tables, for whichever of them ran ('' when none did)."""
+    lines = []
+    edits, languages, references = axes.get("edits"), axes.get("languages"), axes.get("references")
+    if edits:
+        lines += [
+            "",
+            "## Edits (held-out)",
+            "",
+            "Held-out edits (source scene and instruction pairs never trained on), through the pipeline's "
+            "`image=` reference path; image i of an edit uses seed i. asked: the asked attribute reads as asked; "
+            "kept: the other two unchanged; shape IoU: the shape's mask against the expected drawing (the "
+            "source's place and size).",
+            "",
+            "| variant | steps | language | attribute | edits x seeds | asked | kept | shape IoU | s/image |",
+            "|---|---|---|---|---|---|---|---|---|",
+            *(
+                f"| {r['variant']} | {r['steps']} | {r['language']} | {r['attribute']} | {r['edits']} x {r['seeds']} "
+                f"| {_fmt(r['asked'])} | {_fmt(r['kept'])} | {_fmt(r['shape_iou'])} | {_fmt(r['seconds_per_image'])} |"
+                for r in edits
+            ),
+        ]
+    if languages:
+        lines += [
+            "",
+            "## Prompt languages (text-to-image, held-out scenes)",
+            "",
+            "The held-out scenes' captions in each language; the share of images whose shape colour, background, "
+            "shape and all three read as asked; vs English: all three, minus English's.",
+            "",
+            "| variant | steps | language | scenes x seeds | shape colour | background | shape | all three | vs English "
+            "| s/image |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+            *(
+                f"| {r['variant']} | {r['steps']} | {r['language']} | {r['scenes']} x {r['seeds']} | {_fmt(r['colour'])} "
+                f"| {_fmt(r['background'])} | {_fmt(r['shape'])} | {_fmt(r['all'])} "
+                f"| {_signed(r['all_vs_en'])} | {_fmt(r['seconds_per_image'])} |"
+                for r in languages
+            ),
+        ]
+    if references:
+        lines += [
+            "",
+            "## Reference images",
+            "",
+            "One image with 0, 1, 2 ... references of the output's size, p50 of one request per prompt. Each "
+            "reference adds (its pixels / 256) tokens to every step (diffusers' klein pipeline scales larger ones "
+            "down to 1 MP, so a 1024x1024 reference adds 4096 tokens, as many as a 1024x1024 output) and is "
+            "VAE-encoded once per pass. quoted: the ratio the submit's price quote assumes (output plus "
+            "reference megapixels).",
+            "",
+            "| variant | steps | size | references | tokens per step | denoise p50 s | total p50 / p95 s | vs none "
+            "| added s | quoted | peak GPU MB |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+            *(
+                f"| {r['variant']} | {r['steps']} | {r['width']}x{r['height']} | {r['references']} "
+                f"| {r['tokens_per_step']} | {_fmt(r['denoise_p50_s'])} | {_fmt(r['total_p50_s'])} / "
+                f"{_fmt(r['total_p95_s'])} | {_ratio(r['vs_none'])} | {_fmt(r['added_s'])} "
+                f"| {_ratio(r['quoted_vs_none'])} | {_fmt(r['peak_gpu_memory_mb'], 0)} |"
+                for r in references
+            ),
+            "",
+            "What references cost:",
+            "",
+            *_reference_costs(references),
+        ]
+    return "\n".join(lines) + "\n" if lines else ""
 
 
 def _series(rows: list[dict]) -> dict[str, list[dict]]:

@@ -6,6 +6,8 @@ Scores held-out edits (source scene + instruction pairs never trained on; asked 
 untouched attributes kept, shape mask IoU with the expected drawing) and held-out
 text-to-image scenes in English and Russian, through `Flux2KleinPipeline` itself (edits via
 its `image=` argument), and draws a grid: source | instruction | result, in both languages.
+`flux-bench --edits --languages en,ru` gives the same rows (edit_rows, language_rows) per
+variant and step count, in its report.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from PIL import Image, ImageDraw, ImageFont
 
 from deployments.weights import TRAINED_CHECKPOINT
 from training.shapes_edits import ATTRIBUTES, Edit, held_out_edits
+from training.shapes_language import LANGUAGES
 from training.shapes_scoring import edit_images, edit_scores, edit_sources, load, text_to_image_scores
-from training.shapes_world import held_out_scenes
+from training.shapes_world import Scene, held_out_scenes
 
 TILE_PX = 128
 TEXT_PX = 260
@@ -56,6 +59,66 @@ def grid_rows(pipeline, settings: dict, edits: list[Edit]) -> list[tuple[Image.I
     return rows
 
 
+def held_out(per_attribute: int | None = None, scenes: int | None = None) -> tuple[list[Edit], list[Scene]]:
+    """The held-out edits (the first `per_attribute` of each attribute) and scenes (the first `scenes`); all by default."""
+    edits = held_out_edits()
+    chosen = [
+        edit for attribute in ATTRIBUTES for edit in [e for e in edits if e.attribute == attribute][:per_attribute]
+    ]
+    return chosen, held_out_scenes()[:scenes]
+
+
+def edit_rows(pipeline, settings: dict, edits: list[Edit], seeds: int, languages: list[str]) -> list[dict]:
+    """Per language, one row over all edits and one per attribute: the asked attribute right, the
+    others kept, the shape's mask IoU with the expected drawing (the source's place and size)."""
+    rows = []
+    for language in languages:
+        started = time.perf_counter()
+        scores = edit_scores(pipeline, settings, edits, seeds, language)
+        seconds_per_image = (time.perf_counter() - started) / (len(edits) * seeds)
+        for attribute in ("all", *ATTRIBUTES):
+            count = sum(1 for edit in edits if attribute in ("all", edit.attribute))
+            prefix = "" if attribute == "all" else f"{attribute}/"
+            if count:
+                rows.append(
+                    {
+                        "language": language,
+                        "attribute": attribute,
+                        "edits": count,
+                        "seeds": seeds,
+                        "images": count * seeds,
+                        "asked": scores[f"{prefix}asked"],
+                        "kept": scores[f"{prefix}kept"],
+                        "shape_iou": scores[f"{prefix}iou"],
+                        "seconds_per_image": seconds_per_image,
+                    }
+                )
+    return rows
+
+
+def language_rows(pipeline, settings: dict, scenes: list[Scene], seeds: int, languages: list[str]) -> list[dict]:
+    """Text-to-image adherence per prompt language on the held-out scenes, and `all_vs_en`: the
+    share with all three attributes right, minus English's (None for English or without it)."""
+    rows = []
+    for language in languages:
+        started = time.perf_counter()
+        scores = text_to_image_scores(pipeline, settings, scenes, seeds, language)
+        rows.append(
+            {
+                "language": language,
+                "scenes": len(scenes),
+                "seeds": seeds,
+                "images": len(scenes) * seeds,
+                **{key: scores[key] for key in ("colour", "background", "shape", "all")},
+                "seconds_per_image": (time.perf_counter() - started) / (len(scenes) * seeds),
+            }
+        )
+    english = next((row["all"] for row in rows if row["language"] == "en"), None)
+    for row in rows:
+        row["all_vs_en"] = None if english is None or row["language"] == "en" else row["all"] - english
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, default=TRAINED_CHECKPOINT)
@@ -64,24 +127,22 @@ def main() -> None:
     args = parser.parse_args()
 
     pipeline, settings = load(args.checkpoint)
-    edits, scenes = held_out_edits(), held_out_scenes()
+    edits, scenes = held_out()
     print(f"{len(edits)} held-out edits, {len(scenes)} held-out scenes, {args.seeds} seeds each")
     print("| prompts | asked attribute | untouched kept | shape IoU | seconds |")
     print("|---|---|---|---|---|")
-    for language in ("en", "ru"):
-        started = time.time()
-        scores = edit_scores(pipeline, settings, edits, args.seeds, language)
-        print(
-            f"| edits, {language} | {scores['asked']:.3f} | {scores['kept']:.3f} | {scores['iou']:.3f} "
-            f"| {time.time() - started:.0f} |"
-        )
+    for row in edit_rows(pipeline, settings, edits, args.seeds, list(LANGUAGES)):
+        if row["attribute"] == "all":
+            print(
+                f"| edits, {row['language']} | {row['asked']:.3f} | {row['kept']:.3f} | {row['shape_iou']:.3f} "
+                f"| {row['seconds_per_image'] * row['images']:.0f} |"
+            )
     print("| text-to-image | shape colour | background | shape | all three |")
     print("|---|---|---|---|---|")
-    for language in ("en", "ru"):
-        scores = text_to_image_scores(pipeline, settings, scenes, args.seeds, language)
+    for row in language_rows(pipeline, settings, scenes, args.seeds, list(LANGUAGES)):
         print(
-            f"| {language} | {scores['colour']:.3f} | {scores['background']:.3f} | {scores['shape']:.3f} "
-            f"| {scores['all']:.3f} |"
+            f"| {row['language']} | {row['colour']:.3f} | {row['background']:.3f} | {row['shape']:.3f} "
+            f"| {row['all']:.3f} |"
         )
     if args.grid:
         draw_edit_grid(grid_rows(pipeline, settings, edits)).save(args.grid)

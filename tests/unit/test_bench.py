@@ -15,7 +15,7 @@ from bench import flux_bench
 from bench.cost import GpuPrice, gpu_seconds_per_image, load_config, seconds_on, usd_per_image
 from bench.harness import bench_arguments, time_repeats
 from bench.quality import psnr_db, ssim
-from bench.report import COLUMNS
+from bench.report import COLUMNS, EDIT_COLUMNS, LANGUAGE_COLUMNS, REFERENCE_COLUMNS
 from deployments.memory import text_encoder_params, transformer_params
 from deployments.real_size import build_real_size_pipeline
 from deployments.registry import get_variant
@@ -119,6 +119,56 @@ def test_random_weights_get_timings_but_no_quality_scores(tmp_path):
     assert _valid_png(out / "quality_vs_steps.png")
 
 
+def _unit(value) -> bool:
+    return 0.0 <= value <= 1.0
+
+
+def test_edit_language_and_reference_axes_each_give_their_rows(tmp_path):
+    """One held-out edit per attribute, one scene, one seed, one step: rows and ranges, not score levels
+    (the shipped checkpoint is retrained from time to time)."""
+    out = flux_bench.main(
+        [
+            *"--variants flux-2-klein-4b --steps 1 --batch-sizes 1 --prompts 1".split(),
+            *"--edits --languages en,ru --references 0,1,2 --seeds 1 --held-out 1".split(),
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    edits = pq.read_table(out / "edits.parquet").to_pylist()
+    assert all(set(row) == set(EDIT_COLUMNS) for row in edits)
+    assert [(row["language"], row["attribute"]) for row in edits] == [
+        (language, attribute) for language in ("en", "ru") for attribute in ("all", "background", "colour", "shape")
+    ]
+    assert all(
+        row["edits"] == (3 if row["attribute"] == "all" else 1) and row["images"] == row["edits"] for row in edits
+    )
+    assert all(_unit(row["asked"]) and _unit(row["kept"]) and _unit(row["shape_iou"]) for row in edits)
+    assert all(row["steps"] == 1 and row["seconds_per_image"] > 0 for row in edits)
+
+    languages = pq.read_table(out / "languages.parquet").to_pylist()
+    assert all(set(row) == set(LANGUAGE_COLUMNS) for row in languages)
+    assert [row["language"] for row in languages] == ["en", "ru"] and all(row["images"] == 1 for row in languages)
+    assert all(_unit(row[key]) for row in languages for key in ("colour", "background", "shape", "all"))
+    english, russian = languages
+    assert english["all_vs_en"] is None and russian["all_vs_en"] == pytest.approx(russian["all"] - english["all"])
+
+    references = pq.read_table(out / "references.parquet").to_pylist()
+    assert all(set(row) == set(REFERENCE_COLUMNS) for row in references)
+    assert [row["references"] for row in references] == [0, 1, 2]
+    for row in references:
+        assert (row["width"], row["height"]) == (64, 64) and row["image_tokens"] == 16  # 64x64 / 16x16 pixels a token
+        assert row["reference_tokens"] == 16 * row["references"]
+        assert row["tokens_per_step"] == row["image_tokens"] + row["reference_tokens"]
+        assert row["quoted_vs_none"] == pytest.approx(1 + row["references"])
+        assert row["total_p95_s"] >= row["total_p50_s"] > 0 and row["vs_none"] > 0
+    assert references[0]["vs_none"] == 1.0 and references[0]["added_s"] == 0.0
+
+    markdown = (out / "results.md").read_text()
+    assert "## Edits (held-out)" in markdown and "## Prompt languages" in markdown
+    assert "## Reference images" in markdown and "a 1024x1024 reference adds 4096 tokens" in markdown
+    assert "flux-2-klein-4b 64x64, 1 step: none" in markdown
+
+
 def _tiny_clip(folder):
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
@@ -186,6 +236,11 @@ FLUX_BENCH_REFUSALS = [
     (["--variants", "flux-2-klein-4b,foo"], "Unknown model 'foo'"),
     (["--prompts", "0"], "at least 1"),
     (["--gpu-fraction", "0"], "more than 0 and at most 1"),
+    (["--references", "0,9"], "reference counts from 0 to 8"),
+    (["--languages", "en,de"], "prompt languages are en, ru"),
+    (["--edits", "--weights", "emulated:tiny"], "score the shapes world's pictures"),
+    (["--references", "0,1", "--url", "http://127.0.0.1:9", "--key", "k"], "--references: in-process only"),
+    (["--held-out", "0"], "at least 1"),
 ]
 BENCH_SCRIPT_REFUSALS = [
     (["--size", "100"], "--size: 100 is not allowed; use a multiple of 16"),
