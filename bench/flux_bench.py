@@ -20,6 +20,7 @@ otherwise).
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import shlex
@@ -290,6 +291,7 @@ def score_axes(
                     )
                     axes["references"] += _with_context(variant, args.weights, device, device_name, steps, rows)
             del encoder, denoiser, references
+            gc.collect()  # the real-size models hold GPU memory the grid's own load needs
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
     return axes
