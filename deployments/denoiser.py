@@ -20,9 +20,10 @@ from pathlib import Path
 import torch
 from cachetools import LRUCache
 
+from deployments.acceleration import Acceleration, accelerate_denoiser, warm_up
 from deployments.conditioning import Conditioning, ReferenceLoader, group_key, no_references
 from deployments.contracts import AdapterRef, DenoiseJob, GenerationParams, InvalidRequestError
-from deployments.images import encode_image
+from deployments.images import ImageEncoder, to_uint8
 from deployments.registry import get_variant
 from deployments.weights import load_pipeline, pick_device, pick_dtype, resolve_weights
 
@@ -113,6 +114,7 @@ class Denoiser:
         max_loaded_adapters: int = 8,
         adapter_files: AdapterFiles = lambda adapter: Path(adapter.source),
         reference_images: ReferenceLoader = no_references,
+        acceleration: Acceleration | None = None,
     ):
         if max_images_per_forward < 1:
             raise ValueError(f"max_images_per_forward must be at least 1, got {max_images_per_forward}.")
@@ -127,6 +129,12 @@ class Denoiser:
         self.adapters = AdapterCache(self.pipeline, max_loaded_adapters, adapter_files)
         self.conditioning = Conditioning(self.pipeline, reference_images)
         self._pipeline_lock = threading.Lock()
+        self.acceleration = (acceleration or Acceleration()).resolve(self.device)
+        accelerate_denoiser(self.pipeline, self.acceleration, self.device)
+        self.image_encoder = ImageEncoder(
+            self.acceleration.encode_threads, self.acceleration.png_compress_level, self.acceleration.gpu_jpeg
+        )
+        self.warmup_s = warm_up(self, self.acceleration)
 
     @property
     def defaults(self):
@@ -164,12 +172,23 @@ class Denoiser:
     ) -> list[GenerationResult]:
         """Results in the order of `jobs`. Progress is (job index, step, total steps).
 
-        One call at a time per denoiser: the scheduler and the active adapters are pipeline state.
+        One call at a time per denoiser: the scheduler and the active adapters are pipeline state. Images are
+        encoded in a thread; the lock is released before waiting for them, so the next call can start its pass.
         """
         with self._pipeline_lock:
-            return self._generate(jobs, on_progress, should_cancel)
+            results, encoding = self._generate(jobs, on_progress, should_cancel)
+        decode_s: dict[tuple[int, float], float] = {}  # per request and pass: until its last image is encoded
+        for request_index, image_index, future, denoised in encoding:
+            data, encoded = future.result()
+            if not results[request_index].cancelled:
+                results[request_index].images[image_index] = data
+                key = (request_index, denoised)
+                decode_s[key] = max(decode_s.get(key, 0.0), encoded - denoised)
+        for (request_index, _), seconds in decode_s.items():
+            results[request_index].timings_s["decode"] += seconds
+        return results
 
-    def _generate(self, jobs, on_progress, should_cancel) -> list[GenerationResult]:
+    def _generate(self, jobs, on_progress, should_cancel) -> tuple[list[GenerationResult], list]:
         for job in jobs:
             self.check_embeddings(job)
         results = [GenerationResult(job.params, [None] * job.params.num_images) for job in jobs]
@@ -179,19 +198,22 @@ class Denoiser:
             for request_index in {slot.request_index for slot in chunk}:
                 chunks_per_request[request_index] += 1
         chunks_done: dict[int, int] = defaultdict(int)
+        encoding: list = []  # (request index, image index, future of (bytes, done at), denoised at)
         for chunk in chunks:
             live = [s for s in chunk if not (should_cancel and should_cancel(s.request_index))]
             cancelled = {s.request_index for s in chunk} - {s.request_index for s in live}
             for request_index in cancelled:
                 results[request_index].cancelled = True
             if live:
-                self._run_chunk(jobs, live, results, on_progress, should_cancel, chunks_per_request, chunks_done)
+                self._run_chunk(
+                    jobs, live, results, on_progress, should_cancel, chunks_per_request, chunks_done, encoding
+                )
             for request_index in {slot.request_index for slot in chunk}:
                 chunks_done[request_index] += 1
         for result in results:
             if result.cancelled:
                 result.images = []
-        return results
+        return results, encoding
 
     def _plan_forward_passes(self, params: list[GenerationParams]) -> list[list[_Slot]]:
         """Group compatible requests, then pack them into passes, keeping a request whole where it fits."""
@@ -228,7 +250,7 @@ class Denoiser:
         generator = torch.Generator("cpu").manual_seed(seed)
         return torch.randn(shape, generator=generator, dtype=torch.float32)
 
-    def _run_chunk(self, jobs, slots, results, on_progress, should_cancel, chunks_per_request, chunks_done):
+    def _run_chunk(self, jobs, slots, results, on_progress, should_cancel, chunks_per_request, chunks_done, encoding):
         first = jobs[slots[0].request_index].params
         request_indices = sorted({s.request_index for s in slots})
         prompt_embeds = torch.stack([jobs[s.request_index].prompt.embeds for s in slots])
@@ -279,24 +301,25 @@ class Denoiser:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)  # kernels run ahead of Python: time what they did
         denoised = time.perf_counter()
-        for slot, image in zip(slots, self.decode(latents)):
+        for slot, pixels in zip(slots, self.decode(latents)):
             output_format = jobs[slot.request_index].params.output_format
-            results[slot.request_index].images[slot.image_index] = encode_image(image, output_format)
-        decoded = time.perf_counter()
+            future = self.image_encoder.submit(pixels, output_format)
+            encoding.append((slot.request_index, slot.image_index, future, denoised))
         for request_index in request_indices:
             result = results[request_index]
             result.timings_s["denoise"] += denoised - started
-            result.timings_s["decode"] += decoded - denoised
             result.batch_images = max(result.batch_images, len(slots))
             result.batch_requests = max(result.batch_requests, len(request_indices))
 
-    def decode(self, latents: torch.Tensor) -> list:
-        """VAE decode of unpatchified latents (what the pipeline returns for output_type='latent'), one image
-        at a time: the decoder's activations are about 2 GB per 2048x2048 image, too many for a batch of 12."""
+    def decode(self, latents: torch.Tensor) -> list[torch.Tensor]:
+        """VAE decode of unpatchified latents (what the pipeline returns for output_type='latent') into uint8
+        (height, width, 3) tensors on the device, one image at a time: the decoder's activations are about 2 GB
+        per 2048x2048 image, too many for a batch of 12."""
         images = []
+        denormalize = self.pipeline.image_processor.config.do_normalize
         with torch.inference_mode():
             vae = self.pipeline.vae
             for latent in latents.split(1):
                 pixels = vae.decode(latent.to(vae.dtype), return_dict=False)[0]
-                images += self.pipeline.image_processor.postprocess(pixels, output_type="pil")
+                images += to_uint8(pixels, denormalize).unbind(0)
         return images

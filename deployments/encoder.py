@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from cachetools import LRUCache
 
+from deployments.acceleration import truncate_text_encoder
 from deployments.contracts import DenoiseJob, GenerationParams
 from deployments.registry import get_variant
 from deployments.weights import ResolvedWeights, load_pipeline, pick_device, pick_dtype, resolve_weights
@@ -31,7 +32,11 @@ class PromptEmbedding:
 
 
 class TextEncoder:
-    """The pipeline's own `encode_prompt`, with an LRU cache keyed by (model, prompt, length), bounded in bytes."""
+    """The pipeline's own `encode_prompt`, with an LRU cache keyed by (model, prompt, length), bounded in bytes.
+
+    With `truncate` the encoder stops after the last hidden layer the pipeline reads (27 of Qwen3's 36) and has
+    no LM head: the same embeddings, bit for bit, for three quarters of the work.
+    """
 
     def __init__(
         self,
@@ -40,6 +45,7 @@ class TextEncoder:
         cache_bytes: int = 1024**3,
         device: str = "auto",
         dtype: str = "auto",
+        truncate: bool = True,
     ):
         self.variant = get_variant(model)
         self.weights: ResolvedWeights = resolve_weights(self.variant, weights)
@@ -47,6 +53,8 @@ class TextEncoder:
         self.pipeline = load_pipeline(
             self.weights, self.device, pick_dtype(self.device, dtype), transformer=None, vae=None
         )
+        if truncate:
+            truncate_text_encoder(self.pipeline.text_encoder, self.weights.text_encoder_out_layers)
         self.cache: LRUCache = LRUCache(maxsize=cache_bytes, getsizeof=lambda embedding: embedding.embeds.nbytes)
         self.cache_hits = 0
         self.encoded_prompts = 0

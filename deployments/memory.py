@@ -14,6 +14,7 @@ from deployments.real_size import real_text_encoder, real_transformer, real_vae
 from deployments.registry import ModelVariant, TextEncoderSpec
 
 BYTES_PER_PARAM_BF16 = 2
+BYTES_PER_PARAM_FP8 = 1
 ACTIVATIONS_GB_AT_1MP = {"transformer": 2.0, "text_encoder": 0.5, "vae": 1.5}
 
 
@@ -22,10 +23,12 @@ class Component:
     name: str
     kind: str
     params: int
+    fp8_params: int = 0  # of `params`, those stored in FP8 (quantization: fp8)
 
     @property
     def memory_gb(self) -> float:
-        return self.params * BYTES_PER_PARAM_BF16 / 1e9 + ACTIVATIONS_GB_AT_1MP[self.kind]
+        weight_bytes = (self.params - self.fp8_params) * BYTES_PER_PARAM_BF16 + self.fp8_params * BYTES_PER_PARAM_FP8
+        return weight_bytes / 1e9 + ACTIVATIONS_GB_AT_1MP[self.kind]
 
 
 def _count(module: torch.nn.Module) -> int:
@@ -35,6 +38,15 @@ def _count(module: torch.nn.Module) -> int:
 def transformer_params(variant: ModelVariant) -> int:
     with torch.device("meta"):
         return _count(real_transformer(variant))
+
+
+def transformer_fp8_params(variant: ModelVariant) -> int:
+    """Parameters `quantization: fp8` stores in one byte: the weights of the blocks' linear layers."""
+    from deployments.acceleration import fp8_quantizable
+
+    with torch.device("meta"):
+        modules = real_transformer(variant).named_modules()
+        return sum(module.weight.numel() for name, module in modules if fp8_quantizable(module, name))
 
 
 def text_encoder_params(spec: TextEncoderSpec) -> int:
@@ -47,9 +59,10 @@ def vae_params() -> int:
         return _count(real_vae())
 
 
-def components(variant: ModelVariant) -> list[Component]:
+def components(variant: ModelVariant, quantization: str = "none") -> list[Component]:
+    fp8_params = transformer_fp8_params(variant) if quantization == "fp8" else 0
     return [
-        Component(f"{variant.name} transformer", "transformer", transformer_params(variant)),
+        Component(f"{variant.name} transformer", "transformer", transformer_params(variant), fp8_params),
         Component(f"{variant.name} VAE", "vae", vae_params()),
         Component(
             f"{variant.text_encoder.family} text encoder", "text_encoder", text_encoder_params(variant.text_encoder)

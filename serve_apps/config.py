@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -40,6 +41,61 @@ class BatchingArgs(StrictModel):
     batch_wait_timeout_s: float = Field(0.05, ge=0, le=10)
 
 
+class AccelerationArgs(StrictModel):
+    """Speed-ups of one model's replicas (deployments/acceleration.py). `auto`: on where they help (a CUDA GPU),
+    off on a CPU; every one can be forced on or off. None changes the API's default output format."""
+
+    compile: bool | Literal["auto"] = Field(
+        "auto", description="regional torch.compile of the transformer's repeated blocks (and the VAE decoder)"
+    )
+    quantization: Literal["none", "fp8"] = Field(
+        "none", description="fp8: torchao dynamic float8 per-row, CUDA GPUs of compute capability 8.9+ only"
+    )
+    attention_backend: Literal["auto", "flash", "cudnn", "efficient", "math"] = Field(
+        "auto", description="PyTorch SDPA backend; auto lets torch choose"
+    )
+    fast_decode: bool | Literal["auto"] = Field("auto", description="VAE decode in bf16 (compiled with compile)")
+    gpu_jpeg: bool | Literal["auto"] = Field(
+        "auto", description="JPEG encoded on the GPU (torchvision's nvJPEG); auto: when torchvision is installed"
+    )
+    warmup_sizes: list[tuple[int, int]] | None = Field(
+        None,
+        description="[width, height] sizes generated once at replica start so no request compiles; "
+        "default: the model's native size when compile is on, none otherwise",
+    )
+    truncate_text_encoder: bool = Field(
+        True, description="run the text encoder only up to the last layer the pipeline reads; same embeddings"
+    )
+    encode_threads: int = Field(
+        1, ge=0, le=16, description="threads encoding images while the next pass runs; 0 encodes inline"
+    )
+    png_compress_level: int = Field(1, ge=0, le=9, description="zlib level of PNG output; 1 is fast, 6 PIL's default")
+
+    @field_validator("warmup_sizes")
+    @classmethod
+    def _sizes_servable(cls, sizes: list[tuple[int, int]] | None) -> list[tuple[int, int]] | None:
+        from deployments.contracts import MAX_PIXELS, MIN_SIDE_PX, SIDE_MULTIPLE_PX
+
+        for width, height in sizes or []:
+            if min(width, height) < MIN_SIDE_PX or width % SIDE_MULTIPLE_PX or height % SIDE_MULTIPLE_PX:
+                raise ValueError(
+                    f"warm-up size {width}x{height}: sides must be multiples of {SIDE_MULTIPLE_PX} and at least "
+                    f"{MIN_SIDE_PX}, as requests' are, e.g. [1024, 1024]"
+                )
+            if width * height > MAX_PIXELS:
+                raise ValueError(
+                    f"warm-up size {width}x{height} is over {MAX_PIXELS} pixels, more than a request may ask"
+                )
+        return sizes
+
+    def to_acceleration(self):
+        """As the workers take it (`deployments.acceleration.Acceleration`, imported here only: it loads torch)."""
+        from deployments.acceleration import Acceleration
+
+        sizes = None if self.warmup_sizes is None else tuple(tuple(size) for size in self.warmup_sizes)
+        return Acceleration(**{**self.model_dump(), "warmup_sizes": sizes})
+
+
 class ModelArgs(StrictModel):
     """One denoiser deployment: a model variant with its weights and placement."""
 
@@ -59,6 +115,26 @@ class ModelArgs(StrictModel):
     dtype: str = "auto"
     batching: BatchingArgs = BatchingArgs()
     autoscaling: AutoscalingArgs = AutoscalingArgs()
+    acceleration: AccelerationArgs = AccelerationArgs()
+
+    @model_validator(mode="after")
+    def _gpu_speedups_on_a_gpu(self) -> ModelArgs:
+        """Refused here, before any replica starts: GPU-only speed-ups forced on a CPU placement."""
+        on_cpu = self.device == "cpu" or (self.device == "auto" and self.num_gpus == 0)
+        if not on_cpu:
+            return self
+        accel = self.acceleration
+        if accel.quantization == "fp8":
+            raise ValueError(
+                "acceleration.quantization fp8 needs a CUDA GPU (compute capability 8.9+) but this model runs on "
+                f"the CPU (device {self.device}, num_gpus {self.num_gpus:g}); set quantization: none or give it a GPU"
+            )
+        if accel.attention_backend in ("cudnn", "efficient"):
+            raise ValueError(
+                f"acceleration.attention_backend {accel.attention_backend} runs only on a CUDA GPU but this model "
+                "runs on the CPU; use auto, flash or math"
+            )
+        return self
 
 
 class EncoderArgs(StrictModel):
@@ -252,7 +328,7 @@ class AppArgs(StrictModel):
         for name, model in self.models.items():
             if model.weights.startswith("emulated") or model.num_gpus == 0:
                 continue
-            transformer, vae, _encoder = components(get_variant(name))
+            transformer, vae, _encoder = components(get_variant(name), model.acceleration.quantization)
             need_gb = transformer.memory_gb + vae.memory_gb
             have_gb = model.num_gpus * self.gpu_memory_gb
             if need_gb > have_gb:

@@ -20,6 +20,12 @@ STEP_SECONDS = Histogram(
     tag_keys=MODEL,
 )
 COLD_STARTS = Counter("flux_cold_starts_total", description="Denoiser replicas started (model loaded)", tag_keys=MODEL)
+WARMUP_SECONDS = Histogram(
+    "flux_warmup_seconds",
+    description="Seconds a starting denoiser replica spent warming up (compiling) before taking requests",
+    boundaries=[1, 10, 30, 60, 120, 300],
+    tag_keys=MODEL,
+)
 GPU_SECONDS = Counter(
     "flux_gpu_seconds_total", description="GPU-seconds used by jobs (time x GPU fraction)", tag_keys=MODEL
 )

@@ -67,6 +67,7 @@ class EncoderServer:
             cache_bytes=args.encoder.cache_bytes,
             device=model_args.device,
             dtype=model_args.dtype,
+            truncate=model_args.acceleration.truncate_text_encoder,
         )
 
     @staticmethod
@@ -106,11 +107,13 @@ class DenoiserServer:
             max_loaded_adapters=args.loras.max_loaded_per_replica,
             adapter_files=lambda adapter: sources.fetch(adapter.source),
             reference_images=stored_references(self.store.load_reference),
+            acceleration=model_args.acceleration.to_acceleration(),
         )
         self.safety_checker = safety.load_checker(args.safety.checker)
         self.node_id = ray.get_runtime_context().get_node_id()[:12] if ray.is_initialized() else ""
         self.ready_at = time.time()
         metrics.COLD_STARTS.inc(tags={"model": model})
+        metrics.WARMUP_SECONDS.observe(getattr(self.denoiser, "warmup_s", 0.0), tags={"model": model})
         self._cancel_checked_at: dict[str, tuple[float, bool]] = {}
 
     @staticmethod
