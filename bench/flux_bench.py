@@ -38,7 +38,8 @@ from bench.reference_latency import reference_latency, reference_workers
 from bench.report import AXES, axes_markdown, build_rows, markdown, plot, scores_note, write_parquet
 from bench.runners import Cell, HttpRunner, InProcessRunner
 from bench.shapes_edits import edit_rows, held_out, language_rows
-from deployments.contracts import GenerationParams, InvalidRequestError
+from deployments.acceleration import ATTENTION_BACKENDS, QUANTIZATIONS, Acceleration
+from deployments.contracts import OUTPUT_FORMATS, GenerationParams, InvalidRequestError
 from deployments.emulation import SETTINGS_FILENAME
 from deployments.registry import VARIANTS, UnknownModelError, get_variant
 from deployments.weights import EMULATED_PREFIX, REAL_SIZE, draws_noise, pick_device, resolve_weights
@@ -118,6 +119,23 @@ def _variants(text: str) -> list[str]:
         return [get_variant(name.strip()).name for name in text.split(",")]
     except UnknownModelError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+
+
+SWITCHES = {"auto": "auto", "on": True, "off": False}
+
+
+def acceleration(args: argparse.Namespace) -> Acceleration:
+    """The speed-ups an in-process run uses, as serve_config.yaml's `acceleration:` would set them. No warm-up:
+    every cell runs one request first anyway, which compiles its shapes."""
+    return Acceleration(
+        compile=SWITCHES[args.compile],
+        quantization=args.quantization,
+        attention_backend=args.attention_backend,
+        fast_decode=SWITCHES[args.fast_decode],
+        gpu_jpeg=SWITCHES[args.gpu_jpeg],
+        warmup_sizes=(),
+        png_compress_level=args.png_compress_level,
+    )
 
 
 def _check_limits(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -206,6 +224,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="score the first N held-out edits per attribute and the first N held-out scenes (default: all)",
     )
     parser.add_argument("--device", default="auto")
+    speedups = parser.add_argument_group("speed-ups (in-process; auto: the service's defaults for the device)")
+    speedups.add_argument("--compile", choices=SWITCHES, default="auto", help="regional torch.compile")
+    speedups.add_argument("--quantization", choices=QUANTIZATIONS, default="none", help="fp8: torchao, CUDA 8.9+")
+    speedups.add_argument("--attention-backend", choices=ATTENTION_BACKENDS, default="auto")
+    speedups.add_argument("--fast-decode", choices=SWITCHES, default="auto", help="VAE decode in bf16, compiled")
+    speedups.add_argument("--gpu-jpeg", choices=SWITCHES, default="auto", help="JPEG on the GPU (torchvision)")
+    speedups.add_argument("--png-compress-level", type=int, choices=range(10), default=1, metavar="0..9")
+    parser.add_argument("--output-format", choices=OUTPUT_FORMATS, default="png", help="what each image is encoded to")
     parser.add_argument("--config", type=Path, default=CONFIG_FILE, help="GPU prices and CLIP model path")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default bench/results/<time>)")
     args = parser.parse_args(argv)
@@ -228,7 +254,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def grid(args: argparse.Namespace, native_sizes: dict[str, tuple[int, int]]) -> list[Cell]:
     return [
-        Cell(variant, steps, batch, width, height, concurrency)
+        Cell(variant, steps, batch, width, height, concurrency, args.output_format)
         for variant in args.variants
         for width, height in (args.resolutions or [native_sizes[variant]])
         for batch in args.batch_sizes
@@ -309,7 +335,8 @@ def main(argv: list[str] | None = None) -> Path:
     if args.url:
         runner, device, device_name = HttpRunner(args.url, args.key), "service", "service"
     else:
-        runner, torch_device = InProcessRunner(args.weights, args.device, args.gpu_fraction), pick_device(args.device)
+        runner = InProcessRunner(args.weights, args.device, args.gpu_fraction, acceleration(args))
+        torch_device = pick_device(args.device)
         device, device_name = torch_device.type, device_label(torch_device)
     facts = {name: runner.model_facts(name) for name in args.variants}
     cells = grid(args, {name: (fact.defaults.width, fact.defaults.height) for name, fact in facts.items()})

@@ -19,6 +19,7 @@ import psutil
 import torch
 from PIL import Image
 
+from deployments.acceleration import Acceleration
 from deployments.contracts import GenerationDefaults, GenerationParams
 from deployments.denoiser import Denoiser
 from deployments.encoder import TextEncoder
@@ -123,10 +124,13 @@ class InProcessRunner:
 
     mode = "in-process"
 
-    def __init__(self, weights: str, device: str = "auto", gpu_fraction: float = 1.0):
+    def __init__(
+        self, weights: str, device: str = "auto", gpu_fraction: float = 1.0, acceleration: Acceleration | None = None
+    ):
         self.weights = weights
         self.device = device
         self.gpu_fraction = gpu_fraction
+        self.acceleration = acceleration
         self._loaded: dict[str, tuple[TextEncoder, Denoiser]] = {}
 
     def workers(self, variant: str) -> tuple[TextEncoder, Denoiser]:
@@ -135,7 +139,7 @@ class InProcessRunner:
             self._loaded.clear()
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-            self._loaded[variant] = load_workers(variant, self.weights, self.device)
+            self._loaded[variant] = load_workers(variant, self.weights, self.device, acceleration=self.acceleration)
         return self._loaded[variant]
 
     def model_facts(self, variant: str) -> ModelFacts:
