@@ -71,3 +71,12 @@ def instruction(source: Scene, attribute: str, value: str, language: str) -> str
     if attribute == "colour":
         return f"сделай {RU_SHAPES[source.shape]} {RU_INSTRUMENTAL[value]}"
     return f"преврати {RU_SHAPES[source.shape]} в {RU_SHAPES[value]}"
+
+
+def english_words() -> dict[str, str]:
+    """Each Russian word of the world (every case form, both spellings of ё) -> its English word."""
+    pairs = {"фон": "background", "фоне": "background", "на": "on", "сделай": "make", "преврати": "turn", "в": "into"}
+    pairs.update({russian: english for english, russian in RU_SHAPES.items()})
+    for forms in (RU_NOMINATIVE, RU_PREPOSITIONAL, RU_INSTRUMENTAL):
+        pairs.update({russian: english for english, russian in forms.items()})
+    return {**pairs, **{plain_e(russian): english for russian, english in pairs.items()}}

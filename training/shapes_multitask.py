@@ -34,7 +34,7 @@ from training.shapes_edits import Edit, draw_pair, training_edits
 from training.shapes_language import caption, plain_e
 from training.shapes_model import cosine_with_warmup
 from training.shapes_scoring import SETTINGS_FILENAME, score_checkpoint
-from training.shapes_tokenizer import extend_embeddings, extend_tokenizer, new_sentences
+from training.shapes_tokenizer import extend_embeddings, extend_tokenizer, new_sentences, tie_translations
 from training.shapes_world import BUCKETS_PX, IMAGE_SIDE_PX, Scene, place, render, training_scenes
 
 SQUARE = (IMAGE_SIDE_PX, IMAGE_SIDE_PX)
@@ -54,6 +54,7 @@ class MultitaskConfig:
     caption_dropout: float = 0.1
     edit_share: float = 0.5
     russian_share: float = 0.5
+    tie_translations: bool = True  # Russian words read as their English words (see training/shapes_tokenizer.py)
     save_every: int = 250
     eval_seeds: int = 4  # 0: skip scoring
 
@@ -182,6 +183,8 @@ def train(base_dir: Path, out_dir: Path, config: MultitaskConfig) -> dict:
     base_settings = json.loads((base_dir / SETTINGS_FILENAME).read_text())
     tokenizer = extend_tokenizer(pipeline.tokenizer, new_sentences())
     extend_embeddings(pipeline.text_encoder, len(tokenizer), seed=config.seed)
+    if config.tie_translations:
+        print(f"tied {tie_translations(pipeline.text_encoder, tokenizer)} Russian rows to English ones", flush=True)
     pipeline.register_modules(tokenizer=tokenizer)
 
     prompts = all_prompts()
@@ -252,7 +255,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads: on a shared CPU one is fastest")
     for name, default in asdict(MultitaskConfig()).items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
+        flag = f"--{name.replace('_', '-')}"
+        if isinstance(default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+        else:
+            parser.add_argument(flag, type=type(default), default=default)
     args = vars(parser.parse_args())
     torch.set_num_threads(args.pop("threads"))
     base_dir, out_dir = args.pop("base"), args.pop("out")

@@ -7,6 +7,11 @@ until every new word is one token. Appended merges never fire on text the old on
 merge fully, so every existing token id and every English caption keeps its tokens, and the
 trained transformer keeps what it knows. The encoder's embedding table grows by the new ids
 with seeded random rows at the old rows' scale, as the encoder was built.
+
+A real Qwen3 encoder already places "красный" near "red"; this tiny random one cannot, so
+`tie_translations` gives each Russian word the input row of its English word, a stand-in
+for that multilingual knowledge. What stays for the transformer to learn is Russian word
+order and grammar (cases, no articles), which is what the EN/RU scores then measure.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, Qwen3ForCausalLM
 
 from training.shapes_edits import all_edits
-from training.shapes_language import LANGUAGES, caption, plain_e
+from training.shapes_language import LANGUAGES, caption, english_words, plain_e
 from training.shapes_world import all_scenes
 
 TOKENIZER_FILENAME = "tokenizer.json"
@@ -91,3 +96,27 @@ def extend_embeddings(text_encoder: Qwen3ForCausalLM, vocab_size: int, seed: int
     table = text_encoder.get_input_embeddings().weight
     rows = torch.randn(vocab_size - old_size, table.shape[1], generator=torch.Generator().manual_seed(seed))
     table[old_size:] = (rows * table[:old_size].float().std()).to(table.dtype)
+
+
+def _single_token(tokenizer: PreTrainedTokenizerBase, word: str) -> int | None:
+    """The id of `word` after a space, or at the start of a prompt, where it is one token."""
+    for form in (f" {word}", word):
+        ids = tokenizer(form, add_special_tokens=False).input_ids
+        if len(ids) == 1:
+            return ids[0]
+    return None
+
+
+@torch.no_grad()
+def tie_translations(text_encoder: Qwen3ForCausalLM, tokenizer: PreTrainedTokenizerBase) -> int:
+    """Copy each Russian word's English row into its own rows (both its forms); returns rows tied."""
+    table = text_encoder.get_input_embeddings().weight
+    tied = 0
+    for russian, english in english_words().items():
+        english_id = _single_token(tokenizer, english)
+        for form in (f" {russian}", russian):
+            ids = tokenizer(form, add_special_tokens=False).input_ids
+            if english_id is not None and len(ids) == 1:
+                table[ids[0]] = table[english_id]
+                tied += 1
+    return tied
