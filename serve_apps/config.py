@@ -210,7 +210,8 @@ class SafetyArgs(StrictModel):
     by each request's safety_tolerance. Off when `checker` is None."""
 
     checker: str | None = Field(
-        None, description="'module:Class' of an ImageSafetyChecker, e.g. serve_apps.safety_nudenet:NudeNetChecker"
+        None,
+        description="'nudenet' (the optional extra flux-serve[nudenet]) or 'module:Class' of an ImageSafetyChecker",
     )
 
 
