@@ -202,18 +202,38 @@ def truncate_text_encoder(text_encoder: torch.nn.Module, out_layers: tuple[int, 
     `Flux2KleinPipeline._get_qwen3_prompt_embeds` stacks `hidden_states[k]` for k in out_layers; hidden state k is
     the output of layer k-1, before the final norm. transformers replaces the last hidden state by the normed one
     (`tie_last_hidden_states`), so that is turned off: the kept hidden states are then bit-identical, and the
-    encoder does 27/36 of the work without a 0.2-1.2 GB LM head. Returns the number of layers kept.
+    encoder does 27/36 of the work without a 0.2-1.2 GB LM head. A short probe prompt checks that, here and now,
+    with this transformers version; where they differ the encoder is left whole. Returns the layers kept.
     """
-    model = text_encoder.model
+    model, config = text_encoder.model, text_encoder.config
     keep = max(out_layers)
     if keep > len(model.layers):
         raise AccelerationError(
             f"the pipeline reads hidden state {keep} but the text encoder has {len(model.layers)} layers; "
             "check text_encoder_out_layers in the checkpoint's flux_serve.json"
         )
+    whole = (model.layers, model.norm, text_encoder.lm_head, config.num_hidden_layers, vars(config).copy())
+    expected = _probe(text_encoder, out_layers)
     model.layers = torch.nn.ModuleList(list(model.layers)[:keep])
-    text_encoder.config.num_hidden_layers = keep
-    text_encoder.config.tie_last_hidden_states = False
+    config.num_hidden_layers = keep
+    config.tie_last_hidden_states = False
     model.norm = torch.nn.Identity()
     text_encoder.lm_head = torch.nn.Identity()  # logits would be prompts x 512 x 151936 floats, never read
-    return keep
+    if all(torch.equal(a, b) for a, b in zip(expected, _probe(text_encoder, out_layers))):
+        return keep
+    model.layers, model.norm, text_encoder.lm_head, config.num_hidden_layers, attributes = whole
+    vars(config).clear()
+    vars(config).update(attributes)
+    logger.warning("text encoder kept whole: cut after layer %d its hidden states differ (transformers version?)", keep)
+    return len(model.layers)
+
+
+def _probe(text_encoder: torch.nn.Module, out_layers: tuple[int, ...]) -> list[torch.Tensor]:
+    """The hidden states the pipeline reads, for eight tokens: the same call `encode_prompt` makes."""
+    device = next(text_encoder.parameters()).device
+    input_ids = torch.arange(1, 9, device=device)[None]
+    with torch.inference_mode():
+        output = text_encoder(
+            input_ids=input_ids, attention_mask=torch.ones_like(input_ids), output_hidden_states=True, use_cache=False
+        )
+    return [output.hidden_states[k] for k in out_layers]

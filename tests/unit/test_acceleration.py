@@ -96,6 +96,29 @@ def test_truncated_text_encoder_gives_identical_embeddings(model):
         assert torch.equal(a.embeds, b.embeds)
 
 
+def test_encoder_is_left_whole_where_the_cut_would_change_embeddings(monkeypatch):
+    """The cut is checked on a probe prompt at start; a transformers that still normed the last state is caught."""
+    from deployments import acceleration
+
+    real_probe = acceleration._probe
+    calls = []
+
+    def probe(text_encoder, out_layers):
+        states = real_probe(text_encoder, out_layers)
+        calls.append(1)
+        return states if len(calls) == 1 else [state + 1 for state in states]
+
+    monkeypatch.setattr(acceleration, "_probe", probe)
+    whole = TextEncoder(MODEL, weights="emulated:tiny")
+    text_encoder = whole.pipeline.text_encoder
+    assert len(text_encoder.model.layers) == text_encoder.config.num_hidden_layers == 4
+    assert not isinstance(text_encoder.lm_head, torch.nn.Identity)
+    assert getattr(text_encoder.config, "tie_last_hidden_states", None) is None
+    monkeypatch.setattr(acceleration, "_probe", real_probe)
+    reference = TextEncoder(MODEL, weights="emulated:tiny", truncate=False)
+    assert torch.equal(whole.encode(["a red circle"])[0].embeds, reference.encode(["a red circle"])[0].embeds)
+
+
 # -- image encoding ---------------------------------------------------------------------------
 
 
