@@ -7,14 +7,22 @@
 #   bench/gpu_suite.sh --dry-run       # any machine: print the commands, run nothing
 #   bench/gpu_suite.sh --out DIR --budget-s 450 --variants flux-2-klein-4b
 #
+#   bench/gpu_suite.sh --wheels .whl --export "$OUT"   # a lent machine: install carried wheels, send results back
+#
 # Runs go most informative first (4B eager and all-on, then each step, then 9B); a run that would start with
 # under 40 s left is skipped and listed in skipped.txt, so the suite ends inside its budget. FP8 needs torchao and
-# GPU JPEG needs torchvision (pip install torchao torchvision before, where the machine has no network).
+# GPU JPEG torchvision. A machine with PyTorch but without this project's other needs takes them as wheels
+# (--wheels DIR, installed with --no-deps into /tmp/site): diffusers==0.42.1, cachetools, pydantic, pydantic-core,
+# annotated-types, typing-inspection, torchao (the preflight import names anything still missing).
+# --export DIR copies speedups.md and a tarball of the whole output there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-.venv/bin/python}
+[[ -x $PY ]] || PY=python3
 DRY_RUN=0
+WHEELS=""
+EXPORT=""
 BUDGET_S=${SUITE_BUDGET_S:-450}
 OUT=""
 VARIANTS="flux-2-klein-4b flux-2-klein-9b"
@@ -25,14 +33,22 @@ while [[ $# -gt 0 ]]; do
     --out) OUT="$2"; shift 2 ;;
     --budget-s) BUDGET_S="$2"; shift 2 ;;
     --variants) VARIANTS="${2//,/ }"; shift 2 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    --wheels) WHEELS="$2"; shift 2 ;;
+    --export) EXPORT="$2"; shift 2 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "gpu_suite.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
   esac
 done
 
+if [[ -n $WHEELS && $DRY_RUN == 0 ]]; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$WHEELS"/*.whl
+  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
 if [[ $DRY_RUN == 1 ]]; then
   GPU=gpu
 else
+  "$PY" -c "import bench.flux_bench, bench.acceleration_bench, tests.gpu.test_gpu_acceleration" || {
+    echo "gpu_suite.sh: a module above is missing; carry its wheel (--wheels DIR)" >&2; exit 1; }
   if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
     echo "gpu_suite.sh: no CUDA GPU here; run it on a GPU machine (or --dry-run to see the commands)" >&2
     exit 1
@@ -95,4 +111,9 @@ if [[ $DRY_RUN == 1 ]]; then
   echo "$PY -m bench.acceleration_bench summarize $OUT"
 else
   "$PY" -m bench.acceleration_bench summarize "$OUT" && echo "torchao: $HAVE_TORCHAO; wrote $OUT"
+  if [[ -n $EXPORT ]]; then
+    mkdir -p "$EXPORT"
+    cp "$OUT/speedups.md" "$EXPORT/" 2>/dev/null || true
+    tar czf "$EXPORT/bench-$GPU.tar.gz" -C "$(dirname "$OUT")" "$(basename "$OUT")"
+  fi
 fi
