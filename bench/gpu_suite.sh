@@ -35,7 +35,7 @@ while [[ $# -gt 0 ]]; do
     --variants) VARIANTS="${2//,/ }"; shift 2 ;;
     --wheels) WHEELS="$2"; shift 2 ;;
     --export) EXPORT="$2"; shift 2 ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "gpu_suite.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
   esac
 done
