@@ -98,3 +98,9 @@ def database_url(request, tmp_path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'jobs.db'}"
     return request.getfixturevalue("postgres_server").new_database()
+
+
+def pytest_collection_modifyitems(items):
+    """The two-node cluster tests end with `ray stop --force`, which stops every Ray on this machine,
+    the shared Serve instance of tests/browser and tests/serve included: run them first."""
+    items.sort(key=lambda item: item.get_closest_marker("cluster") is None)

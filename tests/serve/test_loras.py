@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pytest
 
+from serve_apps.auth import hash_key
+from serve_apps.config import AppArgs
+from serve_apps.database import JobDatabase
 from tests.serve.conftest import wait_for_job
 from tests.serve.test_api import submit
 from tests.unit.test_lora import write_red_dataset
@@ -75,3 +79,24 @@ def test_sources_outside_the_allowed_roots_are_refused(client, tmp_path):
     assert outside.status_code == 422 and "outside the allowed folders" in outside.json()["detail"][0]["msg"]
     bad_id = client.post("/v1/loras", json={"id": "../x", "source": "/etc"})
     assert bad_id.status_code == 422
+
+
+def test_a_users_adapter_is_usable_by_others_but_only_its_owner_or_an_admin_changes_it(
+    base_url, serve_instance, client, trained_adapter
+):
+    """Two user keys from the keys table (FLUX_API_KEYS are the operator's, admin): bob may apply
+    alice's adapter but not re-register its id (which would swap its file or drop its tags)."""
+    db = JobDatabase(AppArgs(**serve_instance[1]).database_url)
+    for name in ("alice", "bob"):
+        db.add_key(hash_key(f"{name}-user-key"), name, "user")
+    alice, bob = (
+        httpx.Client(base_url=base_url, headers={"x-key": f"{name}-user-key"}, timeout=60) for name in ("alice", "bob")
+    )
+    with alice, bob:
+        owned = alice.post("/v1/loras", json={"id": "alices", "source": str(trained_adapter), "tags": ["person"]})
+        assert owned.status_code == 200, owned.text
+        taken = bob.post("/v1/loras", json={"id": "alices", "source": str(trained_adapter), "tags": []})
+        assert taken.status_code in (403, 409, 422) and "alices" in taken.text, taken.text
+        assert wait_for_job(bob, submit(bob, prompt="a circle", loras=[{"id": "alices"}])["id"])["status"] == "Ready"
+        assert alice.post("/v1/loras", json={"id": "alices", "source": str(trained_adapter)}).status_code == 200
+    assert client.post("/v1/loras", json={"id": "alices", "source": str(trained_adapter)}).status_code == 200
