@@ -1,6 +1,7 @@
-"""The shipped offline default draws what it is asked, and its trainer runs end to end."""
+"""The shipped offline default draws what it is asked, and its trainers run end to end."""
 
 import json
+import random
 
 import pytest
 from diffusers import Flux2KleinPipeline
@@ -9,8 +10,12 @@ from bench.shapes_quality import generate
 from deployments.denoiser import Denoiser
 from deployments.encoder import TextEncoder
 from deployments.weights import TRAINED_CHECKPOINT
+from training.shapes_edits import held_out_edits
 from training.shapes_model import TrainingConfig, train
-from training.shapes_world import adherence, held_out_scenes
+from training.shapes_multitask import MultitaskConfig
+from training.shapes_multitask import train as train_multitask
+from training.shapes_scoring import edit_images, load
+from training.shapes_world import adherence, draw, held_out_scenes
 
 
 @pytest.fixture(scope="module")
@@ -38,3 +43,18 @@ def test_trainer_runs_end_to_end_on_a_tiny_budget(tmp_path):
     assert set(settings["held_out_scores"]) == {"colour", "background", "shape", "all"}
     pipeline = Flux2KleinPipeline.from_pretrained(tmp_path)
     assert pipeline.transformer.dtype == pipeline.vae.dtype
+
+
+def test_multitask_trainer_runs_end_to_end_on_a_tiny_budget(tmp_path):
+    """Edit steps through the reference-token path; the saved checkpoint reads the new Russian words as
+    one token each and edits at 7:4 through the pipeline's own `image=`."""
+    config = MultitaskConfig(items_per_task=16, steps=4, batch=2, edit_share=0.5, save_every=2, eval_seeds=0)
+    settings = train_multitask(TRAINED_CHECKPOINT, tmp_path, config)
+    assert settings["training"]["steps_done"] == 4
+    pipeline, saved = load(tmp_path)
+    assert len(pipeline.tokenizer) <= pipeline.text_encoder.get_input_embeddings().num_embeddings
+    for word in ("сделай", " жёлтым", " желтым", " треугольник", " квадрат", " фоне"):
+        assert len(pipeline.tokenizer(word).input_ids) == 1, word
+    source = draw(held_out_scenes()[0], random.Random(0)).resize((112, 64))
+    result = edit_images(pipeline, {**saved, "default_steps": 2}, held_out_edits()[:1], [source], 1, "ru")[0][0]
+    assert result.size == (112, 64)
