@@ -102,5 +102,10 @@ def database_url(request, tmp_path) -> str:
 
 def pytest_collection_modifyitems(items):
     """The two-node cluster tests end with `ray stop --force`, which stops every Ray on this machine,
-    the shared Serve instance of tests/browser and tests/serve included: run them first."""
-    items.sort(key=lambda item: item.get_closest_marker("cluster") is None)
+    the shared Serve instance of tests/browser and tests/serve included: run them first. The browser
+    tests go last, after every test that runs its own event loop."""
+
+    def order(item) -> int:
+        return 0 if item.get_closest_marker("cluster") else 2 if "tests/browser/" in item.nodeid else 1
+
+    items.sort(key=order)

@@ -32,8 +32,10 @@ def request_host(url: str) -> str:
     return urlsplit(url.removeprefix("blob:")).netloc
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    """Per module: Playwright's sync API runs an event loop in this thread while it is open, and
+    every later `asyncio.run` of the suite would fail with "cannot be called from a running event loop"."""
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed: bash setup.sh")
     executable = find_chromium()
     if executable is None:
