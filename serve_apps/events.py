@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from serve_apps.protocol import JobStatus
 
-ACTIVE_POLL_S = 0.1
+ACTIVE_POLL_S = 0.05  # after a change: a stream adds at most this to the moment a job is seen done
 IDLE_POLL_S = 0.5
 # An event id is attempts * ATTEMPT_SPAN + a rank inside the attempt: queue positions first
 # (nearer the front ranks higher), then denoising steps, then the end. A retried job starts
