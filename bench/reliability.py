@@ -175,13 +175,13 @@ def main() -> None:
     serve.start(http_options={"host": "127.0.0.1", "port": 18790})
     base_url = "http://127.0.0.1:18790"
     try:
-        with tempfile.TemporaryDirectory() as storage:
+        with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as storage:  # replicas may still write
             serve.run(build_app(app_args(storage, options.jobs)), name="flux", route_prefix="/")
             print("memory:", asyncio.run(memory_run(base_url, options.jobs)), flush=True)
-        with tempfile.TemporaryDirectory() as storage:
+        with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as storage:  # replicas may still write
             serve.run(build_app(app_args(storage, options.overload_cap)), name="flux", route_prefix="/")
             print("overload:", asyncio.run(overload_run(base_url, options.overload_cap)), flush=True)
-        with tempfile.TemporaryDirectory() as storage:
+        with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as storage:  # replicas may still write
             serve.run(build_app(app_args(storage, 100, options.stale_after_s)), name="flux", route_prefix="/")
             print(
                 f"failover (stale_after_s {options.stale_after_s:g}):", asyncio.run(failover_run(base_url)), flush=True
