@@ -28,6 +28,15 @@ UPLOAD_ID_PATTERN = re.compile(r"^upload_[0-9a-f]{32}$")
 UPLOAD_KEY_PATTERN = re.compile(r"^[0-9a-f]{12}$")
 
 
+def modified_s(info: dict) -> float:
+    """A file's last write in epoch seconds from fsspec's details (local `mtime`, S3 `LastModified`);
+    unknown counts as now, so it is never deleted for its age."""
+    value = info.get("mtime", info.get("LastModified"))
+    if value is None:
+        return time.time()
+    return value.timestamp() if hasattr(value, "timestamp") else float(value)
+
+
 def new_job_id() -> str:
     return uuid.uuid4().hex
 
@@ -132,6 +141,17 @@ class JobStore:
             return self.fs.cat_file(f"{self.root}/uploads/{key_id}/{upload_id}.png")
         except FileNotFoundError:
             return None
+
+    def delete_uploads_before(self, cutoff_s: float) -> int:
+        """Delete uploads last written before `cutoff_s` (epoch seconds); returns how many went. A job
+        that used one keeps its own copy under refs/, so this loses no job's input."""
+        folder = f"{self.root}/uploads"
+        if not self.fs.exists(folder):
+            return 0
+        old = [path for path, info in self.fs.find(folder, detail=True).items() if modified_s(info) < cutoff_s]
+        for path in old:
+            self.fs.rm_file(path)
+        return len(old)
 
     def delete_job_files(self, job_id: str) -> None:
         """Images, progress and markers of one job (retention)."""

@@ -202,13 +202,18 @@ def test_retention_deletes_old_finished_jobs_with_their_images(tmp_path):
     db.save(claim, old)
     running, _ = db.create(record())
     store.save_image(old.id, "0.png", b"png")
+    upload = ("0123456789ab", "upload_" + "a" * 32)
+    store.save_upload(*upload, b"png")
     later = time.time() + 31 * 86_400
     assert expired(db, 30, now=later) == [old.id], "a dry run lists, deletes nothing; Pending jobs are kept"
     assert db.load(old.id) is not None
     assert apply_retention(db, store, 30, now=later) == 1
     assert db.load(old.id) is None and store.load_image(old.id, "0.png") is None
     assert db.load(running.id) is not None
+    assert store.load_upload(*upload) is None, "old uploads go too (a job keeps its own copy in refs/)"
+    store.save_upload(*upload, b"png")
     assert apply_retention(db, store, 30) == 0, "nothing younger than the retention goes"
+    assert store.load_upload(*upload) == b"png"
 
 
 def test_a_key_revoked_in_the_database_is_refused_by_every_replica_at_once(db):

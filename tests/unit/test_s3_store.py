@@ -1,5 +1,7 @@
 """The job store on a real S3-compatible server (moto, on loopback), through s3fs."""
 
+import time
+
 from deployments.contracts import GenerationParams
 from serve_apps.storage import JobStore, new_job_id
 
@@ -17,6 +19,10 @@ def test_images_markers_and_secrets_on_s3(s3_url, s3_endpoint):
     assert other_replica.is_cancel_requested(job_id), "no stale listing cache across replicas"
     assert other_replica.load_image(new_job_id(), "0.png") is None
     assert store.shared_secret("s", lambda: "first") == other_replica.shared_secret("s", lambda: "second") == "first"
+    upload = ("0123456789ab", "upload_" + "b" * 32)
+    store.save_upload(*upload, b"png")
+    assert other_replica.delete_uploads_before(time.time() - 3600) == 0, "S3's LastModified read as a time"
+    assert other_replica.delete_uploads_before(time.time() + 3600) == 1 and store.load_upload(*upload) is None
 
 
 def test_denoiser_worker_writes_images_and_progress_to_s3(s3_url, s3_endpoint, encoder):
