@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from bench.harness import time_repeats
 from deployments.acceleration import Acceleration
 from deployments.contracts import GenerationParams
 from deployments.denoiser import Denoiser
@@ -112,12 +113,8 @@ def png_times(repeats: int) -> list[str]:
         image = Image.open(DOCS / name).convert("RGB").resize((1024, 1024))
         times, sizes = {}, {}
         for level in (PIL_DEFAULT_PNG_LEVEL, FAST_PNG_LEVEL):
-            runs = []
-            for _ in range(max(3, repeats)):
-                started = time.perf_counter()
-                sizes[level] = len(encode_image(image, "png", png_compress_level=level))
-                runs.append(time.perf_counter() - started)
-            times[level] = statistics.median(runs) * 1000
+            timed = time_repeats(lambda: encode_image(image, "png", png_compress_level=level), max(3, repeats), 0)
+            times[level], sizes[level] = timed.median_s * 1000, len(timed.result)
         slow, fast = times[PIL_DEFAULT_PNG_LEVEL], times[FAST_PNG_LEVEL]
         size_ratio = sizes[FAST_PNG_LEVEL] / sizes[PIL_DEFAULT_PNG_LEVEL]
         lines.append(f"| {name} | {slow:.1f} | {fast:.1f} | {fast / slow:.2f}x | {size_ratio:.2f}x |")
