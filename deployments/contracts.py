@@ -44,6 +44,13 @@ class GenerationDefaults:
     distilled: bool
     width: int = 1024
     height: int = 1024
+    # Guidance for requests with reference images when the caller sets none (None: `guidance`). A checkpoint
+    # trained with "empty instruction keeps the image" has an unguided pass that copies the references, so
+    # guidance would push the asked change past its colour; such a checkpoint edits best at 1.0 (no CFG).
+    edit_guidance: float | None = None
+
+    def guidance_for(self, has_references: bool) -> float:
+        return self.edit_guidance if has_references and self.edit_guidance is not None else self.guidance
 
 
 @dataclass(frozen=True)
@@ -155,7 +162,9 @@ class GenerationParams:
             width=given.pop("width", defaults.width),
             height=given.pop("height", defaults.height),
             steps=defaults.steps if steps is None else steps,
-            guidance=None if defaults.distilled else (defaults.guidance if guidance is None else guidance),
+            guidance=None
+            if defaults.distilled
+            else (defaults.guidance_for(bool(given.get("references"))) if guidance is None else guidance),
             seed=draw_seed() if seed is None else seed,
             **given,
         )

@@ -135,6 +135,7 @@ def _settings_to_weights(variant: ModelVariant, source: str, settings: dict, des
             distilled=bool(settings.get("distilled", variant.distilled)),
             width=native_side_px,
             height=native_side_px,
+            edit_guidance=float(settings["default_edit_guidance"]) if "default_edit_guidance" in settings else None,
         ),
     )
 

@@ -168,7 +168,7 @@ class GenerateRequest(BaseModel):
         model. `adapters` are the resolved `loras`; `prompt` the prompt with trigger words, if added;
         `references`/`mask` the input images as stored. Raises InvalidRequestError past the limits."""
         width, height = self.size(defaults.width, defaults.height, references[0] if references else None)
-        guidance = self.guidance if self.guidance is not None else defaults.guidance
+        guidance = self.guidance if self.guidance is not None else defaults.guidance_for(bool(references))
         params = GenerationParams(
             prompt=self.prompt if prompt is None else prompt,
             width=width,

@@ -52,6 +52,11 @@ class MultitaskConfig:
     warmup_steps: int = 50
     ema_decay: float = 0.995
     caption_dropout: float = 0.1
+    # Edits trained with an empty instruction and the source as the target: "no instruction keeps the
+    # image". The pipeline's guidance pass runs "" with the same references, so guidance then pushes
+    # from the unchanged source toward the asked change, and copying what is kept is learned early.
+    edit_keep_share: float = 0.25
+    edit_guidance: float = 1.0  # the sampling default for edits this teaches (flux_serve.json default_edit_guidance)
     edit_share: float = 0.5
     russian_share: float = 0.5
     tie_translations: bool = True  # Russian words read as their English words (see training/shapes_tokenizer.py)
@@ -115,8 +120,8 @@ def all_prompts() -> list[str]:
 
 
 def pick_prompt(ask: Scene | Edit, config: MultitaskConfig, rng: random.Random) -> str:
-    """English or Russian (ё or е, equally), dropped to "" at the caption-dropout rate for guidance."""
-    if rng.random() < config.caption_dropout:
+    """English or Russian (ё or е, equally), dropped to "" for guidance: edits at `edit_keep_share`."""
+    if rng.random() < (config.edit_keep_share if isinstance(ask, Edit) else config.caption_dropout):
         return ""
     language = "ru" if rng.random() < config.russian_share else "en"
     text = ask.instruction(language) if isinstance(ask, Edit) else caption(ask, language)
@@ -196,6 +201,7 @@ def train(base_dir: Path, out_dir: Path, config: MultitaskConfig) -> dict:
         "training_stage_2": base_settings["training"],
         "description": describe(pipeline.transformer),
         "buckets_px": [list(bucket) for bucket in BUCKETS_PX],
+        "default_edit_guidance": config.edit_guidance,
     }
 
     transformer = pipeline.transformer.train()
@@ -212,17 +218,19 @@ def train(base_dir: Path, out_dir: Path, config: MultitaskConfig) -> dict:
         rows = torch.randint(len(pool.targets), (config.batch,), generator=generator)
         chosen = [prompt_index[pick_prompt(pool.asks[row], config, rng)] for row in rows.tolist()]
         prompt_embeds = embeddings[chosen]
+        targets = pool.targets[rows]
         height_tokens, width_tokens = height_px // TOKEN_PX, width_px // TOKEN_PX
         image_ids, text_ids = token_ids(config.batch, height_tokens, width_tokens, embeddings.shape[1])
         conditioning = {}
         if pool.references is not None:
+            references = pool.references[rows]
+            kept = torch.tensor([index == prompt_index[""] for index in chosen]).view(-1, 1, 1)
+            targets = torch.where(kept, references, targets)
             conditioning = {
-                "reference_tokens": pool.references[rows],
+                "reference_tokens": references,
                 "reference_ids": reference_ids(config.batch, height_tokens, width_tokens),
             }
-        loss = flow_matching_loss(
-            transformer, pool.targets[rows], prompt_embeds, image_ids, text_ids, generator, **conditioning
-        )
+        loss = flow_matching_loss(transformer, targets, prompt_embeds, image_ids, text_ids, generator, **conditioning)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(transformer.parameters(), 1.0)

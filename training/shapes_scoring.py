@@ -26,12 +26,19 @@ WIDE_SIZES_PX = ((112, 64), (80, 64))  # 7:4 (the nearest to 16:9 with sides >= 
 SOURCE_SEED = 1000  # edit i's source drawing is placed with random.Random(SOURCE_SEED + i)
 
 
+def guidance(settings: dict, edits: bool) -> float:
+    """The service's default (`GenerationDefaults.guidance_for`): edits at `default_edit_guidance` when set."""
+    return float(
+        settings.get("default_edit_guidance", settings["default_guidance"]) if edits else settings["default_guidance"]
+    )
+
+
 def _sample(pipeline: Flux2KleinPipeline, settings: dict, prompts: list[str], seeds: int, **kwargs) -> list:
     return pipeline(
         prompt=prompts,
         num_images_per_prompt=seeds,
         num_inference_steps=settings["default_steps"],
-        guidance_scale=settings["default_guidance"],
+        guidance_scale=guidance(settings, edits="image" in kwargs),
         generator=[torch.Generator().manual_seed(seed) for _ in prompts for seed in range(seeds)],
         max_sequence_length=settings["max_sequence_length"],
         text_encoder_out_layers=tuple(settings["text_encoder_out_layers"]),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from deployments.contracts import AdapterRef, GenerationDefaults, GenerationParams, InvalidRequestError
+from deployments.contracts import AdapterRef, GenerationDefaults, GenerationParams, InvalidRequestError, ReferenceImage
 from serve_apps.protocol import GenerateRequest
 
 DISTILLED = GenerationDefaults(steps=4, guidance=1.0, distilled=True, width=1024, height=1024)
@@ -20,6 +20,16 @@ def test_defaults_fill_what_the_request_leaves_out():
 def test_a_distilled_model_has_no_guidance_and_no_cfg():
     params = GenerateRequest(prompt="a fox", guidance=7.0).to_params(DISTILLED)
     assert params.guidance is None and not params.uses_cfg
+
+
+def test_edits_take_the_checkpoints_edit_guidance_unless_the_caller_sets_one():
+    editing = GenerationDefaults(steps=16, guidance=3.0, distilled=False, width=64, height=64, edit_guidance=1.0)
+    reference = (ReferenceImage("c" * 64, "c" * 64 + ".png", 64, 64),)
+    edit = GenerateRequest(prompt="make the background yellow").to_params(editing, references=reference)
+    assert edit.guidance == 1.0 and not edit.uses_cfg
+    assert GenerateRequest(prompt="a fox").to_params(editing).guidance == 3.0
+    assert GenerateRequest(prompt="x", guidance=4.0).to_params(editing, references=reference).guidance == 4.0
+    assert GenerateRequest(prompt="x").to_params(GUIDED, references=reference).guidance == 3.0
 
 
 def test_the_seed_is_drawn_once_and_kept():
