@@ -182,6 +182,11 @@ def save(pipeline: Flux2KleinPipeline, transformer, out_dir: Path, settings: dic
     (out_dir / SETTINGS_FILENAME).write_text(json.dumps(settings, indent=2, sort_keys=True, ensure_ascii=False))
 
 
+def next_stage(settings: dict) -> int:
+    """The number under which the base's own training is kept, after the stages it already records."""
+    return 1 + max((int(key.rsplit("_", 1)[1]) for key in settings if key.startswith("training_stage_")), default=0)
+
+
 def describe(transformer) -> str:
     millions = sum(parameter.numel() for parameter in transformer.parameters()) / 1e6
     return (
@@ -213,7 +218,7 @@ def train(base_dir: Path, out_dir: Path, config: MultitaskConfig) -> dict:
     pools = build_pools(pipeline, config, rng)
     settings = {
         **{key: value for key, value in base_settings.items() if not key.startswith(("held_out", "training_scores"))},
-        "training_stage_2": base_settings["training"],
+        f"training_stage_{next_stage(base_settings)}": base_settings["training"],
         "description": describe(pipeline.transformer),
         "buckets_px": [list(bucket) for bucket in BUCKETS_PX],
         "default_edit_guidance": config.edit_guidance,
