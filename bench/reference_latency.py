@@ -67,7 +67,9 @@ def reference_latency(
     prompts: list[str],
 ) -> list[dict]:
     """One row per reference count: tokens per step and the seconds of one image with that many
-    references of the output's size (one untimed warm-up, then one timed request per prompt)."""
+    references of the output's size (one untimed warm-up, then one timed request per prompt). Every row
+    runs at the model's text-to-image guidance, so rows differ by their references alone (a checkpoint's
+    `edit_guidance` would otherwise also drop CFG from the rows with references)."""
     pixels_per_token = denoiser.pixels_per_token
     rows = []
     for count in counts:
@@ -75,7 +77,14 @@ def reference_latency(
         jobs = [
             encoder.job(
                 GenerationParams.with_defaults(
-                    denoiser.defaults, prompt, width=width, height=height, steps=steps, seed=SEED, references=refs
+                    denoiser.defaults,
+                    prompt,
+                    width=width,
+                    height=height,
+                    steps=steps,
+                    seed=SEED,
+                    references=refs,
+                    guidance=denoiser.defaults.guidance,
                 )
             )
             for prompt in prompts
