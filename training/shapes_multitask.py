@@ -155,9 +155,9 @@ def reference_ids(batch_size: int, height_tokens: int, width_tokens: int) -> tor
 
 def parameter_groups(transformer, config: MultitaskConfig) -> list[dict]:
     """The attention QK-norm scales at `qk_norm_lr_multiplier` times the rate, the rest at `lr`."""
-    named = list(transformer.named_parameters())
-    qk_norms = [parameter for name, parameter in named if ".norm_q." in name or ".norm_k." in name]
-    others = [parameter for name, parameter in named if not (".norm_q." in name or ".norm_k." in name)]
+    qk_norms, others = [], []
+    for name, parameter in transformer.named_parameters():
+        (qk_norms if ".norm_q." in name or ".norm_k." in name else others).append(parameter)
     return [
         {"params": others, "base_lr": config.lr},
         {"params": qk_norms, "base_lr": config.lr * config.qk_norm_lr_multiplier, "weight_decay": 0.0},

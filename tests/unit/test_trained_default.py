@@ -1,6 +1,5 @@
 """The shipped offline default draws what it is asked, and its trainers run end to end."""
 
-import hashlib
 import io
 import json
 import random
@@ -14,6 +13,9 @@ from deployments.contracts import GenerationParams, ReferenceImage
 from deployments.denoiser import Denoiser
 from deployments.encoder import TextEncoder
 from deployments.weights import TRAINED_CHECKPOINT
+from serve_apps.config import InputArgs
+from serve_apps.inputs import decode_image
+from serve_apps.references import as_reference
 from training.shapes_edits import edit_adherence, held_out_edits
 from training.shapes_model import TrainingConfig, train
 from training.shapes_multitask import MultitaskConfig
@@ -45,15 +47,14 @@ def test_trained_default_reads_russian_prompts():
 
 
 def stored_sources(edits) -> tuple[list[ReferenceImage], dict[str, bytes]]:
-    """The held-out edits' source drawings as the service stores references: PNG files found by name."""
-    references, files = [], {}
+    """The held-out edits' source drawings through the service's own input path (decoded, stored as PNG
+    named by its sha256), and the stored files by name, as the replica loads them."""
+    decoded = []
     for source, _expected in edit_sources(edits):
         buffer = io.BytesIO()
         source.save(buffer, format="PNG")
-        digest = hashlib.sha256(buffer.getvalue()).hexdigest()
-        files[f"{digest}.png"] = buffer.getvalue()
-        references.append(ReferenceImage(digest, f"{digest}.png", *source.size))
-    return references, files
+        decoded.append(decode_image(buffer.getvalue(), "input_image", InputArgs().max_pixels))
+    return [as_reference(image) for image in decoded], {image.name: image.png for image in decoded}
 
 
 @pytest.mark.parametrize("language", ["en", "ru"])
