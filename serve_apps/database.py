@@ -21,12 +21,13 @@ from sqlalchemy import Engine, create_engine, delete, event, func, insert, selec
 from sqlalchemy.exc import IntegrityError
 
 from serve_apps.records import JobRecord, JobStatus, Stage
-from serve_apps.schema import api_keys, jobs, loras, metadata
+from serve_apps.schema import api_keys, job_references, jobs, loras, metadata
 
 logger = logging.getLogger("flux_serve.database")
 
 DATABASE_FILENAME = "flux-serve.db"
 NEWEST_FIRST_BASE_MS = 10**16
+IN_CLAUSE_SIZE = 500
 UNREADABLE = "the stored record could not be read (quarantined); submit the job again"
 
 
@@ -55,6 +56,12 @@ def default_database_url(storage_url: str) -> str:
 
 def history_cursor(record_created_at: float, job_id: str) -> str:
     return f"{NEWEST_FIRST_BASE_MS - int(record_created_at * 1000):016d}_{job_id}"
+
+
+def named_inputs(record: JobRecord) -> set[str]:
+    """The stored input images (references and mask) a job runs from."""
+    params = record.params
+    return {image.name for image in [*params.references, params.mask] if image is not None}
 
 
 def request_digest(body: str) -> str:
@@ -131,9 +138,12 @@ class JobDatabase:
             "body_digest": body_digest,
             **self._columns(record),
         }
+        named = [{"job_id": record.id, "name": name} for name in named_inputs(record)]
         try:
             with self.engine.begin() as connection:
                 connection.execute(insert(jobs).values(**values))
+                if named:
+                    connection.execute(insert(job_references), named)
         except IntegrityError:
             if key_digest is None:
                 raise
@@ -321,8 +331,21 @@ class JobDatabase:
             return list(connection.execute(query).scalars())
 
     def delete(self, job_ids: list[str]) -> None:
+        """Delete finished jobs (a Pending one among them is kept) and the input images they name."""
         with self.engine.begin() as connection:
+            finished = select(jobs.c.id).where(jobs.c.id.in_(job_ids), jobs.c.status != JobStatus.PENDING.value)
+            connection.execute(delete(job_references).where(job_references.c.job_id.in_(finished)))
             connection.execute(delete(jobs).where(jobs.c.id.in_(job_ids), jobs.c.status != JobStatus.PENDING.value))
+
+    def inputs_in_use(self, names: list[str]) -> set[str]:
+        """Which of these stored input images some job still names."""
+        used: set[str] = set()
+        with self.engine.connect() as connection:
+            for start in range(0, len(names), IN_CLAUSE_SIZE):
+                chunk = names[start : start + IN_CLAUSE_SIZE]
+                query = select(job_references.c.name).where(job_references.c.name.in_(chunk)).distinct()
+                used.update(connection.execute(query).scalars())
+        return used
 
     # -- API keys: hashes and roles -------------------------------------------------------------
 

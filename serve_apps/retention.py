@@ -1,5 +1,6 @@
 """Retention: finished jobs older than `jobs.retention_days` go, their images first, then the record;
-uploads older than that go too (a job keeps its own copy of an upload's image under refs/).
+uploads older than that go too (a job keeps its own copy of an upload's image under refs/), and so
+does every stored input image (refs/) that no remaining job names, once it is an hour old.
 
 Images are deleted before the record, so a crash in between leaves a record without images
 (retried next time), never images nobody can find. The ingress sweeper runs it; the CLI
@@ -15,6 +16,9 @@ from serve_apps.storage import JobStore
 
 DAY_S = 86_400
 BATCH = 500
+# an input image is stored just before its job's record is written: one younger than this may belong
+# to a submit still in flight, or one refused after storing it (429), which goes on the next pass
+REFERENCE_GRACE_S = 3600.0
 
 
 def expired(db: JobDatabase, retention_days: float, now: float | None = None) -> list[str]:
@@ -22,8 +26,10 @@ def expired(db: JobDatabase, retention_days: float, now: float | None = None) ->
 
 
 def apply_retention(db: JobDatabase, store: JobStore, retention_days: float, now: float | None = None) -> int:
-    """Delete expired jobs (images, then records) and old uploads; returns how many jobs went."""
-    cutoff_s = (time.time() if now is None else now) - retention_days * DAY_S
+    """Delete expired jobs (images, then records), old uploads and unnamed input images; returns how
+    many jobs went."""
+    now = time.time() if now is None else now
+    cutoff_s = now - retention_days * DAY_S
     job_ids = db.expired_jobs(cutoff_s)
     for start in range(0, len(job_ids), BATCH):
         batch = job_ids[start : start + BATCH]
@@ -31,4 +37,14 @@ def apply_retention(db: JobDatabase, store: JobStore, retention_days: float, now
             store.delete_job_files(job_id)
         db.delete(batch)
     store.delete_uploads_before(cutoff_s)
+    delete_unnamed_references(db, store, now - REFERENCE_GRACE_S)
     return len(job_ids)
+
+
+def delete_unnamed_references(db: JobDatabase, store: JobStore, written_before_s: float) -> int:
+    """Delete stored input images no job names (their jobs expired, or the submit never made one)."""
+    candidates = store.references_written_before(written_before_s)
+    unnamed = sorted(set(candidates) - db.inputs_in_use(candidates))
+    for name in unnamed:
+        store.delete_reference(name)
+    return len(unnamed)

@@ -32,6 +32,16 @@ jobs = Table(
     Index("ix_jobs_status_heartbeat", "status", "heartbeat_at"),
 )
 
+# which stored input images (refs/<sha256>.png, shared by content) each job names, so retention
+# deletes an input image once no remaining job names it
+job_references = Table(
+    "job_references",
+    metadata,
+    Column("job_id", String(32), primary_key=True),
+    Column("name", String(80), primary_key=True),
+    Index("ix_job_references_name", "name"),
+)
+
 api_keys = Table(
     "api_keys",
     metadata,

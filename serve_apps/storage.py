@@ -116,10 +116,11 @@ class JobStore:
     # input images: references content-addressed (refs/<sha256>.png, shared by every job that sends
     # the same image), uploads private to the key that made them (uploads/<key id>/<upload id>.png)
     def save_reference(self, name: str, data: bytes) -> None:
+        """Written on every submit that sends it, even when stored already, so its age is the time since
+        a job last named it: retention never deletes one a submit in flight is about to name."""
         if not REFERENCE_NAME_PATTERN.match(name):
             raise ValueError(f"not a reference name: {name!r}")
-        if not self.fs.exists(f"{self.root}/refs/{name}"):
-            self._write_bytes(f"{self.root}/refs/{name}", data)
+        self._write_bytes(f"{self.root}/refs/{name}", data)
 
     def load_reference(self, name: str) -> bytes | None:
         if not REFERENCE_NAME_PATTERN.match(name):
@@ -152,6 +153,22 @@ class JobStore:
         for path in old:
             self.fs.rm_file(path)
         return len(old)
+
+    def references_written_before(self, cutoff_s: float) -> list[str]:
+        """Names of stored references last written before `cutoff_s` (epoch seconds)."""
+        folder = f"{self.root}/refs"
+        if not self.fs.exists(folder):
+            return []
+        found = self.fs.find(folder, detail=True).items()
+        return [path.rsplit("/", 1)[1] for path, info in found if modified_s(info) < cutoff_s]
+
+    def delete_reference(self, name: str) -> None:
+        if not REFERENCE_NAME_PATTERN.match(name):
+            raise ValueError(f"not a reference name: {name!r}")
+        try:
+            self.fs.rm_file(f"{self.root}/refs/{name}")
+        except FileNotFoundError:
+            pass
 
     def delete_job_files(self, job_id: str) -> None:
         """Images, progress and markers of one job (retention)."""

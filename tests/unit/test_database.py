@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -19,7 +20,9 @@ OTHER_KEY = "ffffffffffff"
 
 
 def record(model: str = "m", created_at: float | None = None, key_id: str = KEY_ID, **fields) -> JobRecord:
-    params = GenerationParams(prompt="p", width=64, height=64, steps=4, guidance=None, seed=1)
+    params = fields.pop("params", None) or GenerationParams(
+        prompt="p", width=64, height=64, steps=4, guidance=None, seed=1
+    )
     when = time.time() if created_at is None else created_at
     return JobRecord(id=new_job_id(), model=model, key_id=key_id, params=params, created_at=when, **fields)
 
@@ -214,6 +217,74 @@ def test_retention_deletes_old_finished_jobs_with_their_images(tmp_path):
     store.save_upload(*upload, b"png")
     assert apply_retention(db, store, 30) == 0, "nothing younger than the retention goes"
     assert store.load_upload(*upload) == b"png"
+
+
+def stored_reference(store=None):
+    """A reference with a random name, stored when a store is given (as a submit stores it)."""
+    from deployments.contracts import ReferenceImage
+
+    sha256 = secrets.token_hex(32)
+    if store is not None:
+        store.save_reference(f"{sha256}.png", b"png")
+    return ReferenceImage(sha256=sha256, name=f"{sha256}.png", width=64, height=64)
+
+
+def with_references(*references, mask=None) -> JobRecord:
+    params = GenerationParams(
+        prompt="p", width=64, height=64, steps=4, guidance=None, seed=1, references=references, mask=mask
+    )
+    return record(params=params)
+
+
+def test_retention_deletes_the_input_images_no_remaining_job_names(db, tmp_path):
+    from serve_apps.retention import apply_retention
+    from serve_apps.storage import JobStore
+
+    store = JobStore(str(tmp_path / "store"))
+    shared, expired_only, mask, refused = (stored_reference(store) for _ in range(4))
+    old, claim = db.create(with_references(shared, expired_only, mask=mask))
+    old.status, old.stage = JobStatus.READY, Stage.DONE
+    db.save(claim, old)
+    db.create(with_references(shared))  # still Pending: names `shared`
+    later = time.time() + 31 * 86_400
+    assert apply_retention(db, store, 30, now=later) == 1
+    assert store.load_reference(shared.name) == b"png", "a remaining job names it: its retry needs it"
+    assert store.load_reference(expired_only.name) is None and store.load_reference(mask.name) is None
+    assert store.load_reference(refused.name) is None, "stored by a submit that made no job (e.g. a 429)"
+    fresh = stored_reference(store)
+    apply_retention(db, store, 30)
+    assert store.load_reference(fresh.name) == b"png", "an hour's grace for a submit still in flight"
+
+
+def test_the_migration_finds_the_input_images_of_jobs_stored_before_it(database_url):
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import insert
+
+    from serve_apps.database import make_engine
+    from serve_apps.migrations import HERE
+
+    engine = make_engine(database_url)
+    config = Config()
+    config.set_main_option("script_location", str(HERE))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0002")
+    reference, mask = stored_reference(), stored_reference()
+    job = with_references(reference, mask=mask)
+    with engine.begin() as connection:
+        connection.execute(
+            insert(jobs).values(
+                id=job.id,
+                key_id=job.key_id,
+                model=job.model,
+                created_at=job.created_at,
+                lease_token=1,
+                **JobDatabase._columns(job),
+            )
+        )
+    db = JobDatabase(database_url)
+    assert db.inputs_in_use([reference.name, mask.name, stored_reference().name]) == {reference.name, mask.name}
 
 
 def test_a_key_revoked_in_the_database_is_refused_by_every_replica_at_once(db):

@@ -23,6 +23,12 @@ def test_images_markers_and_secrets_on_s3(s3_url, s3_endpoint):
     store.save_upload(*upload, b"png")
     assert other_replica.delete_uploads_before(time.time() - 3600) == 0, "S3's LastModified read as a time"
     assert other_replica.delete_uploads_before(time.time() + 3600) == 1 and store.load_upload(*upload) is None
+    reference = "c" * 64 + ".png"
+    store.save_reference(reference, b"png")
+    assert other_replica.references_written_before(time.time() - 3600) == []
+    assert other_replica.references_written_before(time.time() + 3600) == [reference]
+    other_replica.delete_reference(reference)
+    assert store.load_reference(reference) is None
 
 
 def test_denoiser_worker_writes_images_and_progress_to_s3(s3_url, s3_endpoint, encoder):
