@@ -33,13 +33,16 @@ def guidance(settings: dict, edits: bool) -> float:
     )
 
 
-def _sample(pipeline: Flux2KleinPipeline, settings: dict, prompts: list[str], seeds: int, **kwargs) -> list:
+def _sample(
+    pipeline: Flux2KleinPipeline, settings: dict, prompts: list[str], seeds: int, first_seed: int = 0, **kwargs
+) -> list:
+    """`seeds` images per prompt, image i sampled with seed `first_seed + i`."""
     return pipeline(
         prompt=prompts,
         num_images_per_prompt=seeds,
         num_inference_steps=settings["default_steps"],
         guidance_scale=guidance(settings, edits="image" in kwargs),
-        generator=[torch.Generator().manual_seed(seed) for _ in prompts for seed in range(seeds)],
+        generator=[torch.Generator().manual_seed(first_seed + i) for _ in prompts for i in range(seeds)],
         max_sequence_length=settings["max_sequence_length"],
         text_encoder_out_layers=tuple(settings["text_encoder_out_layers"]),
         **kwargs,
@@ -56,18 +59,23 @@ def text_to_image_images(
     width_px: int = IMAGE_SIDE_PX,
     height_px: int = IMAGE_SIDE_PX,
     chunk: int = 8,
+    first_seed: int = 0,
 ) -> list[list[Image.Image]]:
     images = []
     for start in range(0, len(scenes), chunk):
         prompts = [caption(scene, language) for scene in scenes[start : start + chunk]]
-        flat = _sample(pipeline, settings, prompts, seeds, width=width_px, height=height_px)
+        flat = _sample(pipeline, settings, prompts, seeds, first_seed, width=width_px, height=height_px)
         images += [flat[index : index + seeds] for index in range(0, len(flat), seeds)]
     return images
 
 
-def text_to_image_scores(pipeline, settings, scenes, seeds, language="en", width_px=64, height_px=64) -> dict:
+def text_to_image_scores(
+    pipeline, settings, scenes, seeds, language="en", width_px=64, height_px=64, first_seed: int = 0
+) -> dict:
     """Share of images whose colour, background and shape read as asked."""
-    images = text_to_image_images(pipeline, settings, scenes, seeds, language, width_px, height_px)
+    images = text_to_image_images(
+        pipeline, settings, scenes, seeds, language, width_px, height_px, first_seed=first_seed
+    )
     return adherence(scenes, images)
 
 
@@ -80,19 +88,26 @@ def edit_sources(edits: list[Edit], width_px: int = IMAGE_SIDE_PX, height_px: in
 
 @torch.no_grad()
 def edit_images(
-    pipeline: Flux2KleinPipeline, settings: dict, edits: list[Edit], sources: list[Image.Image], seeds: int, language
+    pipeline: Flux2KleinPipeline,
+    settings: dict,
+    edits: list[Edit],
+    sources: list[Image.Image],
+    seeds: int,
+    language,
+    first_seed: int = 0,
 ) -> list[list[Image.Image]]:
     """`seeds` results per edit, the source passed as the pipeline's reference image."""
     return [
-        _sample(pipeline, settings, [edit.instruction(language)], seeds, image=[source])
+        _sample(pipeline, settings, [edit.instruction(language)], seeds, first_seed, image=[source])
         for edit, source in zip(edits, sources)
     ]
 
 
-def edit_scores(pipeline, settings, edits: list[Edit], seeds: int, language: str = "en") -> dict:
+def edit_scores(pipeline, settings, edits: list[Edit], seeds: int, language: str = "en", first_seed: int = 0) -> dict:
     """Asked attribute right, the others kept, mask IoU with the expected drawing; overall and per attribute."""
     pairs = edit_sources(edits)
-    results = edit_images(pipeline, settings, edits, [source for source, _ in pairs], seeds, language)
+    sources = [source for source, _ in pairs]
+    results = edit_images(pipeline, settings, edits, sources, seeds, language, first_seed)
     return edit_adherence(edits, results, [expected for _, expected in pairs])
 
 
@@ -102,21 +117,26 @@ def load(checkpoint: Path) -> tuple[Flux2KleinPipeline, dict]:
     return pipeline, json.loads((Path(checkpoint) / SETTINGS_FILENAME).read_text())
 
 
-def score_checkpoint(checkpoint: Path, seeds: int = 4, edits: bool = True) -> dict[str, dict]:
-    """Every held-out figure flux_serve.json records: text-to-image EN/RU (and at 16:9-ish sizes), edits EN/RU."""
+def score_checkpoint(
+    checkpoint: Path, seeds: int = 4, edits: bool = True, first_seed: int = 0, english_only: bool = False
+) -> dict[str, dict]:
+    """Every held-out figure flux_serve.json records: text-to-image EN/RU (and at 16:9-ish sizes), edits EN/RU.
+    `english_only` keeps the two the acceptance compares across checkpoints (English 64x64, English edits)."""
     pipeline, settings = load(checkpoint)
     scenes = held_out_scenes()
-    scores = {
-        "held_out_scores": text_to_image_scores(pipeline, settings, scenes, seeds, "en"),
-        "held_out_scores_ru": text_to_image_scores(pipeline, settings, scenes, seeds, "ru"),
-    }
-    for width_px, height_px in WIDE_SIZES_PX:
-        scores[f"held_out_scores_{width_px}x{height_px}"] = text_to_image_scores(
-            pipeline, settings, scenes, seeds, "en", width_px, height_px
+    scores = {"held_out_scores": text_to_image_scores(pipeline, settings, scenes, seeds, "en", first_seed=first_seed)}
+    if not english_only:
+        scores["held_out_scores_ru"] = text_to_image_scores(
+            pipeline, settings, scenes, seeds, "ru", first_seed=first_seed
         )
-    if edits:
-        scores["held_out_edit_scores"] = edit_scores(pipeline, settings, held_out_edits(), seeds, "en")
-        scores["held_out_edit_scores_ru"] = edit_scores(pipeline, settings, held_out_edits(), seeds, "ru")
+        for width_px, height_px in WIDE_SIZES_PX:
+            scores[f"held_out_scores_{width_px}x{height_px}"] = text_to_image_scores(
+                pipeline, settings, scenes, seeds, "en", width_px, height_px, first_seed
+            )
+    languages = ["en"] if english_only else ["en", "ru"]
+    for language in languages if edits else []:
+        key = "held_out_edit_scores" + ("" if language == "en" else f"_{language}")
+        scores[key] = edit_scores(pipeline, settings, held_out_edits(), seeds, language, first_seed)
     return scores
 
 
@@ -124,13 +144,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Score a shapes checkpoint on every held-out split.")
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("--seeds", type=int, default=4)
+    parser.add_argument(
+        "--first-seed", type=int, default=0, help="image i uses seed first-seed + i (the recorded figures: 0)"
+    )
+    parser.add_argument("--english-only", action="store_true", help="English text to image at 64x64 and edits only")
     parser.add_argument("--no-edits", action="store_true", help="text-to-image only (a checkpoint that cannot edit)")
     parser.add_argument("--write", action="store_true", help="record the scores in the checkpoint's flux_serve.json")
     args = parser.parse_args()
     started = time.time()
-    scores = score_checkpoint(args.checkpoint, args.seeds, edits=not args.no_edits)
+    scores = score_checkpoint(args.checkpoint, args.seeds, not args.no_edits, args.first_seed, args.english_only)
     print(json.dumps(scores, indent=2), f"\nscored in {time.time() - started:.0f} s", flush=True)
     if args.write:
+        if args.first_seed or args.english_only:
+            parser.error("--write records the standard figures only: drop --first-seed and --english-only")
         path = args.checkpoint / SETTINGS_FILENAME
         path.write_text(json.dumps({**json.loads(path.read_text()), **scores}, indent=2, sort_keys=True))
 

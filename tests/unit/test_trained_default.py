@@ -4,6 +4,7 @@ import io
 import json
 import random
 
+import numpy as np
 import pytest
 from diffusers import Flux2KleinPipeline
 from PIL import Image
@@ -20,7 +21,7 @@ from training.shapes_edits import edit_adherence, held_out_edits
 from training.shapes_model import TrainingConfig, train
 from training.shapes_multitask import MultitaskConfig
 from training.shapes_multitask import train as train_multitask
-from training.shapes_scoring import edit_images, edit_sources, load, text_to_image_scores
+from training.shapes_scoring import edit_images, edit_sources, load, text_to_image_images, text_to_image_scores
 from training.shapes_world import adherence, draw, held_out_scenes
 
 
@@ -44,6 +45,15 @@ def test_trained_default_reads_russian_prompts():
     scores = text_to_image_scores(pipeline, settings, held_out_scenes()[::2], 2, "ru")
     assert scores["colour"] >= 0.85 and scores["background"] >= 0.85
     assert scores["shape"] >= 0.7 and scores["all"] >= 0.6
+
+
+def test_scoring_seeds_can_start_past_zero():
+    """`--first-seed 100` scores other samples of the same scenes: image i uses seed first_seed + i."""
+    pipeline, settings = load(TRAINED_CHECKPOINT)
+    fast, scene = {**settings, "default_steps": 2}, held_out_scenes()[:1]
+    first_two = [np.asarray(image, dtype=np.int16) for image in text_to_image_images(pipeline, fast, scene, 2)[0]]
+    second = np.asarray(text_to_image_images(pipeline, fast, scene, 1, first_seed=1)[0][0], dtype=np.int16)
+    assert np.abs(second - first_two[1]).max() <= 2 < np.abs(second - first_two[0]).max()
 
 
 def stored_sources(edits) -> tuple[list[ReferenceImage], dict[str, bytes]]:
