@@ -332,10 +332,12 @@ class JobDatabase:
 
     def delete(self, job_ids: list[str]) -> None:
         """Delete finished jobs (a Pending one among them is kept) and the input images they name."""
+        finished = (jobs.c.id.in_(job_ids), jobs.c.status != JobStatus.PENDING.value)
         with self.engine.begin() as connection:
-            finished = select(jobs.c.id).where(jobs.c.id.in_(job_ids), jobs.c.status != JobStatus.PENDING.value)
-            connection.execute(delete(job_references).where(job_references.c.job_id.in_(finished)))
-            connection.execute(delete(jobs).where(jobs.c.id.in_(job_ids), jobs.c.status != JobStatus.PENDING.value))
+            connection.execute(
+                delete(job_references).where(job_references.c.job_id.in_(select(jobs.c.id).where(*finished)))
+            )
+            connection.execute(delete(jobs).where(*finished))
 
     def inputs_in_use(self, names: list[str]) -> set[str]:
         """Which of these stored input images some job still names."""

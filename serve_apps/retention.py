@@ -12,13 +12,14 @@ from __future__ import annotations
 import time
 
 from serve_apps.database import JobDatabase
-from serve_apps.storage import JobStore
+from serve_apps.storage import REFERENCE_REFRESH_S, JobStore
 
 DAY_S = 86_400
 BATCH = 500
-# an input image is stored just before its job's record is written: one younger than this may belong
-# to a submit still in flight, or one refused after storing it (429), which goes on the next pass
-REFERENCE_GRACE_S = 3600.0
+# an input image is stored (or refreshed, when older than REFERENCE_REFRESH_S) just before its job's
+# record is written: one younger than this may belong to a submit still in flight, or one refused
+# after storing it (429), which goes on a later pass
+REFERENCE_GRACE_S = 2 * REFERENCE_REFRESH_S
 
 
 def expired(db: JobDatabase, retention_days: float, now: float | None = None) -> list[str]:

@@ -26,6 +26,9 @@ IMAGE_NAME_PATTERN = re.compile(rf"^[0-9]{{1,2}}\.({'|'.join(OUTPUT_FORMATS)})$"
 REFERENCE_NAME_PATTERN = re.compile(r"^[0-9a-f]{64}\.png$")
 UPLOAD_ID_PATTERN = re.compile(r"^upload_[0-9a-f]{32}$")
 UPLOAD_KEY_PATTERN = re.compile(r"^[0-9a-f]{12}$")
+# a stored reference older than this is written again when a submit sends it, so its age tells
+# retention how long ago a job last named it (retention waits twice this before deleting one)
+REFERENCE_REFRESH_S = 1800.0
 
 
 def modified_s(info: dict) -> float:
@@ -116,11 +119,18 @@ class JobStore:
     # input images: references content-addressed (refs/<sha256>.png, shared by every job that sends
     # the same image), uploads private to the key that made them (uploads/<key id>/<upload id>.png)
     def save_reference(self, name: str, data: bytes) -> None:
-        """Written on every submit that sends it, even when stored already, so its age is the time since
-        a job last named it: retention never deletes one a submit in flight is about to name."""
+        """Written when missing or older than REFERENCE_REFRESH_S, so one image sent with hundreds of
+        jobs is written about twice an hour, and one a submit in flight is about to name is always
+        younger than retention's grace."""
         if not REFERENCE_NAME_PATTERN.match(name):
             raise ValueError(f"not a reference name: {name!r}")
-        self._write_bytes(f"{self.root}/refs/{name}", data)
+        path = f"{self.root}/refs/{name}"
+        try:
+            fresh = modified_s(self.fs.info(path)) >= time.time() - REFERENCE_REFRESH_S
+        except FileNotFoundError:
+            fresh = False
+        if not fresh:
+            self._write_bytes(path, data)
 
     def load_reference(self, name: str) -> bytes | None:
         if not REFERENCE_NAME_PATTERN.match(name):

@@ -133,10 +133,10 @@ def score_checkpoint(
             scores[f"held_out_scores_{width_px}x{height_px}"] = text_to_image_scores(
                 pipeline, settings, scenes, seeds, "en", width_px, height_px, first_seed
             )
-    languages = ["en"] if english_only else ["en", "ru"]
-    for language in languages if edits else []:
-        key = "held_out_edit_scores" + ("" if language == "en" else f"_{language}")
-        scores[key] = edit_scores(pipeline, settings, held_out_edits(), seeds, language, first_seed)
+    if edits:
+        for language in ["en"] if english_only else ["en", "ru"]:
+            key = "held_out_edit_scores" + ("" if language == "en" else f"_{language}")
+            scores[key] = edit_scores(pipeline, settings, held_out_edits(), seeds, language, first_seed)
     return scores
 
 
@@ -151,12 +151,12 @@ def main() -> None:
     parser.add_argument("--no-edits", action="store_true", help="text-to-image only (a checkpoint that cannot edit)")
     parser.add_argument("--write", action="store_true", help="record the scores in the checkpoint's flux_serve.json")
     args = parser.parse_args()
+    if args.write and (args.first_seed or args.english_only):
+        parser.error("--write records the standard figures only: drop --first-seed and --english-only")
     started = time.time()
     scores = score_checkpoint(args.checkpoint, args.seeds, not args.no_edits, args.first_seed, args.english_only)
     print(json.dumps(scores, indent=2), f"\nscored in {time.time() - started:.0f} s", flush=True)
     if args.write:
-        if args.first_seed or args.english_only:
-            parser.error("--write records the standard figures only: drop --first-seed and --english-only")
         path = args.checkpoint / SETTINGS_FILENAME
         path.write_text(json.dumps({**json.loads(path.read_text()), **scores}, indent=2, sort_keys=True))
 

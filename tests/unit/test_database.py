@@ -256,6 +256,25 @@ def test_retention_deletes_the_input_images_no_remaining_job_names(db, tmp_path)
     assert store.load_reference(fresh.name) == b"png", "an hour's grace for a submit still in flight"
 
 
+def test_a_reference_sent_again_is_written_only_when_it_is_older_than_the_refresh(tmp_path):
+    """One image sent with hundreds of jobs is not rewritten each time, yet never ages past the grace."""
+    import os
+
+    from serve_apps.storage import REFERENCE_REFRESH_S, JobStore
+
+    store = JobStore(str(tmp_path / "store"))
+    reference = stored_reference(store)
+    path = tmp_path / "store" / "refs" / reference.name
+    recent = time.time() - REFERENCE_REFRESH_S / 2
+    os.utime(path, (recent, recent))
+    store.save_reference(reference.name, b"png")
+    assert abs(path.stat().st_mtime - recent) < 1, "fresh enough: not written again"
+    stale = time.time() - REFERENCE_REFRESH_S - 60
+    os.utime(path, (stale, stale))
+    store.save_reference(reference.name, b"png")
+    assert path.stat().st_mtime > time.time() - 60, "older than the refresh: written again"
+
+
 def test_the_migration_finds_the_input_images_of_jobs_stored_before_it(database_url):
     from alembic import command
     from alembic.config import Config
