@@ -29,7 +29,8 @@ class AdapterRegistry:
         model_shapes,
         sources: AdapterSources,
     ):
-        """`model_shapes()` returns {served model: {module: (in, out)}} of its transformer."""
+        """`store` keeps the registrations (serve_apps.db's AdaptersRepository); `model_shapes()` returns
+        {served model: {module: (in, out)}} of its transformer."""
         self.store = store
         self.model_shapes = model_shapes
         self.sources = sources
@@ -82,6 +83,10 @@ class AdapterRegistry:
         }
         self.store.save_lora(record)
         return record
+
+    def registered(self) -> list[dict]:
+        """Every registration, by id."""
+        return self.store.list_loras()
 
     def resolve(self, model: str, requested: list[tuple[str, float]]) -> list[dict]:
         """The records of a request's adapters, or AdapterError naming the one that cannot be used."""

@@ -55,18 +55,19 @@ class ApiKeys:
     users), and the database's keys table (`flux-serve keys create`), looked up on every request
     so a revocation reaches every replica at once."""
 
-    def __init__(self, key_hashes: set[str], keys_file: str | None = None, db=None):
+    def __init__(self, key_hashes: set[str], keys_file: str | None = None, stored_keys=None):
+        """`stored_keys` is the database's KeysRepository (None: only the static keys)."""
         self.env_hashes = key_hashes
-        self.db = db
+        self.stored_keys = stored_keys
         self.keys_file = Path(keys_file) if keys_file else None
         self._file_mtime: float | None = None
         self._file_hashes: set[str] = set()
         self._reload_if_changed()
 
     @classmethod
-    def from_environment(cls, keys_file: str | None = None, db=None) -> ApiKeys:
+    def from_environment(cls, keys_file: str | None = None, stored_keys=None) -> ApiKeys:
         hashes = {hash_key(key.strip()) for key in os.environ.get(KEYS_ENV, "").split(",") if key.strip()}
-        return cls(hashes, keys_file, db)
+        return cls(hashes, keys_file, stored_keys)
 
     def _reload_if_changed(self) -> None:
         if self.keys_file is None:
@@ -82,7 +83,7 @@ class ApiKeys:
         return self.env_hashes | self._file_hashes
 
     def configured(self) -> bool:
-        return bool(self.key_hashes) or (self.db is not None and self.db.has_keys())
+        return bool(self.key_hashes) or (self.stored_keys is not None and self.stored_keys.has_keys())
 
     def role(self, key: str | None) -> str | None:
         """ADMIN, USER, or None for an unknown key (constant-time comparison with the static keys)."""
@@ -98,7 +99,7 @@ class ApiKeys:
             return ADMIN
         if in_file:
             return USER
-        return self.db.key_role(candidate) if self.db is not None else None
+        return self.stored_keys.key_role(candidate) if self.stored_keys is not None else None
 
     def identify(self, key: str | None) -> str | None:
         """The key's id if it is valid, else None."""

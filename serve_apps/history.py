@@ -7,7 +7,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from serve_apps.database import JobDatabase
+from serve_apps.db import JobsRepository
 from serve_apps.records import JobRecord
 
 TIMING_STAGES = ("encode", "queue", "denoise", "decode", "store", "total")
@@ -58,7 +58,7 @@ def job_row(record: JobRecord) -> dict:
     }
 
 
-def export_history(db: JobDatabase, out_path: Path, key_id: str | None = None) -> int:
+def export_history(db: JobsRepository, out_path: Path, key_id: str | None = None) -> int:
     """Write the jobs (of one key, or all) to `out_path` as Parquet, oldest first; returns the row count."""
     rows = [job_row(record) for record in db.all_jobs(key_id)]
     pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), out_path)

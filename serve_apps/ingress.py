@@ -15,7 +15,7 @@ from lora.registry import AdapterRegistry
 from serve_apps.app import create_app
 from serve_apps.auth import ApiKeys
 from serve_apps.config import AppArgs
-from serve_apps.database import JobDatabase
+from serve_apps.db import Database
 from serve_apps.jobs import JobService
 from serve_apps.protocol import ModelInfo
 from serve_apps.routers.deps import AppServices
@@ -33,8 +33,8 @@ INGRESS_MAX_ONGOING_REQUESTS = 256
 class Ingress:
     def __init__(self, args: AppArgs, encoders: dict, denoisers: dict, limiter):
         self.args = args
-        db = JobDatabase(self.args.database_url)
-        self.keys = ApiKeys.from_environment(self.args.keys_file, db)
+        db = Database.open(self.args.database_url)
+        self.keys = ApiKeys.from_environment(self.args.keys_file, db.keys)
         if not self.keys.configured():
             logger.warning(
                 "no API keys configured: every request gets 401 until FLUX_API_KEYS or `flux-serve keys create`"
@@ -47,9 +47,11 @@ class Ingress:
         store = JobStore(self.args.storage_url, self.args.storage_options)
         self.signer = UrlSigner(load_signing_key(store), self.args.result_url_ttl_s)
         self.views = JobViews(self.signer)
-        self.adapters = AdapterRegistry(db, self.transformer_shapes, self.args.loras.sources(self.args.storage_options))
+        self.adapters = AdapterRegistry(
+            db.adapters, self.transformer_shapes, self.args.loras.sources(self.args.storage_options)
+        )
         self.service = JobService(
-            db, store, encoders, denoisers, self.args, defaults, self.views, limiter, self.adapters
+            db.jobs, store, encoders, denoisers, self.args, defaults, self.views, limiter, self.adapters
         )
         self._shapes: dict | None = None
 

@@ -11,7 +11,7 @@ import json
 from sqlalchemy.exc import IntegrityError
 
 from deployments.contracts import AdapterRef, GenerationParams
-from serve_apps.database import JobDatabase
+from serve_apps.db import Database
 from serve_apps.records import JobRecord, JobStatus, Stage
 from serve_apps.storage import JobStore
 
@@ -30,7 +30,7 @@ def record_from_file(stored: dict) -> JobRecord:
     return record
 
 
-def import_files(store: JobStore, db: JobDatabase) -> dict[str, int]:
+def import_files(store: JobStore, db: Database) -> dict[str, int]:
     counts = {"jobs": 0, "skipped": 0, "unreadable": 0, "loras": 0}
     for path in store.fs.glob(f"{store.root}/jobs/*/job.json"):
         try:
@@ -39,13 +39,13 @@ def import_files(store: JobStore, db: JobDatabase) -> dict[str, int]:
             counts["unreadable"] += 1
             continue
         try:
-            db.create(record)
+            db.jobs.create(record)
             counts["jobs"] += 1
         except IntegrityError:
             counts["skipped"] += 1
     for path in store.fs.glob(f"{store.root}/loras/*.json"):
         lora = json.loads(store.fs.cat_file(path))
-        if db.load_lora(lora["id"]) is None:
-            db.save_lora(lora)
+        if db.adapters.load_lora(lora["id"]) is None:
+            db.adapters.save_lora(lora)
             counts["loras"] += 1
     return counts

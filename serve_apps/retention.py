@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 
-from serve_apps.database import JobDatabase
+from serve_apps.db import JobsRepository
 from serve_apps.storage import REFERENCE_REFRESH_S, JobStore
 
 DAY_S = 86_400
@@ -22,11 +22,11 @@ BATCH = 500
 REFERENCE_GRACE_S = 2 * REFERENCE_REFRESH_S
 
 
-def expired(db: JobDatabase, retention_days: float, now: float | None = None) -> list[str]:
+def expired(db: JobsRepository, retention_days: float, now: float | None = None) -> list[str]:
     return db.expired_jobs((time.time() if now is None else now) - retention_days * DAY_S)
 
 
-def apply_retention(db: JobDatabase, store: JobStore, retention_days: float, now: float | None = None) -> int:
+def apply_retention(db: JobsRepository, store: JobStore, retention_days: float, now: float | None = None) -> int:
     """Delete expired jobs (images, then records), old uploads and unnamed input images; returns how
     many jobs went."""
     now = time.time() if now is None else now
@@ -42,7 +42,7 @@ def apply_retention(db: JobDatabase, store: JobStore, retention_days: float, now
     return len(job_ids)
 
 
-def delete_unnamed_references(db: JobDatabase, store: JobStore, written_before_s: float) -> int:
+def delete_unnamed_references(db: JobsRepository, store: JobStore, written_before_s: float) -> int:
     """Delete stored input images no job names (their jobs expired, or the submit never made one)."""
     candidates = store.references_written_before(written_before_s)
     unnamed = sorted(set(candidates) - db.inputs_in_use(candidates))

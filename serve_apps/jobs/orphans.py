@@ -11,7 +11,7 @@ import logging
 import time
 
 from serve_apps.config import AppArgs
-from serve_apps.database import JobDatabase
+from serve_apps.db import JobsRepository
 from serve_apps.jobs.running import JobRunner
 from serve_apps.records import JobRecord, JobStatus
 from serve_apps.retention import apply_retention
@@ -26,7 +26,7 @@ RETENTION_EVERY_S = 3600.0
 class OrphanSweeper:
     """Also applies retention, at most every RETENTION_EVERY_S, from the same loop."""
 
-    def __init__(self, db: JobDatabase, store: JobStore, runner: JobRunner, args: AppArgs, replica_id: str):
+    def __init__(self, db: JobsRepository, store: JobStore, runner: JobRunner, args: AppArgs, replica_id: str):
         self.db = db
         self.store = store
         self.runner = runner

@@ -15,7 +15,7 @@ from deployments.contracts import DenoiseJob, InvalidRequestError
 from serve_apps import metrics
 from serve_apps.backpressure import when_room
 from serve_apps.config import AppArgs
-from serve_apps.database import Claim, JobDatabase, LeaseLost
+from serve_apps.db import Claim, JobsRepository, LeaseLost
 from serve_apps.records import JobRecord, JobStatus, Stage, Usage, WebhookDelivery
 from serve_apps.storage import JobStore
 from serve_apps.views import JobViews
@@ -38,7 +38,7 @@ class ContentModerated(Exception):
 class JobRunner:
     def __init__(
         self,
-        db: JobDatabase,
+        db: JobsRepository,
         store: JobStore,
         encoders: dict,
         denoisers: dict,

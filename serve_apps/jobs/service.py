@@ -8,7 +8,7 @@ import uuid
 from deployments.contracts import GenerationDefaults
 from lora.registry import AdapterRegistry
 from serve_apps.config import AppArgs
-from serve_apps.database import JobDatabase
+from serve_apps.db import JobsRepository
 from serve_apps.jobs.orphans import OrphanSweeper
 from serve_apps.jobs.running import JobRunner
 from serve_apps.jobs.submission import JobSubmitter
@@ -24,7 +24,7 @@ CANCELLED_BY_USER = "cancelled by the user"
 class JobService:
     def __init__(
         self,
-        db: JobDatabase,
+        jobs: JobsRepository,
         store: JobStore,
         encoders: dict,
         denoisers: dict,
@@ -34,21 +34,21 @@ class JobService:
         limiter=None,
         adapters: AdapterRegistry | None = None,
     ):
-        """`db` holds job state, `store` the files (images, progress and cancel markers)."""
-        self.db = db
+        """`jobs` holds job state, `store` the files (images, progress and cancel markers)."""
+        self.jobs = jobs
         self.store = store
         self.denoisers = denoisers
         self.args = args
         self.replica_id = uuid.uuid4().hex[:12]
-        self.runner = JobRunner(db, store, encoders, denoisers, args, views, limiter)
-        self.submitter = JobSubmitter(db, defaults, args, limiter, adapters)
-        self.orphans = OrphanSweeper(db, store, self.runner, args, self.replica_id)
+        self.runner = JobRunner(jobs, store, encoders, denoisers, args, views, limiter)
+        self.submitter = JobSubmitter(jobs, defaults, args, limiter, adapters)
+        self.orphans = OrphanSweeper(jobs, store, self.runner, args, self.replica_id)
 
     # -- reads, off the event loop --------------------------------------------------------
 
     async def load(self, job_id: str, key_id: str | None = None) -> JobRecord | None:
         """The record, or None if there is none or it belongs to another key."""
-        record = await asyncio.to_thread(self.db.load, job_id)
+        record = await asyncio.to_thread(self.jobs.load, job_id)
         if record is None or (key_id is not None and record.key_id != key_id):
             return None
         return record
@@ -84,7 +84,7 @@ class JobService:
             return record
         await asyncio.to_thread(self.store.request_cancel, record.id)
         if record.stage == Stage.QUEUED:
-            ended = await asyncio.to_thread(self.db.cancel_if_queued, record.id, CANCELLED_BY_USER)
+            ended = await asyncio.to_thread(self.jobs.cancel_if_queued, record.id, CANCELLED_BY_USER)
             if ended is not None:
                 self.runner.after_finish(ended)
                 return ended
@@ -101,12 +101,12 @@ class JobService:
     # -- history, usage, queue --------------------------------------------------------------
 
     async def history(self, key_id: str, limit: int, cursor: str | None) -> tuple[list[JobRecord], str | None]:
-        return await asyncio.to_thread(self.db.history, key_id, limit, cursor)
+        return await asyncio.to_thread(self.jobs.history, key_id, limit, cursor)
 
     async def usage(self, key_id: str) -> dict:
-        return usage_summary(await asyncio.to_thread(self.db.usage, key_id), self.args.pricing)
+        return usage_summary(await asyncio.to_thread(self.jobs.usage, key_id), self.args.pricing)
 
     async def queue_position(self, record: JobRecord) -> int | None:
         if not record.is_waiting:
             return None
-        return await asyncio.to_thread(self.db.jobs_ahead, record)
+        return await asyncio.to_thread(self.jobs.jobs_ahead, record)

@@ -8,7 +8,7 @@ from http import HTTPStatus
 from deployments.contracts import AdapterRef, GenerationDefaults, GenerationParams
 from lora.registry import AdapterError, AdapterRegistry, add_trigger_words, trigger_warnings
 from serve_apps.config import AppArgs
-from serve_apps.database import Claim, JobDatabase, request_digest
+from serve_apps.db import Claim, JobsRepository, request_digest
 from serve_apps.moderation import PromptPolicy
 from serve_apps.network import check_public_url_async
 from serve_apps.protocol import GenerateRequest
@@ -29,7 +29,7 @@ class LimitExceeded(Exception):
 class JobSubmitter:
     def __init__(
         self,
-        db: JobDatabase,
+        db: JobsRepository,
         defaults: dict[str, GenerationDefaults],
         args: AppArgs,
         limiter=None,

@@ -16,7 +16,7 @@ router = APIRouter(tags=["loras"], responses=ERRORS)
 
 @router.get("/v1/loras", response_model=list[LoraInfo])
 async def list_loras(request: Request, _key: str = Depends(require_key)) -> list[LoraInfo]:
-    return [LoraInfo(**record) for record in await asyncio.to_thread(services(request).service.db.list_loras)]
+    return [LoraInfo(**record) for record in await asyncio.to_thread(services(request).adapters.registered)]
 
 
 @router.post("/v1/loras", response_model=LoraInfo, responses=BODY_ERRORS)

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import update
 
 from deployments.contracts import GenerationParams
-from serve_apps.database import IdempotencyConflict, JobDatabase, LeaseLost
+from serve_apps.db import Database, IdempotencyConflict, JobsRepository, LeaseLost
 from serve_apps.records import JobRecord, JobStatus, Stage
 from serve_apps.schema import jobs
 from serve_apps.storage import new_job_id
@@ -28,8 +28,13 @@ def record(model: str = "m", created_at: float | None = None, key_id: str = KEY_
 
 
 @pytest.fixture
-def db(database_url) -> JobDatabase:
-    return JobDatabase(database_url)
+def database(database_url) -> Database:
+    return Database.open(database_url)
+
+
+@pytest.fixture
+def db(database) -> JobsRepository:
+    return database.jobs
 
 
 def test_a_heartbeat_after_the_final_write_changes_nothing(db):
@@ -127,17 +132,18 @@ def test_queue_position_and_usage_are_queries(db):
     assert db.usage(OTHER_KEY) == {}
 
 
-def test_loras_are_kept_with_their_owner(db):
-    db.save_lora({"id": "red", "owner_key_id": KEY_ID, "source": "/x"})
-    db.save_lora({"id": "red", "owner_key_id": KEY_ID, "source": "/y"})
-    assert db.load_lora("red")["source"] == "/y" and [r["id"] for r in db.list_loras()] == ["red"]
-    assert db.load_lora("blue") is None
+def test_loras_are_kept_with_their_owner(database):
+    adapters = database.adapters
+    adapters.save_lora({"id": "red", "owner_key_id": KEY_ID, "source": "/x"})
+    adapters.save_lora({"id": "red", "owner_key_id": KEY_ID, "source": "/y"})
+    assert adapters.load_lora("red")["source"] == "/y" and [r["id"] for r in adapters.list_loras()] == ["red"]
+    assert adapters.load_lora("blue") is None
 
 
 def test_two_databases_on_one_file_migrate_once(database_url):
-    JobDatabase(database_url)
-    again = JobDatabase(database_url)
-    assert again.count_pending() == 0
+    Database.open(database_url)
+    again = Database.open(database_url)
+    assert again.jobs.count_pending() == 0
 
 
 def test_file_records_of_earlier_versions_are_imported_once(tmp_path):
@@ -187,9 +193,10 @@ def test_file_records_of_earlier_versions_are_imported_once(tmp_path):
     store.fs.pipe_file(f"{store.root}/jobs/{broken}/job.json", b"{broken")
     store.fs.makedirs(f"{store.root}/loras", exist_ok=True)
     store.fs.pipe_file(f"{store.root}/loras/red.json", json.dumps({"id": "red", "source": "/l"}).encode())
-    db = JobDatabase(f"sqlite:///{tmp_path / 'jobs.db'}")
-    assert import_files(store, db) == {"jobs": 2, "skipped": 0, "unreadable": 1, "loras": 1}
-    assert import_files(store, db) == {"jobs": 0, "skipped": 2, "unreadable": 1, "loras": 0}
+    database = Database.open(f"sqlite:///{tmp_path / 'jobs.db'}")
+    assert import_files(store, database) == {"jobs": 2, "skipped": 0, "unreadable": 1, "loras": 1}
+    assert import_files(store, database) == {"jobs": 0, "skipped": 2, "unreadable": 1, "loras": 0}
+    db = database.jobs
     assert db.load(done).params.adapters[0].scale == 0.5 and db.load(done).status == JobStatus.READY
     assert db.load(orphan).status == JobStatus.ERROR, "no replica holds a lease on an imported Pending job"
 
@@ -198,7 +205,7 @@ def test_retention_deletes_old_finished_jobs_with_their_images(tmp_path):
     from serve_apps.retention import apply_retention, expired
     from serve_apps.storage import JobStore
 
-    db = JobDatabase(f"sqlite:///{tmp_path / 'jobs.db'}")
+    db = Database.open(f"sqlite:///{tmp_path / 'jobs.db'}").jobs
     store = JobStore(str(tmp_path / "store"))
     old, claim = db.create(record())
     old.status, old.stage = JobStatus.READY, Stage.DONE
@@ -280,7 +287,7 @@ def test_the_migration_finds_the_input_images_of_jobs_stored_before_it(database_
     from alembic.config import Config
     from sqlalchemy import insert
 
-    from serve_apps.database import make_engine
+    from serve_apps.db import make_engine
     from serve_apps.migrations import HERE
 
     engine = make_engine(database_url)
@@ -299,16 +306,17 @@ def test_the_migration_finds_the_input_images_of_jobs_stored_before_it(database_
                 model=job.model,
                 created_at=job.created_at,
                 lease_token=1,
-                **JobDatabase._columns(job),
+                **JobsRepository._columns(job),
             )
         )
-    db = JobDatabase(database_url)
+    db = Database.open(database_url).jobs
     assert db.inputs_in_use([reference.name, mask.name, stored_reference().name]) == {reference.name, mask.name}
 
 
-def test_a_key_revoked_in_the_database_is_refused_by_every_replica_at_once(db):
+def test_a_key_revoked_in_the_database_is_refused_by_every_replica_at_once(database):
     from serve_apps.auth import ADMIN, USER, ApiKeys, hash_key
 
+    db = database.keys
     replica_a, replica_b = ApiKeys(set(), None, db), ApiKeys({hash_key("operator")}, None, db)
     db.add_key(hash_key("alice-key"), "alice", USER)
     db.add_key(hash_key("root-key"), "root", ADMIN)

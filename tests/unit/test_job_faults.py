@@ -40,10 +40,10 @@ def test_failed_heartbeat_writes_are_retried_and_the_job_keeps_its_lease(tmp_pat
 
     service, record, claim = make_runner(tmp_path, denoise)
     service.args.jobs.heartbeat_s = 0.05
-    heartbeats = FlakyWrites(service.db, "heartbeat", failures=3)
+    heartbeats = FlakyWrites(service.jobs, "heartbeat", failures=3)
     asyncio.run(service.runner._run(record, claim))
     assert heartbeats.failed == 3 and heartbeats.calls > 3, "the beats after the failed ones went on"
-    assert service.db.load(record.id).status == JobStatus.READY
+    assert service.jobs.load(record.id).status == JobStatus.READY
 
 
 def test_a_failed_final_write_is_retried_alone_and_never_reruns_the_gpu_work(tmp_path, monkeypatch):
@@ -55,10 +55,10 @@ def test_a_failed_final_write_is_retried_alone_and_never_reruns_the_gpu_work(tmp
         return DenoiseOutcome(images=["0.jpeg"], timings_s={}, batch={})
 
     service, record, claim = make_runner(tmp_path, denoise)
-    final_saves = FlakyWrites(service.db, "save", failures=2, when=lambda _claim, saved: saved.status != "Pending")
+    final_saves = FlakyWrites(service.jobs, "save", failures=2, when=lambda _claim, saved: saved.status != "Pending")
     asyncio.run(service.runner._run(record, claim))
     assert final_saves.failed == 2 and len(runs) == 1
-    stored = service.db.load(record.id)
+    stored = service.jobs.load(record.id)
     assert stored.status == JobStatus.READY and stored.attempts == 1 and stored.images == ["0.jpeg"]
 
 
@@ -79,7 +79,7 @@ def test_a_submit_that_fails_to_store_gives_its_limiter_slot_back(tmp_path):
     submitter = service.submitter
     submitter.defaults = {MODEL: GenerationDefaults(steps=4, guidance=1.0, distilled=True)}
     submitter.limiter = FakeHandle(admit=admit, release=release)
-    FlakyWrites(service.db, "create", failures=1)
+    FlakyWrites(service.jobs, "create", failures=1)
     request = GenerateRequest(prompt="a red circle on a blue background", width=64, height=64)
 
     with pytest.raises(OperationalError):

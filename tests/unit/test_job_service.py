@@ -6,7 +6,7 @@ import asyncio
 
 from deployments.contracts import GenerationParams
 from serve_apps.config import AppArgs
-from serve_apps.database import JobDatabase
+from serve_apps.db import Database
 from serve_apps.jobs import JobService
 from serve_apps.records import JobRecord
 from serve_apps.signing import UrlSigner
@@ -16,8 +16,9 @@ from serve_apps.views import JobViews
 
 def make_service(tmp_path) -> JobService:
     args = AppArgs(storage_url=str(tmp_path))
-    db = JobDatabase(args.database_url)
-    return JobService(db, JobStore(str(tmp_path)), {}, {}, args, {}, JobViews(UrlSigner(b"k", 60)))
+    return JobService(
+        Database.open(args.database_url).jobs, JobStore(str(tmp_path)), {}, {}, args, {}, JobViews(UrlSigner(b"k", 60))
+    )
 
 
 def pending_record(model: str, created_at: float, stage: str = "queued") -> JobRecord:
@@ -41,7 +42,7 @@ def test_queue_position_counts_earlier_waiting_jobs_of_the_same_model(tmp_path):
     mine = pending_record("a", 4)
     later = pending_record("a", 5)
     for record in (running, earlier, other_model, mine, later):
-        service.db.create(record)
+        service.jobs.create(record)
     assert asyncio.run(service.queue_position(mine)) == 1
     assert asyncio.run(service.queue_position(earlier)) == 0
     assert asyncio.run(service.queue_position(running)) is None
@@ -50,9 +51,9 @@ def test_queue_position_counts_earlier_waiting_jobs_of_the_same_model(tmp_path):
 def test_cancelling_an_orphaned_queued_job_ends_it_at_once(tmp_path):
     service = make_service(tmp_path)
     record = pending_record("a", 1)
-    service.db.create(record)
+    service.jobs.create(record)
     asyncio.run(service.cancel(record))
-    stored = service.db.load(record.id)
+    stored = service.jobs.load(record.id)
     assert stored.status == "Cancelled" and stored.error == "cancelled by the user"
-    assert service.db.count_pending() == 0
+    assert service.jobs.count_pending() == 0
     assert service.store.is_cancel_requested(record.id)

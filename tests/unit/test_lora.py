@@ -168,7 +168,7 @@ def test_adapter_for_the_other_variant_is_refused_before_any_work(red_adapter, d
     """Decided once, at registration: a request for the other variant is refused at submit."""
     from lora.registry import AdapterError, AdapterRegistry
     from lora.sources import AdapterSources
-    from serve_apps.database import JobDatabase
+    from serve_apps.db import Database
 
     shapes = {
         model: linear_shapes(dict(worker.pipeline.transformer.config))
@@ -176,7 +176,7 @@ def test_adapter_for_the_other_variant_is_refused_before_any_work(red_adapter, d
     }
     folder = red_adapter.adapter_path.parent
     sources = AdapterSources([str(folder.parent)], cache_dir=tmp_path / "c")
-    registry = AdapterRegistry(JobDatabase(f"sqlite:///{tmp_path / 'db'}"), lambda: shapes, sources)
+    registry = AdapterRegistry(Database.open(f"sqlite:///{tmp_path / 'db'}").adapters, lambda: shapes, sources)
     registry.register("red", str(folder), owner_key_id="0123456789ab")
     with pytest.raises(AdapterError, match="registered by another API key"):
         registry.register("red", str(folder), owner_key_id="ffffffffffff")
@@ -301,10 +301,12 @@ def test_hub_sources_are_allow_listed_and_size_checked_before_download(monkeypat
 def test_a_file_that_is_not_safetensors_is_an_adapter_error(tmp_path):
     from lora.registry import AdapterError, AdapterRegistry
     from lora.sources import AdapterSources
-    from serve_apps.database import JobDatabase
+    from serve_apps.db import Database
 
     fake = tmp_path / "fake.safetensors"
     fake.write_bytes(b"\x00" * 64)
-    registry = AdapterRegistry(JobDatabase(f"sqlite:///{tmp_path / 'db'}"), dict, AdapterSources([str(tmp_path)]))
+    registry = AdapterRegistry(
+        Database.open(f"sqlite:///{tmp_path / 'db'}").adapters, dict, AdapterSources([str(tmp_path)])
+    )
     with pytest.raises(AdapterError, match="not a readable safetensors file"):
         registry.register("fake", str(fake))

@@ -10,7 +10,7 @@ from ray.serve.exceptions import BackPressureError
 from deployments.contracts import DenoiseOutcome, GenerationParams
 from serve_apps.backpressure import when_room
 from serve_apps.config import AppArgs
-from serve_apps.database import JobDatabase
+from serve_apps.db import Database
 from serve_apps.jobs import JobService
 from serve_apps.limits import KeyLimiter
 from serve_apps.records import JobRecord, JobStatus
@@ -68,11 +68,11 @@ def make_runner(tmp_path, denoise, timeout_s: float = 30):
     encoders = {MODEL: FakeHandle(encode=embedding)}
     denoisers = {MODEL: FakeHandle(generate=denoise)}
     service = JobService(
-        JobDatabase(args.database_url), store, encoders, denoisers, args, {}, JobViews(UrlSigner(b"k", 60))
+        Database.open(args.database_url).jobs, store, encoders, denoisers, args, {}, JobViews(UrlSigner(b"k", 60))
     )
     params = GenerationParams(prompt="p", width=64, height=64, steps=4, guidance=None, seed=1)
     record = JobRecord(id=new_job_id(), model=MODEL, key_id="0123456789ab", params=params, owner=service.replica_id)
-    _stored, claim = service.db.create(record)
+    _stored, claim = service.jobs.create(record)
     return service, record, claim
 
 

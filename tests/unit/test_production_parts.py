@@ -16,7 +16,7 @@ import pytest
 
 from deployments.contracts import GenerationParams
 from serve_apps.auth import ApiKeys, hash_key, read_keys_file, write_keys_file
-from serve_apps.database import JobDatabase
+from serve_apps.db import Database
 from serve_apps.history import SCHEMA, export_history
 from serve_apps.limits import KeyLimiter
 from serve_apps.moderation import PromptPolicy
@@ -127,7 +127,7 @@ def test_prompt_policy():
 
 
 def test_history_export_to_parquet(tmp_path):
-    db = JobDatabase(f"sqlite:///{tmp_path / 'jobs.db'}")
+    db = Database.open(f"sqlite:///{tmp_path / 'jobs.db'}").jobs
     for number in range(3):
         params = GenerationParams(
             prompt=f"p{number}", width=64, height=64, steps=4, guidance=None, seed=number, output_format="png"

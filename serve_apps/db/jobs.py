@@ -1,0 +1,316 @@
+"""The jobs repository: one row per job, its typed record beside the columns conditions and queries use.
+
+Every change of a running job is one conditional UPDATE on (id, status Pending, lease token):
+a replica that lost its lease (the job was adopted, cancelled or finished elsewhere) changes
+nothing, so two replicas never both finish a job and a late write never undoes a final status.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+from sqlalchemy import Engine, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from serve_apps.records import JobRecord, JobStatus, Stage
+from serve_apps.schema import job_references, jobs
+
+logger = logging.getLogger("flux_serve.database")
+
+NEWEST_FIRST_BASE_MS = 10**16
+IN_CLAUSE_SIZE = 500
+
+
+class LeaseLost(Exception):
+    """This replica no longer owns the job: another adopted, cancelled or finished it."""
+
+
+class IdempotencyConflict(ValueError):
+    """An Idempotency-Key reused with a different request body."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a replica holds while it runs a job: the job id and its lease's fencing token."""
+
+    job_id: str
+    token: int
+
+
+def history_cursor(record_created_at: float, job_id: str) -> str:
+    return f"{NEWEST_FIRST_BASE_MS - int(record_created_at * 1000):016d}_{job_id}"
+
+
+def named_inputs(record: JobRecord) -> set[str]:
+    """The stored input images (references and mask) a job runs from."""
+    params = record.params
+    return {image.name for image in [*params.references, params.mask] if image is not None}
+
+
+def request_digest(body: str) -> str:
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+class JobsRepository:
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    # -- columns kept beside the record, for conditions and queries -----------------------
+
+    @staticmethod
+    def _columns(record: JobRecord) -> dict:
+        return {
+            "status": record.status.value,
+            "stage": record.stage.value,
+            "owner": record.owner,
+            "attempts": record.attempts,
+            "heartbeat_at": record.heartbeat_at,
+            "updated_at": record.updated_at,
+            "images": len(record.images),
+            "gpu_seconds": record.usage.gpu_seconds if record.usage else None,
+            "cost_usd": record.usage.cost_usd if record.usage else None,
+            "record": record.model_dump_json(),
+        }
+
+    @staticmethod
+    def _record(row) -> JobRecord | None:
+        try:
+            record = JobRecord.model_validate_json(row.record)
+        except ValidationError:
+            return None
+        record.status, record.stage, record.owner = JobStatus(row.status), Stage(row.stage), row.owner
+        record.attempts, record.heartbeat_at, record.updated_at = row.attempts, row.heartbeat_at, row.updated_at
+        return record
+
+    # -- create ---------------------------------------------------------------------------
+
+    def create(
+        self, record: JobRecord, idempotency_key: str | None = None, body_digest: str | None = None
+    ) -> tuple[JobRecord, Claim | None]:
+        """Insert a new job and take its lease; with an Idempotency-Key already used by this key,
+        return the first job instead (and no claim), or IdempotencyConflict for another body."""
+        key_digest = request_digest(idempotency_key) if idempotency_key else None
+        values = {
+            "id": record.id,
+            "key_id": record.key_id,
+            "model": record.model,
+            "created_at": record.created_at,
+            "lease_token": 1,
+            "idempotency_key": key_digest,
+            "body_digest": body_digest,
+            **self._columns(record),
+        }
+        named = [{"job_id": record.id, "name": name} for name in named_inputs(record)]
+        try:
+            with self.engine.begin() as connection:
+                connection.execute(insert(jobs).values(**values))
+                if named:
+                    connection.execute(insert(job_references), named)
+        except IntegrityError:
+            if key_digest is None:
+                raise
+            with self.engine.connect() as connection:
+                row = connection.execute(
+                    select(jobs).where(jobs.c.key_id == record.key_id, jobs.c.idempotency_key == key_digest)
+                ).one()
+            if row.body_digest != body_digest:
+                raise IdempotencyConflict(
+                    "this Idempotency-Key was used with a different request body; use a new key for a new request."
+                ) from None
+            return self._record(row), None
+        return record, Claim(record.id, 1)
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def load(self, job_id: str) -> JobRecord | None:
+        with self.engine.connect() as connection:
+            row = connection.execute(select(jobs).where(jobs.c.id == job_id)).one_or_none()
+        return None if row is None else self._record(row)
+
+    def history(self, key_id: str, limit: int, cursor: str | None = None) -> tuple[list[JobRecord], str | None]:
+        """A key's jobs, newest first, after `cursor`; and the cursor of the next page."""
+        query = select(jobs).where(jobs.c.key_id == key_id)
+        with self.engine.connect() as connection:
+            if cursor:
+                after_id = cursor.partition("_")[2]
+                created_at = connection.execute(
+                    select(jobs.c.created_at).where(jobs.c.id == after_id, jobs.c.key_id == key_id)
+                ).scalar_one_or_none()
+                if created_at is None:
+                    return [], None
+                query = query.where(
+                    (jobs.c.created_at < created_at) | ((jobs.c.created_at == created_at) & (jobs.c.id > after_id))
+                )
+            rows = connection.execute(query.order_by(jobs.c.created_at.desc(), jobs.c.id).limit(limit + 1)).all()
+        records = [record for record in (self._record(row) for row in rows[:limit]) if record]
+        next_cursor = history_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
+        return records, next_cursor
+
+    def jobs_ahead(self, record: JobRecord) -> int:
+        """Jobs of the same model submitted earlier that have not started denoising."""
+        query = select(func.count()).where(
+            jobs.c.model == record.model,
+            jobs.c.status == JobStatus.PENDING.value,
+            jobs.c.stage != Stage.DENOISING.value,
+            jobs.c.created_at < record.created_at,
+        )
+        with self.engine.connect() as connection:
+            return int(connection.execute(query).scalar_one())
+
+    def usage(self, key_id: str) -> dict[str, dict]:
+        """Per model: jobs with metered usage, their images, GPU-seconds and cost."""
+        query = (
+            select(
+                jobs.c.model,
+                func.count(),
+                func.coalesce(func.sum(jobs.c.images), 0),
+                func.sum(jobs.c.gpu_seconds),
+                func.sum(jobs.c.cost_usd),
+            )
+            .where(jobs.c.key_id == key_id, jobs.c.gpu_seconds.is_not(None))
+            .group_by(jobs.c.model)
+        )
+        with self.engine.connect() as connection:
+            rows = connection.execute(query).all()
+        return {
+            model: {"jobs": count, "images": int(images), "gpu_seconds": float(gpu), "cost_usd": float(cost)}
+            for model, count, images, gpu, cost in rows
+        }
+
+    def stale_jobs(self, stale_before: float) -> list[tuple[str, int]]:
+        """(id, lease token) of Pending jobs whose owner has not beaten since `stale_before`."""
+        query = select(jobs.c.id, jobs.c.lease_token).where(
+            jobs.c.status == JobStatus.PENDING.value, jobs.c.heartbeat_at < stale_before
+        )
+        with self.engine.connect() as connection:
+            return [(row.id, row.lease_token) for row in connection.execute(query)]
+
+    def count_pending(self) -> int:
+        with self.engine.connect() as connection:
+            return int(
+                connection.execute(select(func.count()).where(jobs.c.status == JobStatus.PENDING.value)).scalar_one()
+            )
+
+    def all_jobs(self, key_id: str | None = None):
+        """Every readable record (for exports), oldest first."""
+        query = select(jobs).order_by(jobs.c.created_at)
+        if key_id is not None:
+            query = query.where(jobs.c.key_id == key_id)
+        with self.engine.connect() as connection:
+            for row in connection.execute(query):
+                record = self._record(row)
+                if record is not None:
+                    yield record
+
+    # -- conditional writes ----------------------------------------------------------------
+
+    def save(self, claim: Claim, record: JobRecord) -> None:
+        """Write the record if this claim still holds the lease of a Pending job; else LeaseLost."""
+        record.updated_at = time.time()
+        statement = (
+            update(jobs)
+            .where(
+                jobs.c.id == claim.job_id, jobs.c.lease_token == claim.token, jobs.c.status == JobStatus.PENDING.value
+            )
+            .values(**self._columns(record))
+        )
+        with self.engine.begin() as connection:
+            if connection.execute(statement).rowcount != 1:
+                raise LeaseLost(claim.job_id)
+
+    def heartbeat(self, claim: Claim) -> None:
+        """Renew the lease only; LeaseLost once another replica took the job or it ended."""
+        statement = (
+            update(jobs)
+            .where(
+                jobs.c.id == claim.job_id, jobs.c.lease_token == claim.token, jobs.c.status == JobStatus.PENDING.value
+            )
+            .values(heartbeat_at=time.time())
+        )
+        with self.engine.begin() as connection:
+            if connection.execute(statement).rowcount != 1:
+                raise LeaseLost(claim.job_id)
+
+    def adopt(self, job_id: str, token: int, owner: str, stale_before: float) -> Claim | None:
+        """Take the lease of a stale job atomically: one replica wins, the others get None."""
+        statement = (
+            update(jobs)
+            .where(
+                jobs.c.id == job_id,
+                jobs.c.lease_token == token,
+                jobs.c.status == JobStatus.PENDING.value,
+                jobs.c.heartbeat_at < stale_before,
+            )
+            .values(owner=owner, lease_token=token + 1, heartbeat_at=time.time(), stage=Stage.QUEUED.value)
+        )
+        with self.engine.begin() as connection:
+            won = connection.execute(statement).rowcount == 1
+        return Claim(job_id, token + 1) if won else None
+
+    def lease_token(self, job_id: str) -> int | None:
+        with self.engine.connect() as connection:
+            return connection.execute(select(jobs.c.lease_token).where(jobs.c.id == job_id)).scalar_one_or_none()
+
+    def cancel_if_queued(self, job_id: str, reason: str) -> JobRecord | None:
+        """End a job that has not started encoding yet, whoever owns it; None if it had started or ended."""
+        record = self.load(job_id)
+        if record is None or record.is_final or record.stage != Stage.QUEUED:
+            return None
+        record.status, record.stage, record.error = JobStatus.CANCELLED, Stage.DONE, reason
+        record.updated_at = time.time()
+        statement = (
+            update(jobs)
+            .where(jobs.c.id == job_id, jobs.c.status == JobStatus.PENDING.value, jobs.c.stage == Stage.QUEUED.value)
+            .values(**self._columns(record), lease_token=jobs.c.lease_token + 1)
+        )
+        with self.engine.begin() as connection:
+            return record if connection.execute(statement).rowcount == 1 else None
+
+    def quarantine_unreadable(self) -> list[str]:
+        """Pending rows whose record cannot be read end Error, so no sweep is blocked by them."""
+        with self.engine.connect() as connection:
+            rows = connection.execute(select(jobs).where(jobs.c.status == JobStatus.PENDING.value)).all()
+        bad = [row.id for row in rows if self._record(row) is None]
+        for job_id in bad:
+            logger.error("job %s: unreadable record quarantined", job_id)
+            with self.engine.begin() as connection:
+                connection.execute(
+                    update(jobs)
+                    .where(jobs.c.id == job_id)
+                    .values(status=JobStatus.ERROR.value, stage=Stage.DONE.value, lease_token=jobs.c.lease_token + 1)
+                )
+        return bad
+
+    def update_webhook(self, record: JobRecord) -> None:
+        """After the final status: only the record's webhook deliveries change (no lease needed)."""
+        with self.engine.begin() as connection:
+            connection.execute(update(jobs).where(jobs.c.id == record.id).values(record=record.model_dump_json()))
+
+    def expired_jobs(self, finished_before: float) -> list[str]:
+        """Ids of jobs that ended before `finished_before` (retention)."""
+        query = select(jobs.c.id).where(jobs.c.status != JobStatus.PENDING.value, jobs.c.updated_at < finished_before)
+        with self.engine.connect() as connection:
+            return list(connection.execute(query).scalars())
+
+    def delete(self, job_ids: list[str]) -> None:
+        """Delete finished jobs (a Pending one among them is kept) and the input images they name."""
+        finished = (jobs.c.id.in_(job_ids), jobs.c.status != JobStatus.PENDING.value)
+        with self.engine.begin() as connection:
+            connection.execute(
+                delete(job_references).where(job_references.c.job_id.in_(select(jobs.c.id).where(*finished)))
+            )
+            connection.execute(delete(jobs).where(*finished))
+
+    def inputs_in_use(self, names: list[str]) -> set[str]:
+        """Which of these stored input images some job still names."""
+        used: set[str] = set()
+        with self.engine.connect() as connection:
+            for start in range(0, len(names), IN_CLAUSE_SIZE):
+                chunk = names[start : start + IN_CLAUSE_SIZE]
+                query = select(job_references.c.name).where(job_references.c.name.in_(chunk)).distinct()
+                used.update(connection.execute(query).scalars())
+        return used
