@@ -1,7 +1,6 @@
-"""`flux-serve generate` and `flux-serve telegram`: the client side of the service, over its public HTTP API.
+"""`python -m flux_client generate|telegram`: the client side of the service, over its public HTTP API.
 
-`serve_apps.cli` adds these subcommands to `flux-serve`; `python -m flux_client` runs them without the
-server's imports (faster to start).
+`flux-serve generate` and `flux-serve telegram` hand over to this command (exec, without importing it).
 """
 
 from __future__ import annotations

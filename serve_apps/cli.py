@@ -1,4 +1,9 @@
-"""`flux-serve run`: a local Ray (logical GPUs when none is physical) serving serve_config.yaml."""
+"""`flux-serve`: the server's commands (run, keys, plan, history, retention); `generate` and `telegram` are the
+client's (flux_client) and are handed to `python -m flux_client` without importing it.
+
+Every heavy import (ray, torch, the builder, the database) is made inside the command that needs it, so
+`flux-serve --help` and a mistyped argument answer at once.
+"""
 
 from __future__ import annotations
 
@@ -7,28 +12,28 @@ import math
 import os
 import secrets
 import signal
+import subprocess
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 
-import yaml
+if TYPE_CHECKING:
+    from serve_apps.config import AppArgs
 
-from deployments.registry import get_variant
-from flux_client.cli import add_generate_arguments, add_telegram_arguments, run_generate, run_telegram
-from serve_apps.auth import ADMIN, KEYS_ENV, USER, hash_key, key_id
-from serve_apps.builder import build_app, validate_args
-from serve_apps.config import AppArgs
-from serve_apps.database import JobDatabase
-from serve_apps.history import export_history
-from serve_apps.storage import JobStore
-
+CLIENT_COMMANDS = {
+    "generate": "generate images through the HTTP API and save them (same as `python -m flux_client generate`)",
+    "telegram": "run the Telegram bot (configured by env; see README; needs flux-serve[bot])",
+}
 DEV_KEY_FILE = Path(os.environ.get("FLUX_SERVE_KEY_FILE", Path.home() / ".config" / "flux-serve" / "api-key"))
 RAY_TOKEN_FILE = Path.home() / ".ray" / "auth_token"
 
 
 def local_api_key() -> str:
     """FLUX_API_KEYS' first key, or a key generated once for this machine and kept in DEV_KEY_FILE."""
+    from serve_apps.auth import KEYS_ENV
+
     configured = [key.strip() for key in os.environ.get(KEYS_ENV, "").split(",") if key.strip()]
     if configured:
         return configured[0]
@@ -45,6 +50,9 @@ def local_api_key() -> str:
 
 def logical_gpus_needed(applications: list[dict]) -> int:
     """Enough logical GPUs for every replica at its max, so placement is really scheduled."""
+    from deployments.registry import get_variant
+    from serve_apps.builder import validate_args
+
     total = 0.0
     for application in applications:
         args = validate_args(application.get("args", {}))
@@ -57,7 +65,11 @@ def logical_gpus_needed(applications: list[dict]) -> int:
 def run(config_path: Path, num_gpus: int | None) -> None:
     import ray
     import torch
+    import yaml
     from ray import serve
+
+    from serve_apps.auth import KEYS_ENV
+    from serve_apps.builder import build_app
 
     config = yaml.safe_load(config_path.read_text())
     applications = config["applications"]
@@ -105,6 +117,10 @@ Ctrl-C stops it.""",
 
 def app_args_from(config_path: Path) -> AppArgs:
     """The validated args of the config's first application."""
+    import yaml
+
+    from serve_apps.builder import validate_args
+
     if not config_path.exists():
         sys.exit(f"{config_path} not found: run from the project folder or pass --config PATH.")
     applications = yaml.safe_load(config_path.read_text())["applications"]
@@ -113,45 +129,67 @@ def app_args_from(config_path: Path) -> AppArgs:
 
 def keys_command(options) -> None:
     """Keys live in the database (hashes only), so every replica sees a new or revoked key at once."""
-    db = JobDatabase(app_args_from(options.config).database_url)
+    from serve_apps.auth import ADMIN, USER, hash_key, key_id
+    from serve_apps.db import Database
+
+    keys = Database.open(app_args_from(options.config).database_url).keys
     if options.keys_command == "create":
         key = "fsk_" + secrets.token_urlsafe(24)
-        db.add_key(hash_key(key), options.name, ADMIN if options.admin else USER)
+        keys.add_key(hash_key(key), options.name, ADMIN if options.admin else USER)
         print(f"{key}\n(key id {key_id(hash_key(key))}; shown once: only its hash is kept)")
     elif options.keys_command == "list":
-        for entry in db.list_keys():
+        for entry in keys.list_keys():
             created = datetime.fromtimestamp(entry["created_at"], timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
             print(f"{key_id(entry['hash'])}  {entry['name']:<20} {entry['role']:<6} {created}")
     else:
-        revoked = db.revoke_key(options.key_id)
+        revoked = keys.revoke_key(options.key_id)
         if not revoked:
             sys.exit(f"No key with id or name {options.key_id!r}; see `flux-serve keys list`.")
         print(f"revoked {revoked} key(s); every replica refuses them from the next request")
 
 
 def history_command(options) -> None:
+    from serve_apps.db import Database
+    from serve_apps.storage import JobStore
+
     args = app_args_from(options.config)
-    db = JobDatabase(args.database_url)
+    db = Database.open(args.database_url)
     if options.history_command == "import-files":
         from serve_apps.legacy_import import import_files
 
         counts = import_files(JobStore(args.storage_url, args.storage_options), db)
         print(", ".join(f"{count} {what}" for what, count in counts.items()))
         return
-    count = export_history(db, options.out, key_id(hash_key(options.key)) if options.key else None)
+    from serve_apps.auth import hash_key, key_id
+    from serve_apps.history import export_history
+
+    count = export_history(db.jobs, options.out, key_id(hash_key(options.key)) if options.key else None)
     print(f"wrote {count} job(s) to {options.out}")
 
 
 def retention_command(options) -> None:
+    from serve_apps.db import Database
     from serve_apps.retention import apply_retention, expired
+    from serve_apps.storage import JobStore
 
     args = app_args_from(options.config)
-    db, days = JobDatabase(args.database_url), args.jobs.retention_days
+    jobs, days = Database.open(args.database_url).jobs, args.jobs.retention_days
     if options.dry_run:
-        print(f"{len(expired(db, days))} finished job(s) older than {days:g} days would be deleted")
+        print(f"{len(expired(jobs, days))} finished job(s) older than {days:g} days would be deleted")
         return
-    count = apply_retention(db, JobStore(args.storage_url, args.storage_options), days)
+    count = apply_retention(jobs, JobStore(args.storage_url, args.storage_options), days)
     print(f"deleted {count} finished job(s) older than {days:g} days, with their images")
+
+
+def hand_to_client(arguments: list[str]) -> NoReturn:
+    """Run `python -m flux_client ARGUMENTS` in this process's place (same interpreter, exit code and signals;
+    the server never imports the client)."""
+    command = [sys.executable, "-m", "flux_client", *arguments]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if os.name == "nt":  # no exec on Windows: a child, and its exit code
+        sys.exit(subprocess.call(command))
+    os.execv(sys.executable, command)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -180,9 +218,13 @@ def main(argv: list[str] | None = None) -> None:
     history_commands.add_parser(
         "import-files", help="move job records kept as files by earlier versions into the database"
     )
-    add_generate_arguments(commands.add_parser("generate", help="generate images through the HTTP API and save them"))
-    add_telegram_arguments(commands.add_parser("telegram", help="run the Telegram bot (configured by env; see README)"))
-    options = parser.parse_args(argv)
+    for name, help_text in CLIENT_COMMANDS.items():
+        commands.add_parser(name, help=help_text, add_help=False)  # its arguments are the client CLI's to parse
+    options, client_arguments = parser.parse_known_args(argv)
+    if options.command in CLIENT_COMMANDS:
+        hand_to_client([options.command, *client_arguments])
+    if client_arguments:
+        parser.error(f"unrecognized arguments: {' '.join(client_arguments)}")
     if options.command == "run":
         app_args_from(options.config)
         run(options.config, options.num_gpus)
@@ -196,10 +238,6 @@ def main(argv: list[str] | None = None) -> None:
             print(render(make_plan(models, options.gpus)))
         except PlanError as error:
             sys.exit(str(error))
-    elif options.command == "generate":
-        sys.exit(run_generate(options))
-    elif options.command == "telegram":
-        sys.exit(run_telegram(options))
     elif options.command == "retention":
         retention_command(options)
     else:

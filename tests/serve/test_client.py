@@ -123,13 +123,14 @@ def test_cli_generate_writes_four_files_and_prints_them_with_the_job_id(base_url
     assert "step" in done.stderr, "a progress bar"
 
 
-def test_cli_generate_with_a_bad_key_exits_non_zero_with_the_apis_message(base_url, tmp_path, capsys):
-    from serve_apps.cli import main
-
-    with pytest.raises(SystemExit) as exit_code:
-        main(["generate", PROMPT, "--url", base_url, "--key", "wrong-key", "--out", str(tmp_path)])
-    assert exit_code.value.code == 1
-    assert "HTTP 401: Missing or invalid API key" in capsys.readouterr().err
+def test_cli_generate_with_a_bad_key_exits_non_zero_with_the_apis_message(base_url, tmp_path):
+    """`flux-serve generate` hands over to `python -m flux_client generate` (exec: same exit code, same stderr)."""
+    arguments = ["generate", PROMPT, "--url", base_url, "--key", "wrong-key", "--out", str(tmp_path)]
+    done = subprocess.run(
+        [sys.executable, "-m", "serve_apps.cli", *arguments], check=False, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 1
+    assert "HTTP 401: Missing or invalid API key" in done.stderr
     assert not list(tmp_path.iterdir())
 
 
