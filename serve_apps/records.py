@@ -1,9 +1,14 @@
-"""The job record: what storage keeps of one job, typed, from submit to its final status."""
+"""Job records: what the database keeps of one job, typed, from submit to its final status.
+
+`JobState` is what the job core reads and writes for every kind (lease, attempts, status, webhook);
+each kind's record adds its typed `params` and its result (`JobRecord`: generation's).
+"""
 
 from __future__ import annotations
 
 import time
 from enum import Enum
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -26,7 +31,11 @@ FINAL_STATUSES = frozenset({JobStatus.READY, JobStatus.ERROR, JobStatus.CANCELLE
 
 
 class Stage(str, Enum):
+    """The core knows QUEUED (not started: cancel ends it at once) and DONE; a kind marks its own
+    steps between them (generation: ENCODING, DENOISING; a kind without steps: RUNNING)."""
+
     QUEUED = "queued"
+    RUNNING = "running"
     ENCODING = "encoding"
     DENOISING = "denoising"
     DONE = "done"
@@ -52,16 +61,21 @@ class Usage(BaseModel):
     gpu_type: str
 
 
-class JobRecord(BaseModel):
-    """One job. `params` is everything that decides its images; the rest is its life so far."""
+GENERATE = "generate"
+
+
+class JobState(BaseModel):
+    """What the job core keeps of every job, whatever its kind. A kind's record subclasses it with
+    `kind` fixed to its name, its typed `params`, and the fields of its result."""
 
     model_config = ConfigDict(validate_assignment=True)
 
     id: str
+    kind: str
     model: str
     key_id: str
     base_url: str = ""
-    params: GenerationParams
+    params: BaseModel
     status: JobStatus = JobStatus.PENDING
     stage: Stage = Stage.QUEUED
     attempts: int = 0
@@ -69,9 +83,7 @@ class JobRecord(BaseModel):
     heartbeat_at: float = Field(default_factory=time.time)
     created_at: float = Field(default_factory=time.time)
     updated_at: float = Field(default_factory=time.time)
-    images: list[str] = []
     timings_s: dict[str, float] = {}
-    batch: dict[str, int | str] = {}
     error: str | None = None
     warnings: list[str] = []
     usage: Usage | None = None
@@ -85,3 +97,27 @@ class JobRecord(BaseModel):
     def is_waiting(self) -> bool:
         """Pending and not yet denoising: what a queue position counts."""
         return self.status == JobStatus.PENDING and self.stage != Stage.DENOISING
+
+    def input_names(self) -> set[str]:
+        """The stored input images (refs/) the job runs from, kept until no job names them."""
+        return set()
+
+    def output_count(self) -> int:
+        """How many outputs it made (the `images` column, summed by usage)."""
+        return 0
+
+
+class JobRecord(JobState):
+    """A generation job. `params` is everything that decides its images; the rest is its life so far."""
+
+    kind: Literal["generate"] = GENERATE
+    params: GenerationParams
+    images: list[str] = []
+    batch: dict[str, int | str] = {}
+
+    def input_names(self) -> set[str]:
+        params = self.params
+        return {image.name for image in [*params.references, params.mask] if image is not None}
+
+    def output_count(self) -> int:
+        return len(self.images)

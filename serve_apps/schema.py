@@ -10,6 +10,7 @@ jobs = Table(
     "jobs",
     metadata,
     Column("id", String(32), primary_key=True),
+    Column("kind", String(32), nullable=False, server_default="generate"),
     Column("key_id", String(12), nullable=False),
     Column("model", String(64), nullable=False),
     Column("status", String(32), nullable=False),

@@ -6,6 +6,7 @@ migration in serve_apps/migrations/versions.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sqlalchemy import Engine
@@ -14,6 +15,7 @@ from serve_apps.db.adapters import AdaptersRepository
 from serve_apps.db.engine import default_database_url, make_engine, open_engine
 from serve_apps.db.jobs import Claim, IdempotencyConflict, JobsRepository, LeaseLost, request_digest
 from serve_apps.db.keys import KeysRepository
+from serve_apps.records import JobState
 
 
 @dataclass(frozen=True)
@@ -26,9 +28,10 @@ class Database:
     adapters: AdaptersRepository
 
     @classmethod
-    def open(cls, url: str) -> Database:
+    def open(cls, url: str, record_types: Mapping[str, type[JobState]] | None = None) -> Database:
+        """`record_types`: the job kinds this process runs, by name (default: generation only)."""
         engine = open_engine(url)
-        return cls(engine, JobsRepository(engine), KeysRepository(engine), AdaptersRepository(engine))
+        return cls(engine, JobsRepository(engine, record_types), KeysRepository(engine), AdaptersRepository(engine))
 
 
 __all__ = [

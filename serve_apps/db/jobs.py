@@ -1,5 +1,8 @@
 """The jobs repository: one row per job, its typed record beside the columns conditions and queries use.
 
+A row's `kind` picks the record type it is read as; a replica reads, adopts and quarantines only the
+kinds it was given, so one that does not know a newer kind leaves those jobs alone.
+
 Every change of a running job is one conditional UPDATE on (id, status Pending, lease token):
 a replica that lost its lease (the job was adopted, cancelled or finished elsewhere) changes
 nothing, so two replicas never both finish a job and a late write never undoes a final status.
@@ -10,13 +13,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from pydantic import ValidationError
 from sqlalchemy import Engine, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from serve_apps.records import JobRecord, JobStatus, Stage
+from serve_apps.records import GENERATE, JobRecord, JobState, JobStatus, Stage
 from serve_apps.schema import job_references, jobs
 
 logger = logging.getLogger("flux_serve.database")
@@ -45,24 +49,21 @@ def history_cursor(record_created_at: float, job_id: str) -> str:
     return f"{NEWEST_FIRST_BASE_MS - int(record_created_at * 1000):016d}_{job_id}"
 
 
-def named_inputs(record: JobRecord) -> set[str]:
-    """The stored input images (references and mask) a job runs from."""
-    params = record.params
-    return {image.name for image in [*params.references, params.mask] if image is not None}
-
-
 def request_digest(body: str) -> str:
     return hashlib.sha256(body.encode()).hexdigest()
 
 
 class JobsRepository:
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, record_types: Mapping[str, type[JobState]] | None = None):
+        """`record_types` maps each kind this replica runs to its record type (default: generation only)."""
         self.engine = engine
+        self.record_types = dict(record_types or {GENERATE: JobRecord})
+        self._known_kind = jobs.c.kind.in_(list(self.record_types))
 
     # -- columns kept beside the record, for conditions and queries -----------------------
 
     @staticmethod
-    def _columns(record: JobRecord) -> dict:
+    def _columns(record: JobState) -> dict:
         return {
             "status": record.status.value,
             "stage": record.stage.value,
@@ -70,16 +71,19 @@ class JobsRepository:
             "attempts": record.attempts,
             "heartbeat_at": record.heartbeat_at,
             "updated_at": record.updated_at,
-            "images": len(record.images),
+            "images": record.output_count(),
             "gpu_seconds": record.usage.gpu_seconds if record.usage else None,
             "cost_usd": record.usage.cost_usd if record.usage else None,
             "record": record.model_dump_json(),
         }
 
-    @staticmethod
-    def _record(row) -> JobRecord | None:
+    def _record(self, row) -> JobState | None:
+        """The row's record as its kind's type; None if unreadable or of a kind this replica does not run."""
+        record_type = self.record_types.get(row.kind)
+        if record_type is None:
+            return None
         try:
-            record = JobRecord.model_validate_json(row.record)
+            record = record_type.model_validate_json(row.record)
         except ValidationError:
             return None
         record.status, record.stage, record.owner = JobStatus(row.status), Stage(row.stage), row.owner
@@ -89,13 +93,14 @@ class JobsRepository:
     # -- create ---------------------------------------------------------------------------
 
     def create(
-        self, record: JobRecord, idempotency_key: str | None = None, body_digest: str | None = None
-    ) -> tuple[JobRecord, Claim | None]:
+        self, record: JobState, idempotency_key: str | None = None, body_digest: str | None = None
+    ) -> tuple[JobState, Claim | None]:
         """Insert a new job and take its lease; with an Idempotency-Key already used by this key,
         return the first job instead (and no claim), or IdempotencyConflict for another body."""
         key_digest = request_digest(idempotency_key) if idempotency_key else None
         values = {
             "id": record.id,
+            "kind": record.kind,
             "key_id": record.key_id,
             "model": record.model,
             "created_at": record.created_at,
@@ -104,7 +109,7 @@ class JobsRepository:
             "body_digest": body_digest,
             **self._columns(record),
         }
-        named = [{"job_id": record.id, "name": name} for name in named_inputs(record)]
+        named = [{"job_id": record.id, "name": name} for name in record.input_names()]
         try:
             with self.engine.begin() as connection:
                 connection.execute(insert(jobs).values(**values))
@@ -126,12 +131,12 @@ class JobsRepository:
 
     # -- reads ----------------------------------------------------------------------------
 
-    def load(self, job_id: str) -> JobRecord | None:
+    def load(self, job_id: str) -> JobState | None:
         with self.engine.connect() as connection:
             row = connection.execute(select(jobs).where(jobs.c.id == job_id)).one_or_none()
         return None if row is None else self._record(row)
 
-    def history(self, key_id: str, limit: int, cursor: str | None = None) -> tuple[list[JobRecord], str | None]:
+    def history(self, key_id: str, limit: int, cursor: str | None = None) -> tuple[list[JobState], str | None]:
         """A key's jobs, newest first, after `cursor`; and the cursor of the next page."""
         query = select(jobs).where(jobs.c.key_id == key_id)
         with self.engine.connect() as connection:
@@ -150,9 +155,10 @@ class JobsRepository:
         next_cursor = history_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
         return records, next_cursor
 
-    def jobs_ahead(self, record: JobRecord) -> int:
-        """Jobs of the same model submitted earlier that have not started denoising."""
+    def jobs_ahead(self, record: JobState) -> int:
+        """Jobs of the same kind and model submitted earlier that have not started denoising."""
         query = select(func.count()).where(
+            jobs.c.kind == record.kind,
             jobs.c.model == record.model,
             jobs.c.status == JobStatus.PENDING.value,
             jobs.c.stage != Stage.DENOISING.value,
@@ -184,7 +190,7 @@ class JobsRepository:
     def stale_jobs(self, stale_before: float) -> list[tuple[str, int]]:
         """(id, lease token) of Pending jobs whose owner has not beaten since `stale_before`."""
         query = select(jobs.c.id, jobs.c.lease_token).where(
-            jobs.c.status == JobStatus.PENDING.value, jobs.c.heartbeat_at < stale_before
+            jobs.c.status == JobStatus.PENDING.value, jobs.c.heartbeat_at < stale_before, self._known_kind
         )
         with self.engine.connect() as connection:
             return [(row.id, row.lease_token) for row in connection.execute(query)]
@@ -208,7 +214,7 @@ class JobsRepository:
 
     # -- conditional writes ----------------------------------------------------------------
 
-    def save(self, claim: Claim, record: JobRecord) -> None:
+    def save(self, claim: Claim, record: JobState) -> None:
         """Write the record if this claim still holds the lease of a Pending job; else LeaseLost."""
         record.updated_at = time.time()
         statement = (
@@ -255,7 +261,7 @@ class JobsRepository:
         with self.engine.connect() as connection:
             return connection.execute(select(jobs.c.lease_token).where(jobs.c.id == job_id)).scalar_one_or_none()
 
-    def cancel_if_queued(self, job_id: str, reason: str) -> JobRecord | None:
+    def cancel_if_queued(self, job_id: str, reason: str) -> JobState | None:
         """End a job that has not started encoding yet, whoever owns it; None if it had started or ended."""
         record = self.load(job_id)
         if record is None or record.is_final or record.stage != Stage.QUEUED:
@@ -273,7 +279,9 @@ class JobsRepository:
     def quarantine_unreadable(self) -> list[str]:
         """Pending rows whose record cannot be read end Error, so no sweep is blocked by them."""
         with self.engine.connect() as connection:
-            rows = connection.execute(select(jobs).where(jobs.c.status == JobStatus.PENDING.value)).all()
+            rows = connection.execute(
+                select(jobs).where(jobs.c.status == JobStatus.PENDING.value, self._known_kind)
+            ).all()
         bad = [row.id for row in rows if self._record(row) is None]
         for job_id in bad:
             logger.error("job %s: unreadable record quarantined", job_id)
@@ -285,7 +293,7 @@ class JobsRepository:
                 )
         return bad
 
-    def update_webhook(self, record: JobRecord) -> None:
+    def update_webhook(self, record: JobState) -> None:
         """After the final status: only the record's webhook deliveries change (no lease needed)."""
         with self.engine.begin() as connection:
             connection.execute(update(jobs).where(jobs.c.id == record.id).values(record=record.model_dump_json()))

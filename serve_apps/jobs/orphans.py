@@ -13,7 +13,7 @@ import time
 from serve_apps.config import AppArgs
 from serve_apps.db import JobsRepository
 from serve_apps.jobs.running import JobRunner
-from serve_apps.records import JobRecord, JobStatus
+from serve_apps.records import JobState, JobStatus
 from serve_apps.retention import apply_retention
 from serve_apps.storage import JobStore
 
@@ -26,8 +26,8 @@ RETENTION_EVERY_S = 3600.0
 class OrphanSweeper:
     """Also applies retention, at most every RETENTION_EVERY_S, from the same loop."""
 
-    def __init__(self, db: JobsRepository, store: JobStore, runner: JobRunner, args: AppArgs, replica_id: str):
-        self.db = db
+    def __init__(self, jobs: JobsRepository, store: JobStore, runner: JobRunner, args: AppArgs, replica_id: str):
+        self.jobs = jobs
         self.store = store
         self.runner = runner
         self.args = args
@@ -38,25 +38,25 @@ class OrphanSweeper:
     def _stale_before(self) -> float:
         return time.time() - self.args.jobs.stale_after_s
 
-    def is_stale(self, record: JobRecord) -> bool:
+    def is_stale(self, record: JobState) -> bool:
         return (
             record.status == JobStatus.PENDING
             and record.id not in self.runner.tasks
             and record.heartbeat_at < self._stale_before()
         )
 
-    async def adopt_if_stale(self, record: JobRecord) -> JobRecord:
+    async def adopt_if_stale(self, record: JobState) -> JobState:
         """Take over a job whose owner stopped beating: retry it, or end it if out of attempts."""
         if not self.is_stale(record):
             return record
-        token = await asyncio.to_thread(self.db.lease_token, record.id)
+        token = await asyncio.to_thread(self.jobs.lease_token, record.id)
         return await self._adopt(record.id, token) or record
 
-    async def _adopt(self, job_id: str, token: int) -> JobRecord | None:
-        claim = await asyncio.to_thread(self.db.adopt, job_id, token, self.replica_id, self._stale_before())
+    async def _adopt(self, job_id: str, token: int) -> JobState | None:
+        claim = await asyncio.to_thread(self.jobs.adopt, job_id, token, self.replica_id, self._stale_before())
         if claim is None:
             return None  # another replica won it, or its owner beat again
-        record = await asyncio.to_thread(self.db.load, job_id)
+        record = await asyncio.to_thread(self.jobs.load, job_id)
         if record.attempts >= self.args.jobs.max_attempts:
             reason = f"the replica running it stopped after {record.attempts} attempt(s)"
             await self.runner.end(claim, record, JobStatus.ERROR, reason)
@@ -66,8 +66,8 @@ class OrphanSweeper:
         return record
 
     async def sweep(self) -> None:
-        await asyncio.to_thread(self.db.quarantine_unreadable)
-        for job_id, token in await asyncio.to_thread(self.db.stale_jobs, self._stale_before()):
+        await asyncio.to_thread(self.jobs.quarantine_unreadable)
+        for job_id, token in await asyncio.to_thread(self.jobs.stale_jobs, self._stale_before()):
             if job_id in self.runner.tasks:
                 continue
             try:
@@ -89,7 +89,7 @@ class OrphanSweeper:
             if time.monotonic() - self._retention_at >= RETENTION_EVERY_S:
                 self._retention_at = time.monotonic()
                 try:
-                    await asyncio.to_thread(apply_retention, self.db, self.store, self.args.jobs.retention_days)
+                    await asyncio.to_thread(apply_retention, self.jobs, self.store, self.args.jobs.retention_days)
                 except Exception:
                     logger.exception("retention failed; it runs again in an hour")
             await asyncio.sleep(self.args.jobs.stale_after_s / 2)

@@ -1,4 +1,5 @@
-"""Running a job on this replica: attempts, timeout, heartbeat, the final write, webhooks.
+"""Running a job on this replica, whatever its kind: attempts, timeout, heartbeat, the final write,
+the limiter's slot and webhooks.
 
 Every write carries the job's `Claim` (its lease's fencing token): once another replica
 adopted, cancelled or finished the job, this one's writes fail with LeaseLost and it stops
@@ -8,17 +9,15 @@ quietly, without a second final status, webhook or limiter release.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-import time
+from collections.abc import Callable, Mapping
 
-from deployments.contracts import DenoiseJob, InvalidRequestError
 from serve_apps import metrics
-from serve_apps.backpressure import when_room
 from serve_apps.config import AppArgs
 from serve_apps.db import Claim, JobsRepository, LeaseLost
-from serve_apps.records import JobRecord, JobStatus, Stage, Usage, WebhookDelivery
-from serve_apps.storage import JobStore
-from serve_apps.views import JobViews
+from serve_apps.jobs.kind import JobContext, JobEnds, JobKind, JobSignals
+from serve_apps.records import JobState, JobStatus, Stage, WebhookDelivery
 from serve_apps.webhooks import deliver
 
 logger = logging.getLogger("flux_serve.jobs")
@@ -27,40 +26,36 @@ FINAL_WRITE_ATTEMPTS = 5
 FINAL_WRITE_BACKOFF_S = 0.5
 
 
-class JobCancelled(Exception):
-    """The job was cancelled before it reached the denoiser."""
-
-
-class ContentModerated(Exception):
-    """The safety checker flagged the output images; they were not stored."""
-
-
 class JobRunner:
     def __init__(
         self,
-        db: JobsRepository,
-        store: JobStore,
-        encoders: dict,
-        denoisers: dict,
+        jobs: JobsRepository,
+        signals: JobSignals,
+        kinds: Mapping[str, JobKind],
         args: AppArgs,
-        views: JobViews,
+        webhook_payload: Callable[[JobState], dict],
         limiter=None,
     ):
-        """`encoders`/`denoisers` map a model name to its deployment handle."""
-        self.db = db
-        self.store = store
-        self.encoders = encoders
-        self.denoisers = denoisers
+        """`kinds` maps a kind's name to it; `webhook_payload(record)` is what a webhook sends."""
+        unknown = sorted(name for name in kinds if name not in jobs.record_types)
+        if unknown:
+            raise ValueError(
+                f"job kind(s) {unknown} have no record type in the jobs repository: "
+                "open it with Database.open(url, record_types={kind.name: kind.record_type, ...})."
+            )
+        self.jobs = jobs
+        self.signals = signals
+        self.kinds = dict(kinds)
         self.args = args
-        self.views = views
+        self.webhook_payload = webhook_payload
         self.limiter = limiter
         self.tasks: dict[str, asyncio.Task] = {}
         self.in_flight: dict[str, int] = {}
 
-    async def save(self, claim: Claim, record: JobRecord) -> None:
-        await asyncio.to_thread(self.db.save, claim, record.model_copy(deep=True))
+    async def save(self, claim: Claim, record: JobState) -> None:
+        await asyncio.to_thread(self.jobs.save, claim, record.model_copy(deep=True))
 
-    def start(self, record: JobRecord, claim: Claim) -> None:
+    def start(self, record: JobState, claim: Claim) -> None:
         task = asyncio.create_task(self._run(record, claim))
         self.tasks[record.id] = task
         self._count_in_flight(record.model, +1)
@@ -81,7 +76,7 @@ class JobRunner:
         self.in_flight[model] = self.in_flight.get(model, 0) + change
         metrics.QUEUE_DEPTH.set(self.in_flight[model], tags={"model": model})
 
-    async def _run(self, record: JobRecord, claim: Claim) -> None:
+    async def _run(self, record: JobState, claim: Claim) -> None:
         heartbeat = asyncio.create_task(self._heartbeat(claim))
         try:
             outcome = await self._attempts(record, claim)
@@ -93,21 +88,19 @@ class JobRunner:
             await asyncio.gather(heartbeat, return_exceptions=True)  # no heartbeat after the final write
         await self.end(claim, record, *outcome)
 
-    async def _attempts(self, record: JobRecord, claim: Claim) -> tuple[JobStatus, str | None]:
+    async def _attempts(self, record: JobState, claim: Claim) -> tuple[JobStatus, str | None]:
         """Run attempts until one ends the job; the final status and reason (written by the caller)."""
+        kind = self.kinds[record.kind]
+        context = JobContext(record.id, self.signals, functools.partial(self.save, claim))
         while True:
             record.attempts += 1
             try:
-                await asyncio.wait_for(self._attempt(record, claim), timeout=self.args.jobs.timeout_s)
+                await asyncio.wait_for(kind.run(record, claim, context), timeout=self.args.jobs.timeout_s)
                 return JobStatus.READY, None
-            except JobCancelled:
-                return JobStatus.CANCELLED, "cancelled by the user"
-            except ContentModerated as flagged:
-                return JobStatus.CONTENT_MODERATED, str(flagged)
-            except InvalidRequestError as error:
-                return JobStatus.ERROR, f"invalid request: {error}"
+            except JobEnds as ended:
+                return ended.status, ended.reason
             except asyncio.TimeoutError:
-                await asyncio.to_thread(self.store.request_cancel, record.id)  # stop the work in the replica too
+                await self.signals.request_cancel(record.id)  # stop the work in the worker too
                 return JobStatus.ERROR, f"timed out after {self.args.jobs.timeout_s:.0f} s"
             except LeaseLost:
                 raise
@@ -123,7 +116,7 @@ class JobRunner:
         while True:
             await asyncio.sleep(self.args.jobs.heartbeat_s)
             try:
-                await asyncio.to_thread(self.db.heartbeat, claim)
+                await asyncio.to_thread(self.jobs.heartbeat, claim)
             except LeaseLost:
                 task = self.tasks.get(claim.job_id)
                 if task is not None:
@@ -132,47 +125,8 @@ class JobRunner:
             except Exception:
                 logger.exception("job %s: heartbeat write failed; retrying at the next beat", claim.job_id)
 
-    async def _check_cancel(self, job_id: str) -> None:
-        if await asyncio.to_thread(self.store.is_cancel_requested, job_id):
-            raise JobCancelled()
-
-    async def _attempt(self, record: JobRecord, claim: Claim) -> None:
-        params, model = record.params, record.model
-        await self._check_cancel(record.id)
-        record.stage = Stage.ENCODING
-        await self.save(claim, record)
-        encode_started = time.perf_counter()
-        prompt = await when_room(lambda: self.encoders[model].encode.remote(params.prompt))
-        negative = await when_room(lambda: self.encoders[model].encode.remote("")) if params.uses_cfg else None
-        encode_s = time.perf_counter() - encode_started
-
-        await self._check_cancel(record.id)
-        record.stage = Stage.DENOISING
-        await self.save(claim, record)
-        denoiser = self.denoisers[model]
-        if params.adapters:
-            denoiser = denoiser.options(multiplexed_model_id=params.adapter_set)
-        job = DenoiseJob(params, prompt, negative, job_id=record.id)
-        outcome = await when_room(lambda: denoiser.generate.remote(job))
-        if outcome.cancelled:
-            raise JobCancelled()
-        cost_usd = outcome.gpu_seconds * self.args.pricing.usd_per_gpu_second
-        if cost_usd:
-            metrics.COST_USD.inc(cost_usd, tags={"model": model})
-        record.images = outcome.images
-        record.batch = outcome.batch
-        record.timings_s = {
-            "encode": encode_s,
-            **outcome.timings_s,
-            "cold_start": max(0.0, outcome.replica_ready_at - job.submitted_at),
-            "total": time.time() - record.created_at,
-        }
-        record.usage = Usage(gpu_seconds=outcome.gpu_seconds, cost_usd=cost_usd, gpu_type=self.args.pricing.gpu_type)
-        if outcome.moderated:
-            raise ContentModerated(outcome.moderated)
-
-    async def end(self, claim: Claim, record: JobRecord, status: JobStatus, reason: str | None = None) -> None:
-        """The final write, retried on its own (a failed write never reruns the GPU work)."""
+    async def end(self, claim: Claim, record: JobState, status: JobStatus, reason: str | None = None) -> None:
+        """The final write, retried on its own (a failed write never reruns the work)."""
         if reason:
             logger.warning("job %s ended %s: %s", record.id, status.value, reason)
         record.status, record.stage, record.error = status, Stage.DONE, reason
@@ -190,22 +144,22 @@ class JobRunner:
                 await asyncio.sleep(FINAL_WRITE_BACKOFF_S * attempt)
         self.after_finish(record)
 
-    def after_finish(self, record: JobRecord) -> None:
+    def after_finish(self, record: JobState) -> None:
         if self.limiter is not None:
             self.limiter.release.remote(record.key_id, record.id)
         if record.webhook:
             asyncio.create_task(self._send_webhook(record))
 
-    async def _send_webhook(self, record: JobRecord) -> None:
+    async def _send_webhook(self, record: JobState) -> None:
         webhook = record.webhook
 
         async def remember(attempt: dict) -> None:
             webhook.deliveries.append(WebhookDelivery(**attempt))
-            await asyncio.to_thread(self.db.update_webhook, record.model_copy(deep=True))
+            await asyncio.to_thread(self.jobs.update_webhook, record.model_copy(deep=True))
 
         await deliver(
             webhook.url,
-            self.views.webhook_payload(record),
+            self.webhook_payload(record),
             webhook.secret,
             webhook_id=record.id,
             max_attempts=self.args.webhooks.max_attempts,

@@ -1,24 +1,21 @@
-"""JobService: the one object the routes talk to, over submission, running, orphans and usage."""
+"""JobService: the one object the routes talk to, over submission, the job core and usage."""
 
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 from deployments.contracts import GenerationDefaults
 from lora.registry import AdapterRegistry
 from serve_apps.config import AppArgs
 from serve_apps.db import JobsRepository
-from serve_apps.jobs.orphans import OrphanSweeper
-from serve_apps.jobs.running import JobRunner
+from serve_apps.jobs.core import JobCore
+from serve_apps.jobs.kinds.generate import GenerateKind
 from serve_apps.jobs.submission import JobSubmitter
 from serve_apps.jobs.usage import usage_summary
 from serve_apps.protocol import GenerateRequest
-from serve_apps.records import JobRecord, Stage
+from serve_apps.records import JobRecord
 from serve_apps.storage import JobStore
 from serve_apps.views import JobViews
-
-CANCELLED_BY_USER = "cancelled by the user"
 
 
 class JobService:
@@ -39,10 +36,10 @@ class JobService:
         self.store = store
         self.denoisers = denoisers
         self.args = args
-        self.replica_id = uuid.uuid4().hex[:12]
-        self.runner = JobRunner(jobs, store, encoders, denoisers, args, views, limiter)
+        kinds = [GenerateKind(encoders, denoisers, args.pricing)]
+        self.core = JobCore(jobs, store, kinds, args, views.webhook_payload, limiter)
+        self.replica_id = self.core.replica_id
         self.submitter = JobSubmitter(jobs, defaults, args, limiter, adapters)
-        self.orphans = OrphanSweeper(jobs, store, self.runner, args, self.replica_id)
 
     # -- reads, off the event loop --------------------------------------------------------
 
@@ -54,7 +51,7 @@ class JobService:
         return record
 
     async def load_progress(self, job_id: str) -> dict | None:
-        return await asyncio.to_thread(self.store.load_progress, job_id)
+        return await self.core.signals.progress(job_id)
 
     async def load_image(self, job_id: str, name: str) -> bytes | None:
         return await asyncio.to_thread(self.store.load_image, job_id, name)
@@ -67,36 +64,25 @@ class JobService:
         record, claim = await self.submitter.submit(model, request, key_id, base_url, self.replica_id, idempotency_key)
         if claim is None:
             return record  # the first job of this Idempotency-Key
-        if record.is_final:
-            self.runner.after_finish(record)
-        else:
-            self.runner.start(record, claim)
+        self.core.start(record, claim)
         return record
 
     async def wait(self, job_id: str, key_id: str) -> JobRecord:
         """Wait for a job this replica runs (the synchronous OpenAI route) and return its record."""
-        await self.runner.wait(job_id)
+        await self.core.wait(job_id)
         return await self.load(job_id, key_id)
 
     async def cancel(self, record: JobRecord) -> JobRecord:
         """Ask a job to stop: a queued one never runs, a running one stops at its next step."""
-        if record.is_final:
-            return record
-        await asyncio.to_thread(self.store.request_cancel, record.id)
-        if record.stage == Stage.QUEUED:
-            ended = await asyncio.to_thread(self.jobs.cancel_if_queued, record.id, CANCELLED_BY_USER)
-            if ended is not None:
-                self.runner.after_finish(ended)
-                return ended
-        return await self.load(record.id) or record
+        return await self.core.cancel(record)
 
     # -- orphans ----------------------------------------------------------------------------
 
     async def adopt_if_stale(self, record: JobRecord) -> JobRecord:
-        return await self.orphans.adopt_if_stale(record)
+        return await self.core.adopt_if_stale(record)
 
     def start_sweeper(self) -> None:
-        self.orphans.start()
+        self.core.start_sweeper()
 
     # -- history, usage, queue --------------------------------------------------------------
 

@@ -29,14 +29,14 @@ class LimitExceeded(Exception):
 class JobSubmitter:
     def __init__(
         self,
-        db: JobsRepository,
+        jobs: JobsRepository,
         defaults: dict[str, GenerationDefaults],
         args: AppArgs,
         limiter=None,
         adapters: AdapterRegistry | None = None,
     ):
         """`defaults` maps a model to its GenerationDefaults; `limiter` is the KeyLimiter handle (None: no limits)."""
-        self.db = db
+        self.jobs = jobs
         self.defaults = defaults
         self.args = args
         self.limiter = limiter
@@ -95,7 +95,7 @@ class JobSubmitter:
                 raise LimitExceeded(over["reason"], over["retry_after_s"], over["status_code"])
         body_digest = request_digest(f"{model}\n{request.model_dump_json()}")
         try:
-            stored, claim = await asyncio.to_thread(self.db.create, record, idempotency_key, body_digest)
+            stored, claim = await asyncio.to_thread(self.jobs.create, record, idempotency_key, body_digest)
         except BaseException:
             self.release(record)
             raise

@@ -41,7 +41,7 @@ def test_failed_heartbeat_writes_are_retried_and_the_job_keeps_its_lease(tmp_pat
     service, record, claim = make_runner(tmp_path, denoise)
     service.args.jobs.heartbeat_s = 0.05
     heartbeats = FlakyWrites(service.jobs, "heartbeat", failures=3)
-    asyncio.run(service.runner._run(record, claim))
+    asyncio.run(service.core.runner._run(record, claim))
     assert heartbeats.failed == 3 and heartbeats.calls > 3, "the beats after the failed ones went on"
     assert service.jobs.load(record.id).status == JobStatus.READY
 
@@ -56,7 +56,7 @@ def test_a_failed_final_write_is_retried_alone_and_never_reruns_the_gpu_work(tmp
 
     service, record, claim = make_runner(tmp_path, denoise)
     final_saves = FlakyWrites(service.jobs, "save", failures=2, when=lambda _claim, saved: saved.status != "Pending")
-    asyncio.run(service.runner._run(record, claim))
+    asyncio.run(service.core.runner._run(record, claim))
     assert final_saves.failed == 2 and len(runs) == 1
     stored = service.jobs.load(record.id)
     assert stored.status == JobStatus.READY and stored.attempts == 1 and stored.images == ["0.jpeg"]

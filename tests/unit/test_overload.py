@@ -86,7 +86,7 @@ def test_a_full_model_queue_delays_an_admitted_job_and_never_fails_it(tmp_path):
         return DenoiseOutcome(images=["0.jpeg"], timings_s={}, batch={})
 
     service, record, claim = make_runner(tmp_path, denoise)
-    status, reason = asyncio.run(service.runner._attempts(record, claim))
+    status, reason = asyncio.run(service.core.runner._attempts(record, claim))
     assert (status, reason) == (JobStatus.READY, None)
     assert len(refusals) == 3 and record.attempts == 1, "waiting for room is not a failed attempt"
 
@@ -96,7 +96,7 @@ def test_a_timed_out_job_asks_its_replica_to_stop(tmp_path):
         await asyncio.sleep(30)
 
     service, record, claim = make_runner(tmp_path, denoise, timeout_s=0.2)
-    status, reason = asyncio.run(service.runner._attempts(record, claim))
+    status, reason = asyncio.run(service.core.runner._attempts(record, claim))
     assert status == JobStatus.ERROR and "timed out" in reason
     assert service.store.is_cancel_requested(record.id), "the denoiser sees the cancel at its next step"
 

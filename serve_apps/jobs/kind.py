@@ -1,0 +1,107 @@
+"""What the job core knows of a job kind, and what a running job may ask of the core.
+
+A kind is a name, a record type (a `JobState` with its typed `params` and its result fields) and
+`run`, one attempt of the work. The core gives every kind the same guarantees: a lease with a
+fencing token, a heartbeat, adoption when its replica dies, retries, a timeout, cancel, one final
+write, the limiter's slot given back and the webhook sent.
+
+Cancel requests and progress travel through `JobSignals`; today that is marker files in storage
+(`StoreSignals`), read by the workers too. A live channel replaces this one class.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from serve_apps.db import Claim
+from serve_apps.records import JobState, JobStatus
+from serve_apps.storage import JobStore
+
+CANCELLED_BY_USER = "cancelled by the user"
+
+
+class JobEnds(Exception):
+    """Raised by a kind's `run` to end the job now with this status and reason, without a retry."""
+
+    def __init__(self, status: JobStatus, reason: str | None):
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class JobCancelled(JobEnds):
+    """A cancel was asked for: the job ends Cancelled at the step that noticed it."""
+
+    def __init__(self, reason: str = CANCELLED_BY_USER):
+        super().__init__(JobStatus.CANCELLED, reason)
+
+
+class JobSignals(Protocol):
+    """Between a job's asker and its runner: cancel requests one way, progress the other."""
+
+    async def request_cancel(self, job_id: str) -> None: ...
+
+    async def cancel_requested(self, job_id: str) -> bool: ...
+
+    async def report_progress(self, job_id: str, progress: dict) -> None: ...
+
+    async def progress(self, job_id: str) -> dict | None: ...
+
+
+class StoreSignals:
+    """Today's channel: marker files in storage (jobs/<id>/cancel, jobs/<id>/progress.json), which
+    the denoiser replicas read and write too."""
+
+    def __init__(self, store: JobStore):
+        self.store = store
+
+    async def request_cancel(self, job_id: str) -> None:
+        await asyncio.to_thread(self.store.request_cancel, job_id)
+
+    async def cancel_requested(self, job_id: str) -> bool:
+        return await asyncio.to_thread(self.store.is_cancel_requested, job_id)
+
+    async def report_progress(self, job_id: str, progress: dict) -> None:
+        await asyncio.to_thread(self.store.save_progress, job_id, progress)
+
+    async def progress(self, job_id: str) -> dict | None:
+        return await asyncio.to_thread(self.store.load_progress, job_id)
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What one running job may ask of the core: save its record under its lease, report progress,
+    and learn whether it should stop."""
+
+    job_id: str
+    signals: JobSignals
+    save_record: Callable[[JobState], Awaitable[None]]
+
+    async def save(self, record: JobState) -> None:
+        """Write the record (a new stage, say); LeaseLost once another replica owns the job."""
+        await self.save_record(record)
+
+    async def report_progress(self, step: int, total: int, **extra) -> None:
+        await self.signals.report_progress(self.job_id, {"step": step, "total": total, **extra})
+
+    async def cancel_requested(self) -> bool:
+        return await self.signals.cancel_requested(self.job_id)
+
+    async def check_cancel(self) -> None:
+        """Raise JobCancelled if a cancel was asked for: call it between steps."""
+        if await self.cancel_requested():
+            raise JobCancelled()
+
+
+class JobKind(Protocol):
+    """A job kind as the core sees it. `run` does one attempt: it fills the record's result fields,
+    raises JobEnds to end the job without a retry, and any other error is retried up to
+    jobs.max_attempts. It must call `context.check_cancel()` between its steps."""
+
+    name: str
+    record_type: type[JobState]
+
+    async def run(self, record: JobState, claim: Claim, context: JobContext) -> None: ...
