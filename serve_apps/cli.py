@@ -116,15 +116,25 @@ Ctrl-C stops it.""",
 
 
 def app_args_from(config_path: Path) -> AppArgs:
-    """The validated args of the config's first application."""
+    """The validated args of the config's first application (without importing the builder, and so Ray,
+    unless they are invalid: its ConfigError words the problems)."""
     import yaml
+    from pydantic import ValidationError
 
-    from serve_apps.builder import validate_args
+    from serve_apps.config import AppArgs
 
     if not config_path.exists():
         sys.exit(f"{config_path} not found: run from the project folder or pass --config PATH.")
-    applications = yaml.safe_load(config_path.read_text())["applications"]
-    return validate_args(applications[0].get("args", {}))
+    args = yaml.safe_load(config_path.read_text())["applications"][0].get("args", {})
+    try:
+        return AppArgs.model_validate(args or {})
+    except ValidationError:
+        from serve_apps.builder import ConfigError, validate_args
+
+        try:
+            return validate_args(args)
+        except ConfigError as error:
+            sys.exit(str(error))
 
 
 def keys_command(options) -> None:
