@@ -1,6 +1,7 @@
 """A small client of flux-serve's public HTTP API: Python (sync and async), a CLI and a Telegram bot.
 
-It imports only httpx and the standard library (aiogram for the bot), so it works against any deployment.
+It imports only httpx, tqdm and the standard library (the bot: aiogram, from the `flux-serve[bot]` extra), so it
+works against any deployment.
 """
 
 from flux_client.client import AsyncFluxClient, FluxClient

@@ -19,6 +19,7 @@ from flux_client.progress import JobUpdate
 from flux_client.protocol import DEFAULT_MODEL, MAX_INPUT_IMAGES, is_url
 
 FAILED = 1
+BOT_EXTRA_MISSING = "the Telegram bot needs aiogram, which is not installed: pip install 'flux-serve[bot]'"
 
 
 def lora_argument(text: str) -> tuple[str, float]:
@@ -140,8 +141,14 @@ def add_telegram_arguments(parser: argparse.ArgumentParser) -> None:
 def run_telegram(options: argparse.Namespace) -> int:
     """Run the bot until interrupted; configured by env (see flux_client.bot_config)."""
     from flux_client.bot_config import BotConfig, ConfigError
-    from flux_client.telegram_bot import run_bot
 
+    try:
+        from flux_client.telegram_bot import run_bot
+    except ModuleNotFoundError as error:
+        if error.name != "aiogram" and not (error.name or "").startswith("aiogram."):
+            raise
+        print(f"flux-serve telegram: {BOT_EXTRA_MISSING}", file=sys.stderr)
+        return FAILED
     try:
         bot_config = BotConfig.from_env(webhook_url=options.webhook_url, webhook_listen=options.webhook_listen)
     except ConfigError as error:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import sys
 
 import httpx
 import pytest
@@ -378,6 +379,16 @@ def test_cli_refuses_bad_input_images_before_contacting_anything(tmp_path, monke
     assert cli_main(["generate", "x", *arguments, "--url", "http://127.0.0.1:9", "--key", "k"]) == 1
     err = capsys.readouterr().err
     assert message in err and "cannot reach" not in err
+
+
+def test_the_bot_without_aiogram_says_which_extra_to_install(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "aiogram", None)  # what an install without the [bot] extra looks like
+    for module in ("flux_client.telegram_bot", "flux_client.bot_jobs", "flux_client.bot_keyboards"):
+        monkeypatch.delitem(sys.modules, module, raising=False)
+    assert cli_main(["telegram"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "flux-serve telegram: the Telegram bot needs aiogram, which is not installed: pip install 'flux-serve[bot]'"
+    )
 
 
 def test_url_and_key_come_from_flags_then_env_then_the_local_key_file(tmp_path, monkeypatch):
