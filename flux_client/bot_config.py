@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 
 from flux_client import config
-from flux_client.client import DEFAULT_URL
+from flux_client.config import DEFAULT_URL
 
 DEFAULT_WEBHOOK_LISTEN = "127.0.0.1:8081"
 TOKEN_SHAPE = re.compile(r"^\d+:[\w-]+$")  # what @BotFather hands out: 123456:ABC-def...

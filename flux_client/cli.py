@@ -8,15 +8,16 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-
-from tqdm import tqdm
+from typing import TYPE_CHECKING
 
 from flux_client import config
-from flux_client.client import DEFAULT_URL, FluxClient
 from flux_client.errors import FluxAPIError, FluxError
 from flux_client.options import parse_lora
 from flux_client.progress import JobUpdate
 from flux_client.protocol import DEFAULT_MODEL, MAX_INPUT_IMAGES, is_url
+
+if TYPE_CHECKING:  # httpx and tqdm are imported by the command that uses them: --help answers at once
+    from flux_client.client import FluxClient
 
 FAILED = 1
 BOT_EXTRA_MISSING = "the Telegram bot needs aiogram, which is not installed: pip install 'flux-serve[bot]'"
@@ -47,7 +48,7 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PATH|URL",
         help="an input image to edit (PNG, JPEG or WebP; a file is uploaded first); repeatable, up to 4",
     )
-    parser.add_argument("--url", help=f"the API (default: ${config.URL_ENV}, else {DEFAULT_URL})")
+    parser.add_argument("--url", help=f"the API (default: ${config.URL_ENV}, else {config.DEFAULT_URL})")
     parser.add_argument("--key", help=f"API key (default: ${config.KEY_ENV}, else {config.local_key_file()})")
 
 
@@ -55,6 +56,8 @@ class ProgressBar:
     """One tqdm bar per job: steps once the denoiser reports them, the queue position before."""
 
     def __init__(self, job_id: str):
+        from tqdm import tqdm
+
         self.bar = tqdm(desc=f"job {job_id[:8]}", unit="step", file=sys.stderr, leave=True)
 
     def __call__(self, update: JobUpdate) -> None:
@@ -98,6 +101,8 @@ def run_generate(options: argparse.Namespace) -> int:
     if problem:
         print(f"flux-serve generate: {problem}", file=sys.stderr)
         return FAILED
+    from flux_client.client import FluxClient
+
     job_id = None
     try:
         with FluxClient(config.api_url(options.url), config.api_key(options.key)) as flux:

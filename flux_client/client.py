@@ -21,6 +21,7 @@ from pathlib import Path
 
 import httpx
 
+from flux_client.config import DEFAULT_URL
 from flux_client.errors import FluxAPIError, FluxConnectionError, JobFailed, raise_for_api_error
 from flux_client.progress import PENDING, READY, JobUpdate
 from flux_client.protocol import (
@@ -34,7 +35,6 @@ from flux_client.protocol import (
 )
 from flux_client.sse import EventParser
 
-DEFAULT_URL = "http://127.0.0.1:8000"
 EVENT_STREAM = "text/event-stream"
 SERVER_ERROR = 500
 

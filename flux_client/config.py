@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from flux_client.client import DEFAULT_URL
-
+DEFAULT_URL = "http://127.0.0.1:8000"
 URL_ENV = "FLUX_API_URL"
 KEY_ENV = "FLUX_API_KEY"
 KEY_FILE_ENV = "FLUX_SERVE_KEY_FILE"  # the same override `flux-serve run` honours
