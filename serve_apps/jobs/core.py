@@ -35,6 +35,7 @@ class JobCore:
         """`store` holds the files retention deletes; `signals` carries cancel and progress (default:
         marker files in `store`); `limiter` is the KeyLimiter handle whose slot a finished job frees."""
         self.jobs = jobs
+        self.store = store
         self.signals = signals or StoreSignals(store)
         self.replica_id = replica_id or uuid.uuid4().hex[:12]
         self.runner = JobRunner(jobs, self.signals, {kind.name: kind for kind in kinds}, args, webhook_payload, limiter)
