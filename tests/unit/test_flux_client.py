@@ -246,23 +246,33 @@ def polling_server(events_answer: httpx.Response | Exception):
     return handler, polls
 
 
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
 @pytest.mark.parametrize(
     "events_answer",
     [
-        httpx.Response(404, json={"detail": "Not Found"}),
-        httpx.Response(405),
-        httpx.ReadError("stream broke"),
-        httpx.Response(
+        lambda: httpx.Response(404, json={"detail": "Not Found"}),
+        lambda: httpx.Response(405),
+        lambda: httpx.ReadError("stream broke"),
+        lambda: httpx.Response(
             200, content=sse(("queued", {"queue_position": 0})), headers={"content-type": "text/event-stream"}
         ),
     ],
     ids=["no-route-404", "no-route-405", "broken", "ended-early"],
 )
-def test_wait_falls_back_to_polling(events_answer):
-    handler, polls = polling_server(events_answer)
+def test_wait_falls_back_to_polling(events_answer, asynchronous):
+    handler, polls = polling_server(events_answer())
     updates = []
-    with client(handler) as flux:
-        assert flux.wait(JOB_ID, on_progress=updates.append)["status"] == "Ready"
+    if asynchronous:
+
+        async def scenario():
+            transport = httpx.MockTransport(handler)
+            async with AsyncFluxClient("http://flux.test", "k", transport=transport, poll_interval_s=0) as flux:
+                return await flux.wait(JOB_ID, on_progress=updates.append)
+
+        assert asyncio.run(scenario())["status"] == "Ready"
+    else:
+        with client(handler) as flux:
+            assert flux.wait(JOB_ID, on_progress=updates.append)["status"] == "Ready"
     assert len(polls) == 3
     assert [u.describe() for u in updates if u.step] == ["step 1/2", "step 2/2"]
 
