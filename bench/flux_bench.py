@@ -41,8 +41,9 @@ from bench.shapes_edits import edit_rows, held_out, language_rows
 from deployments.acceleration import ATTENTION_BACKENDS, QUANTIZATIONS, Acceleration
 from deployments.contracts import OUTPUT_FORMATS, GenerationParams, InvalidRequestError
 from deployments.emulation import SETTINGS_FILENAME
+from deployments.loading import pick_device, resolve_weights
 from deployments.registry import VARIANTS, UnknownModelError, get_variant
-from deployments.weights import EMULATED_PREFIX, REAL_SIZE, draws_noise, pick_device, resolve_weights
+from deployments.weights import EMULATED_PREFIX, REAL_SIZE, draws_noise
 from training.shapes_language import LANGUAGES
 from training.shapes_scoring import load as load_shapes_pipeline
 

@@ -23,8 +23,8 @@ from deployments.acceleration import Acceleration
 from deployments.contracts import GenerationDefaults, GenerationParams
 from deployments.denoiser import Denoiser
 from deployments.encoder import TextEncoder
+from deployments.loading import resolve_weights
 from deployments.registry import get_variant
-from deployments.weights import resolve_weights
 
 SEED = 1234
 STAGES = ("encode", "queue", "denoise", "decode")

@@ -54,6 +54,12 @@ class Acceleration:
     encode_threads: int = 1
     png_compress_level: int = 1
 
+    @classmethod
+    def from_settings(cls, settings: dict) -> Acceleration:
+        """From the config's `acceleration:` mapping (serve_apps.config.AccelerationArgs.model_dump())."""
+        sizes = settings.get("warmup_sizes")
+        return cls(**{**settings, "warmup_sizes": None if sizes is None else tuple(tuple(size) for size in sizes)})
+
     def resolve(self, device: torch.device) -> Acceleration:
         """Every `auto` decided for `device`; refuses what the device cannot do, saying what to change."""
         cuda = device.type == "cuda"
@@ -179,7 +185,7 @@ def warm_up(denoiser, acceleration: Acceleration) -> float:
     if not sizes:
         return 0.0
     from deployments.contracts import DenoiseJob, GenerationParams
-    from deployments.encoder import WIRE_DTYPE, PromptEmbedding
+    from deployments.embedding import WIRE_DTYPE, PromptEmbedding
 
     started = time.perf_counter()
     width = denoiser.pipeline.transformer.config.joint_attention_dim

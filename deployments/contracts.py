@@ -24,6 +24,7 @@ MAX_LORA_SCALE = 4.0
 MAX_SEED = 2**32 - 1  # JSON-safe in every client; image i uses seed + i
 OutputFormat = Literal["jpeg", "png", "webp"]
 OUTPUT_FORMATS: tuple[str, ...] = get_args(OutputFormat)
+MEDIA_TYPES = {name: f"image/{name}" for name in OUTPUT_FORMATS}
 
 
 class InvalidRequestError(ValueError):
@@ -33,6 +34,42 @@ class InvalidRequestError(ValueError):
         super().__init__(f"{field_name}: {message}")
         self.field = field_name
         self.message = message
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a variant's pipeline takes; a request asking for more is refused at submit, before any GPU work.
+
+    `distilled` models have guidance baked in (a few steps, no CFG); `guidance` and `negative_prompt` say
+    whether the pipeline's call takes `guidance_scale` and `negative_prompt_embeds` at all.
+    """
+
+    distilled: bool  # the real weights' nature; a checkpoint's own settings may say otherwise
+    guidance: bool
+    negative_prompt: bool
+    text_to_image: bool = True
+    max_references: int = 8  # the pipeline's own limit; the operator's inputs.max_references may be lower
+    mask: bool = True
+    kv_reference_cache: bool = False
+
+    @property
+    def takes_guidance(self) -> bool:
+        """The pipeline's call can run classifier-free guidance (guidance_scale and a negative prompt)."""
+        return self.guidance and self.negative_prompt
+
+    def check(self, model: str, params: GenerationParams) -> None:
+        """Raise InvalidRequestError for what this variant cannot do, saying what to send instead."""
+        if not params.references and not self.text_to_image:
+            raise InvalidRequestError("input_image", f"{model} edits images only; send an input_image.")
+        if len(params.references) > self.max_references:
+            raise InvalidRequestError(
+                f"input_image_{self.max_references + 1}",
+                f"{model} takes at most {self.max_references} reference images; send fewer.",
+            )
+        if params.mask is not None and not self.mask:
+            raise InvalidRequestError(
+                "mask", f"{model} does not inpaint; leave the mask out, or send it to a model that takes one."
+            )
 
 
 @dataclass(frozen=True)
@@ -48,6 +85,14 @@ class GenerationDefaults:
     # trained with "empty instruction keeps the image" has an unguided pass that copies the references, so
     # guidance would push the asked change past its colour; such a checkpoint edits best at 1.0 (no CFG).
     edit_guidance: float | None = None
+    capabilities: Capabilities = Capabilities(distilled=False, guidance=True, negative_prompt=True)
+    model: str = "this model"
+
+    @property
+    def runs_cfg(self) -> bool:
+        """Whether a request's guidance is used at all: on a checkpoint that is not distilled, through a pipeline
+        that takes it; else it is dropped, as BFL's distilled klein drops it."""
+        return self.capabilities.takes_guidance and not self.distilled
 
     def guidance_for(self, has_references: bool) -> float:
         return self.edit_guidance if has_references and self.edit_guidance is not None else self.guidance
@@ -163,12 +208,13 @@ class GenerationParams:
             height=given.pop("height", defaults.height),
             steps=defaults.steps if steps is None else steps,
             guidance=None
-            if defaults.distilled
+            if not defaults.runs_cfg
             else (defaults.guidance_for(bool(given.get("references"))) if guidance is None else guidance),
             seed=draw_seed() if seed is None else seed,
             **given,
         )
         params.check()
+        defaults.capabilities.check(defaults.model, params)
         return params
 
 

@@ -10,6 +10,7 @@ or inside a batch, on any device.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import threading
 import time
 from collections import defaultdict
@@ -24,12 +25,24 @@ from deployments.acceleration import Acceleration, accelerate_denoiser, warm_up
 from deployments.conditioning import Conditioning, ReferenceLoader, group_key, no_references
 from deployments.contracts import AdapterRef, DenoiseJob, GenerationParams, InvalidRequestError
 from deployments.images import ImageEncoder, to_uint8
-from deployments.registry import get_variant
-from deployments.weights import load_pipeline, pick_device, pick_dtype, resolve_weights
+from deployments.loading import load_pipeline, pick_device, pick_dtype, resolve_weights
+from deployments.registry import VariantSpec, spec_of
 
 ProgressCallback = Callable[[int, int, int], None]
 CancelCheck = Callable[[int], bool]
 AdapterFiles = Callable[[AdapterRef], Path]
+
+
+def accepted_arguments(pipeline, arguments: dict) -> dict:
+    """The arguments this pipeline's call takes. One it does not take must be unset (None): a request
+    needing it should have been refused at submit by the variant's capabilities."""
+    accepted = inspect.signature(type(pipeline).__call__).parameters
+    refused = sorted(name for name, value in arguments.items() if name not in accepted and value is not None)
+    if refused:
+        raise InvalidRequestError(
+            refused[0], f"{type(pipeline).__name__} does not take {', '.join(refused)}; send this to another model."
+        )
+    return {name: value for name, value in arguments.items() if name in accepted}
 
 
 class GenerationCancelled(Exception):
@@ -105,7 +118,7 @@ class Denoiser:
 
     def __init__(
         self,
-        model: str,
+        model: str | VariantSpec,
         weights: str = "emulated",
         max_images_per_forward: int = 12,
         max_pixels_per_forward: int = 12 * 1024 * 1024,
@@ -118,7 +131,7 @@ class Denoiser:
     ):
         if max_images_per_forward < 1:
             raise ValueError(f"max_images_per_forward must be at least 1, got {max_images_per_forward}.")
-        self.variant = get_variant(model)
+        self.variant = spec_of(model)
         self.weights = resolve_weights(self.variant, weights)
         self.device = pick_device(device)
         self.dtype = pick_dtype(self.device, dtype)
@@ -126,6 +139,8 @@ class Denoiser:
         self.max_images_per_forward = max_images_per_forward
         self.max_pixels_per_forward = max_pixels_per_forward
         self.pixels_per_token = self.pipeline.vae_scale_factor * 2
+        # 1.0 turns CFG off in a pipeline that takes guidance; one that takes none is given none
+        self.no_guidance = 1.0 if self.variant.capabilities.guidance else None
         self.adapters = AdapterCache(self.pipeline, max_loaded_adapters, adapter_files)
         self.conditioning = Conditioning(self.pipeline, reference_images)
         self._pipeline_lock = threading.Lock()
@@ -279,21 +294,22 @@ class Denoiser:
         pipeline, images_in = self.conditioning.inputs(first)  # references (and a mask) are shared by the pass
         try:
             with torch.inference_mode():
-                latents = pipeline(
-                    prompt_embeds=prompt_embeds.to(self.device, self.dtype),
-                    negative_prompt_embeds=negative_embeds,
-                    latents=noise.to(self.device, self.dtype),
-                    width=first.width,
-                    height=first.height,
-                    num_inference_steps=first.steps,
-                    guidance_scale=first.guidance if first.guidance is not None else 1.0,
-                    max_sequence_length=self.weights.max_sequence_length,
-                    text_encoder_out_layers=self.weights.text_encoder_out_layers,
-                    callback_on_step_end=on_step_end,
+                arguments = {
+                    "prompt_embeds": prompt_embeds.to(self.device, self.dtype),
+                    "negative_prompt_embeds": negative_embeds,
+                    "latents": noise.to(self.device, self.dtype),
+                    "width": first.width,
+                    "height": first.height,
+                    "num_inference_steps": first.steps,
+                    "guidance_scale": first.guidance if first.guidance is not None else self.no_guidance,
+                    "max_sequence_length": self.weights.max_sequence_length,
+                    "text_encoder_out_layers": self.weights.text_encoder_out_layers,
+                    "callback_on_step_end": on_step_end,
                     **images_in,
-                    output_type="latent",
-                    return_dict=False,
-                )[0]
+                }
+                latents = pipeline(**accepted_arguments(pipeline, arguments), output_type="latent", return_dict=False)[
+                    0
+                ]
         except GenerationCancelled:
             for request_index in request_indices:
                 results[request_index].cancelled = True

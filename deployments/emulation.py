@@ -22,11 +22,11 @@ import torch
 from diffusers import AutoencoderKLFlux2, FlowMatchEulerDiscreteScheduler, Flux2KleinPipeline, Flux2Transformer2DModel
 from transformers import Qwen3Config, Qwen3ForCausalLM
 
-from deployments.registry import ModelVariant
+from deployments.registry import VariantSpec
 from deployments.tokenizer import train_tokenizer
+from deployments.weights import SETTINGS_FILENAME
 
 BUILDER_VERSION = 1
-SETTINGS_FILENAME = "flux_serve.json"
 DEFAULT_CACHE_DIR = Path(os.environ.get("FLUX_SERVE_CACHE", Path.home() / ".cache" / "flux-serve"))
 
 
@@ -116,12 +116,12 @@ def get_size(size: str) -> EmulatedSize:
         raise UnknownEmulationSizeError(f"Unknown emulation size {size!r}. Use one of: {', '.join(SIZES)}.") from None
 
 
-def _fingerprint(variant: ModelVariant, size: str) -> str:
+def _fingerprint(variant: VariantSpec, size: str) -> str:
     spec = {"builder": BUILDER_VERSION, "variant": variant.name, "size": asdict(get_size(size))}
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=list).encode()).hexdigest()[:12]
 
 
-def build_components(variant: ModelVariant, size: str, seed: int = 0) -> Flux2KleinPipeline:
+def build_components(variant: VariantSpec, size: str, seed: int = 0) -> Flux2KleinPipeline:
     """Create the five pipeline components with seeded random weights."""
     shape = get_size(size)
     encoder_shape = shape.encoders[variant.text_encoder.family]
@@ -182,7 +182,7 @@ def build_components(variant: ModelVariant, size: str, seed: int = 0) -> Flux2Kl
     )
 
 
-def build_checkpoint(variant: ModelVariant, size: str, out_dir: Path) -> Path:
+def build_checkpoint(variant: VariantSpec, size: str, out_dir: Path) -> Path:
     """Write an emulated checkpoint for `variant` into `out_dir` (deterministic, offline)."""
     pipeline = build_components(variant, size)
     pipeline.save_pretrained(out_dir, safe_serialization=True)
@@ -205,7 +205,7 @@ def build_checkpoint(variant: ModelVariant, size: str, out_dir: Path) -> Path:
     return Path(out_dir)
 
 
-def emulated_checkpoint(variant: ModelVariant, size: str = "tiny", cache_dir: Path | None = None) -> Path:
+def emulated_checkpoint(variant: VariantSpec, size: str = "tiny", cache_dir: Path | None = None) -> Path:
     """Path of the cached emulated checkpoint, building it on first use.
 
     Several replicas may ask at once: each builds into its own temporary folder and the

@@ -3,34 +3,21 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 
 import torch
 from cachetools import LRUCache
 
 from deployments.acceleration import truncate_text_encoder
 from deployments.contracts import DenoiseJob, GenerationParams
-from deployments.registry import get_variant
-from deployments.weights import ResolvedWeights, load_pipeline, pick_device, pick_dtype, resolve_weights
+from deployments.embedding import WIRE_DTYPE, PromptEmbedding
+from deployments.loading import load_pipeline, pick_device, pick_dtype, resolve_weights
+from deployments.registry import VariantSpec, spec_of
+from deployments.weights import ResolvedWeights
+
 
 # Embeddings travel and are cached in bf16 whatever the encoder computes in: half the bytes of fp32
 # (7.9 MB instead of 15.7 MB for a real 4B prompt) and the denoiser casts to its own dtype anyway.
 # On the shapes model bf16 embeddings change a pixel by at most 1/255.
-WIRE_DTYPE = torch.bfloat16
-
-
-@dataclass(frozen=True)
-class PromptEmbedding:
-    """One prompt's embedding: a contiguous bf16 CPU tensor (tokens x width) that pickles cheaply."""
-
-    text_encoder_family: str
-    embeds: torch.Tensor
-
-    @property
-    def embedding_dim(self) -> int:
-        return int(self.embeds.shape[-1])
-
-
 class TextEncoder:
     """The pipeline's own `encode_prompt`, with an LRU cache keyed by (model, prompt, length), bounded in bytes.
 
@@ -40,18 +27,18 @@ class TextEncoder:
 
     def __init__(
         self,
-        model: str,
+        model: str | VariantSpec,
         weights: str = "emulated",
         cache_bytes: int = 1024**3,
         device: str = "auto",
         dtype: str = "auto",
         truncate: bool = True,
     ):
-        self.variant = get_variant(model)
+        self.variant = spec_of(model)
         self.weights: ResolvedWeights = resolve_weights(self.variant, weights)
         self.device = pick_device(device)
         self.pipeline = load_pipeline(
-            self.weights, self.device, pick_dtype(self.device, dtype), transformer=None, vae=None
+            self.weights, self.device, pick_dtype(self.device, dtype), for_encoder=True, transformer=None, vae=None
         )
         if truncate:
             truncate_text_encoder(self.pipeline.text_encoder, self.weights.text_encoder_out_layers)

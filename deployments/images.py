@@ -18,7 +18,6 @@ from PIL import Image
 from deployments.contracts import OUTPUT_FORMATS
 
 PIL_FORMATS = {name: name.upper() for name in OUTPUT_FORMATS}
-MEDIA_TYPES = {name: f"image/{name}" for name in OUTPUT_FORMATS}
 JPEG_QUALITY = 95
 PIL_DEFAULT_PNG_LEVEL = 6  # zlib's default, what PIL used before png_compress_level existed
 FAST_PNG_LEVEL = 1  # about 3-5x faster than 6 on photos, files ~10-30 % larger

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from deployments.real_size import real_text_encoder, real_transformer, real_vae
-from deployments.registry import ModelVariant, TextEncoderSpec
+from deployments.registry import TextEncoderSpec, VariantSpec
 
 BYTES_PER_PARAM_BF16 = 2
 BYTES_PER_PARAM_FP8 = 1
@@ -35,12 +35,12 @@ def _count(module: torch.nn.Module) -> int:
     return sum(parameter.numel() for parameter in module.parameters())
 
 
-def transformer_params(variant: ModelVariant) -> int:
+def transformer_params(variant: VariantSpec) -> int:
     with torch.device("meta"):
         return _count(real_transformer(variant))
 
 
-def transformer_fp8_params(variant: ModelVariant) -> int:
+def transformer_fp8_params(variant: VariantSpec) -> int:
     """Parameters `quantization: fp8` stores in one byte: the weights of the blocks' linear layers."""
     from deployments.acceleration import fp8_quantizable
 
@@ -59,7 +59,7 @@ def vae_params() -> int:
         return _count(real_vae())
 
 
-def components(variant: ModelVariant, quantization: str = "none") -> list[Component]:
+def components(variant: VariantSpec, quantization: str = "none") -> list[Component]:
     fp8_params = transformer_fp8_params(variant) if quantization == "fp8" else 0
     return [
         Component(f"{variant.name} transformer", "transformer", transformer_params(variant), fp8_params),

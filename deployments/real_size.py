@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
+import diffusers
 import torch
-from diffusers import AutoencoderKLFlux2, FlowMatchEulerDiscreteScheduler, Flux2KleinPipeline, Flux2Transformer2DModel
+from diffusers import AutoencoderKLFlux2, FlowMatchEulerDiscreteScheduler, Flux2Transformer2DModel
 from transformers import Qwen3Config, Qwen3ForCausalLM
 
-from deployments.registry import ModelVariant, TextEncoderSpec
+from deployments.registry import TextEncoderSpec, VariantSpec
 from deployments.tokenizer import train_tokenizer
 
 QWEN3_SHAPES = {  # public Qwen3 configs: layers, heads, kv heads, intermediate, vocab
@@ -36,7 +37,7 @@ QWEN3_SHAPES = {  # public Qwen3 configs: layers, heads, kv heads, intermediate,
 }
 
 
-def real_transformer(variant: ModelVariant) -> Flux2Transformer2DModel:
+def real_transformer(variant: VariantSpec) -> Flux2Transformer2DModel:
     size = variant.transformer
     return Flux2Transformer2DModel(
         in_channels=128,
@@ -70,9 +71,14 @@ def _building_on(device: torch.device, dtype: torch.dtype):
 
 
 def build_real_size_pipeline(
-    variant: ModelVariant, device: torch.device, dtype: torch.dtype, seed: int = 0, **left_out: None
-) -> Flux2KleinPipeline:
-    """The variant's pipeline at full size; parts named in `left_out` (e.g. transformer=None) are skipped."""
+    variant: VariantSpec,
+    device: torch.device,
+    dtype: torch.dtype,
+    seed: int = 0,
+    for_encoder: bool = False,
+    **left_out: None,
+) -> diffusers.DiffusionPipeline:
+    """The variant's pipeline (its spec's class) at full size; parts named in `left_out` (e.g. transformer=None) are skipped."""
     torch.manual_seed(seed)
     parts = {
         "transformer": lambda: real_transformer(variant),
@@ -82,7 +88,7 @@ def build_real_size_pipeline(
     with _building_on(device, dtype):
         modules = {name: None if name in left_out else build().eval() for name, build in parts.items()}
     tokenizer = None if "tokenizer" in left_out or "text_encoder" in left_out else train_tokenizer()
-    pipeline = Flux2KleinPipeline(
+    pipeline = getattr(diffusers, variant.encoder_pipeline_class if for_encoder else variant.pipeline_class)(
         scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True),
         tokenizer=tokenizer,
         is_distilled=variant.distilled,

@@ -9,7 +9,9 @@ settings), so the defaults here are always passed explicitly.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+
+from deployments.contracts import Capabilities
 
 
 class UnknownModelError(ValueError):
@@ -41,16 +43,51 @@ class TextEncoderSpec:
 
 
 @dataclass(frozen=True)
-class ModelVariant:
+class CostFigures:
+    """What the bench measures for a variant on a GPU: it prices a job's quote before it runs."""
+
+    gpu_s_per_megapixel_step: float
+    measured_on: str
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """One servable model: everything the registry, `/v1/models`, request validation and the denoiser's
+    call read about it. A new variant is a new entry below; no code asks for a variant by name.
+
+    `name` is the served name, `source` where its weights come from by default (a Hugging Face id): an
+    operator serves their own checkpoint under a name of their own (`models: {name: {variant, weights}}`).
+    `pipeline_class` is the diffusers pipeline that runs it, by name, so this module needs no torch.
+    """
+
     name: str
-    hf_repo: str
+    source: str
+    pipeline_class: str
     license: str
     commercial_use: bool
-    distilled: bool
     default_steps: int
     default_guidance: float
+    capabilities: Capabilities
     text_encoder: TextEncoderSpec
     transformer: TransformerSize
+    cost: CostFigures
+    # The text encoder's side loads this pipeline without its transformer (encode_prompt is klein's own; the KV
+    # pipeline cannot be built without a transformer)
+    encoder_pipeline_class: str = "Flux2KleinPipeline"
+    registry_name: str = ""  # set by served_as: the entry below this spec came from
+
+    @property
+    def distilled(self) -> bool:
+        return self.capabilities.distilled
+
+    @property
+    def base_name(self) -> str:
+        """The registry's name of this variant, whatever it is served as."""
+        return self.registry_name or self.name
+
+    def served_as(self, name: str) -> VariantSpec:
+        """This spec under an operator's own served name."""
+        return replace(self, name=name, registry_name=self.base_name)
 
     def describe(self) -> dict:
         return asdict(self)
@@ -73,38 +110,101 @@ QWEN3_8B = TextEncoderSpec(
     max_sequence_length=512,
 )
 
-VARIANTS: dict[str, ModelVariant] = {
-    variant.name: variant
-    for variant in (
-        ModelVariant(
+KLEIN_4B = TransformerSize(3072, 24, 128, 5, 20)
+KLEIN_9B = TransformerSize(4096, 32, 128, 8, 24)
+FLUX_NON_COMMERCIAL = "FLUX Non-Commercial License"
+# Distilled klein: 4 steps, guidance baked in (the pipeline skips CFG for real distilled weights; a
+# checkpoint that says it is not distilled, as the offline one, runs CFG through the same call).
+DISTILLED = Capabilities(distilled=True, guidance=True, negative_prompt=True)
+# klein Base: the undistilled models, 50 steps with classifier-free guidance (two passes a step).
+BASE = Capabilities(distilled=False, guidance=True, negative_prompt=True)
+# klein 9B-KV: the references' keys and values are computed at the first step and reused after it;
+# Flux2KleinKVPipeline takes no guidance, no negative prompt and has no inpainting twin.
+KV = Capabilities(distilled=True, guidance=False, negative_prompt=False, mask=False, kv_reference_cache=True)
+
+
+VARIANTS: dict[str, VariantSpec] = {
+    spec.name: spec
+    for spec in (
+        VariantSpec(
             name="flux-2-klein-4b",
-            hf_repo="black-forest-labs/FLUX.2-klein-4B",
+            source="black-forest-labs/FLUX.2-klein-4B",
+            pipeline_class="Flux2KleinPipeline",
             license="Apache-2.0",
             commercial_use=True,
-            distilled=True,
             default_steps=4,
             default_guidance=1.0,
+            capabilities=DISTILLED,
             text_encoder=QWEN3_4B,
-            transformer=TransformerSize(3072, 24, 128, 5, 20),
+            transformer=KLEIN_4B,
+            cost=CostFigures(0.25, "H100, eager bf16 (README's GPU table)"),
         ),
-        ModelVariant(
+        VariantSpec(
             name="flux-2-klein-9b",
-            hf_repo="black-forest-labs/FLUX.2-klein-9B",
-            license="FLUX Non-Commercial License",
+            source="black-forest-labs/FLUX.2-klein-9B",
+            pipeline_class="Flux2KleinPipeline",
+            license=FLUX_NON_COMMERCIAL,
             commercial_use=False,
-            distilled=True,
             default_steps=4,
             default_guidance=1.0,
+            capabilities=DISTILLED,
             text_encoder=QWEN3_8B,
-            transformer=TransformerSize(4096, 32, 128, 8, 24),
+            transformer=KLEIN_9B,
+            cost=CostFigures(0.5, "H100, eager bf16 (README's GPU table)"),
+        ),
+        VariantSpec(
+            name="flux-2-klein-base-4b",
+            source="black-forest-labs/FLUX.2-klein-base-4B",
+            pipeline_class="Flux2KleinPipeline",
+            license="Apache-2.0",
+            commercial_use=True,
+            default_steps=50,
+            default_guidance=4.0,
+            capabilities=BASE,
+            text_encoder=QWEN3_4B,
+            transformer=KLEIN_4B,
+            cost=CostFigures(0.25, "the 4B's per-step figure (same transformer); CFG doubles it per step"),
+        ),
+        VariantSpec(
+            name="flux-2-klein-base-9b",
+            source="black-forest-labs/FLUX.2-klein-base-9B",
+            pipeline_class="Flux2KleinPipeline",
+            license=FLUX_NON_COMMERCIAL,
+            commercial_use=False,
+            default_steps=50,
+            default_guidance=4.0,
+            capabilities=BASE,
+            text_encoder=QWEN3_8B,
+            transformer=KLEIN_9B,
+            cost=CostFigures(0.5, "the 9B's per-step figure (same transformer); CFG doubles it per step"),
+        ),
+        VariantSpec(
+            name="flux-2-klein-9b-kv",
+            source="black-forest-labs/FLUX.2-klein-9B-KV",
+            pipeline_class="Flux2KleinKVPipeline",
+            license=FLUX_NON_COMMERCIAL,
+            commercial_use=False,
+            default_steps=4,
+            default_guidance=1.0,
+            capabilities=KV,
+            text_encoder=QWEN3_8B,
+            transformer=KLEIN_9B,
+            cost=CostFigures(0.5, "the 9B's figure; reference steps after the first are cheaper (not measured yet)"),
         ),
     )
 }
+# What a config that names no models serves: the two distilled models, as before the specs.
+DEFAULT_SERVED = ("flux-2-klein-4b", "flux-2-klein-9b")
 
 
-def get_variant(name: str) -> ModelVariant:
+def get_variant(name: str) -> VariantSpec:
     try:
         return VARIANTS[name]
     except KeyError:
         known = ", ".join(sorted(VARIANTS))
         raise UnknownModelError(f"Unknown model {name!r}. Use one of: {known}.") from None
+
+
+def spec_of(model: str | VariantSpec) -> VariantSpec:
+    """A spec as given (an operator's served name already applied), or the registry's by name."""
+    return model if isinstance(model, VariantSpec) else get_variant(model)

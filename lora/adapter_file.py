@@ -9,14 +9,14 @@ replica never imports the trainer (peft, pyarrow) to learn two names.
 from __future__ import annotations
 
 import json
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
-
 ADAPTER_FILENAME = "pytorch_lora_weights.safetensors"
 METADATA_KEY = "flux_serve"
+HEADER_LENGTH_BYTES = 8  # safetensors: a little-endian u64, then that many bytes of JSON
+MAX_HEADER_BYTES = 100 * 1024 * 1024  # safetensors' own cap on the JSON header
 
 
 class AdapterMismatch(ValueError):
@@ -53,23 +53,46 @@ def adapter_file(path: Path) -> Path:
     return path
 
 
+def read_header(file: Path) -> dict:
+    """The safetensors JSON header (tensor names, dtypes, shapes, `__metadata__`), read without torch
+    so the ingress can check an adapter; the tensors are not read."""
+    unreadable = f"{file.name} is not a readable safetensors file"
+    with open(file, "rb") as handle:
+        prefix = handle.read(HEADER_LENGTH_BYTES)
+        if len(prefix) != HEADER_LENGTH_BYTES:
+            raise AdapterMismatch(f"{unreadable} (too short); save the adapter with safetensors.")
+        (length,) = struct.unpack("<Q", prefix)
+        if length > MAX_HEADER_BYTES or length > file.stat().st_size - HEADER_LENGTH_BYTES:
+            raise AdapterMismatch(f"{unreadable} (header length {length}); save the adapter with safetensors.")
+        try:
+            header = json.loads(handle.read(length))
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise AdapterMismatch(f"{unreadable} ({error}); save the adapter with safetensors.") from None
+    if not isinstance(header, dict):
+        raise AdapterMismatch(f"{unreadable} (its header is not a JSON object); save the adapter with safetensors.")
+    return header
+
+
 def inspect_adapter(path: Path) -> AdapterInfo:
     """Tensor shapes and our metadata from the header alone; no tensor is loaded."""
     file = adapter_file(path)
+    header = read_header(file)
+    tensors = {key: entry for key, entry in header.items() if key != "__metadata__"}
     try:
-        with safe_open(str(file), framework="pt") as handle:
-            shapes = {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
-            header = handle.metadata() or {}
-    except SafetensorError as error:
+        shapes = {key: tuple(int(side) for side in entry["shape"]) for key, entry in tensors.items()}
+        metadata = json.loads(header.get("__metadata__", {}).get(METADATA_KEY, "{}"))
+    except (AttributeError, KeyError, TypeError, ValueError) as error:
         raise AdapterMismatch(
-            f"{file.name} is not a readable safetensors file ({error}); save the adapter with safetensors."
+            f"{file.name} has a malformed safetensors header ({error}); save the adapter with safetensors."
         ) from None
-    metadata = json.loads(header[METADATA_KEY]) if METADATA_KEY in header else {}
     return AdapterInfo(file, shapes, metadata)
 
 
 def write_metadata(path: Path, metadata: dict) -> None:
-    """Keep the file's tensors and header, adding ours under METADATA_KEY."""
+    """Keep the file's tensors and header, adding ours under METADATA_KEY (the trainer's side: loads torch)."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
     with safe_open(str(path), framework="pt") as handle:
         header = dict(handle.metadata() or {})
         tensors = {key: handle.get_tensor(key) for key in handle.keys()}

@@ -1,14 +1,11 @@
 """Is this adapter for this model? Checked from the tensors and the metadata, before any GPU work.
 
 A LoRA belongs to one base model: its tensors name modules of one transformer and have
-that transformer's widths. The target's module shapes come from its config alone (the
-transformer is built on the meta device), so the ingress can check without loading weights.
+that transformer's widths. The target's module shapes come from the denoiser that loaded it
+(`lora.shapes`); this check itself needs no torch, so the ingress runs it.
 """
 
 from __future__ import annotations
-
-import torch
-from diffusers import Flux2Transformer2DModel
 
 from lora.adapter_file import AdapterInfo, AdapterMismatch
 
@@ -19,21 +16,6 @@ FOREIGN_PREFIXES = {
     "diffusion_model.": "an adapter in ComfyUI/BFL format for another transformer",
     "unet.": "a Stable Diffusion UNet adapter",
 }
-
-
-def module_linear_shapes(module: torch.nn.Module) -> dict[str, tuple[int, int]]:
-    """(in_features, out_features) of every Linear inside `module`."""
-    return {
-        name: (layer.in_features, layer.out_features)
-        for name, layer in module.named_modules()
-        if isinstance(layer, torch.nn.Linear)
-    }
-
-
-def linear_shapes(transformer_config: dict) -> dict[str, tuple[int, int]]:
-    """The same, for a transformer known only by its config (built on the meta device)."""
-    with torch.device("meta"):
-        return module_linear_shapes(Flux2Transformer2DModel.from_config(transformer_config))
 
 
 def check_compatible(adapter_id: str, info: AdapterInfo, model: str, shapes: dict[str, tuple[int, int]]) -> None:

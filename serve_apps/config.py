@@ -9,9 +9,17 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from deployments.registry import VARIANTS
+from deployments.registry import DEFAULT_SERVED, VARIANTS, VariantSpec, get_variant
 
 DEFAULT_STORAGE_URL = os.environ.get("FLUX_SERVE_STORAGE", "~/.local/share/flux-serve")
+
+
+def encoder_deployment_name(family: str) -> str:
+    return f"TextEncoder-{family}"
+
+
+def denoiser_deployment_name(model: str) -> str:
+    return f"Denoiser-{model}"
 
 
 class StrictModel(BaseModel):
@@ -88,17 +96,15 @@ class AccelerationArgs(StrictModel):
                 )
         return sizes
 
-    def to_acceleration(self):
-        """As the workers take it (`deployments.acceleration.Acceleration`, imported here only: it loads torch)."""
-        from deployments.acceleration import Acceleration
-
-        sizes = None if self.warmup_sizes is None else tuple(tuple(size) for size in self.warmup_sizes)
-        return Acceleration(**{**self.model_dump(), "warmup_sizes": sizes})
-
 
 class ModelArgs(StrictModel):
-    """One denoiser deployment: a model variant with its weights and placement."""
+    """One denoiser deployment: a model variant with its weights and placement, served under its key's name."""
 
+    variant: str | None = Field(
+        None,
+        description="the spec this model is (deployments/registry.py), e.g. flux-2-klein-4b, when the served "
+        "name is the operator's own; default: the served name itself",
+    )
     weights: str = "emulated"
     num_gpus: float = Field(0.5, ge=0, le=8)
     num_cpus: float = Field(1.0, ge=0)
@@ -263,7 +269,7 @@ class PricingArgs(StrictModel):
     gpu_type: str = "rtx-4090"
     usd_per_gpu_hour: dict[str, float] = {"h100": 2.49, "a100": 1.29, "l4": 0.71, "rtx-4090": 0.07}
     gpu_s_per_megapixel_step: dict[str, float] = Field(
-        {"flux-2-klein-4b": 0.25, "flux-2-klein-9b": 0.5},
+        default_factory=lambda: {name: spec.cost.gpu_s_per_megapixel_step for name, spec in VARIANTS.items()},
         description="GPU-seconds per megapixel (output and references) per step on gpu_type: the price quoted at submit",
     )
 
@@ -283,7 +289,7 @@ class PricingArgs(StrictModel):
 class AppArgs(StrictModel):
     """Everything under `args:` in serve_config.yaml."""
 
-    models: dict[str, ModelArgs] = Field(default_factory=lambda: {name: ModelArgs() for name in VARIANTS})
+    models: dict[str, ModelArgs] = Field(default_factory=lambda: {name: ModelArgs() for name in DEFAULT_SERVED})
     encoder: EncoderArgs = EncoderArgs()
     ingress: IngressArgs = IngressArgs()
     jobs: JobArgs = JobArgs()
@@ -311,33 +317,27 @@ class AppArgs(StrictModel):
     @field_validator("models")
     @classmethod
     def _known_models(cls, models: dict[str, ModelArgs]) -> dict[str, ModelArgs]:
-        unknown = sorted(set(models) - set(VARIANTS))
+        unknown = sorted(name for name, model in models.items() if (model.variant or name) not in VARIANTS)
         if unknown:
-            raise ValueError(f"unknown model(s) {unknown}; known: {sorted(VARIANTS)}")
+            raise ValueError(
+                f"unknown model(s) {unknown}; known: {sorted(VARIANTS)}, or give a served name of your own "
+                "its spec with variant: <one of those>"
+            )
         if not models:
             raise ValueError("configure at least one model")
         return models
 
-    @model_validator(mode="after")
-    def _denoisers_fit_their_gpu_share(self) -> AppArgs:
-        """Refuse a placement that cannot fit, with the numbers `flux-serve plan` prints."""
-        if self.gpu_memory_gb is None:
-            return self
-        from deployments.memory import components
-        from deployments.registry import get_variant
+    def spec(self, name: str) -> VariantSpec:
+        """The spec a served model runs, under its served name."""
+        return get_variant(self.models[name].variant or name).served_as(name)
 
+    @model_validator(mode="after")
+    def _priced_under_served_names(self) -> AppArgs:
+        """A served name of the operator's own is priced as its spec unless pricing names it."""
         for name, model in self.models.items():
-            if model.weights.startswith("emulated") or model.num_gpus == 0:
-                continue
-            transformer, vae, _encoder = components(get_variant(name), model.acceleration.quantization)
-            need_gb = transformer.memory_gb + vae.memory_gb
-            have_gb = model.num_gpus * self.gpu_memory_gb
-            if need_gb > have_gb:
-                raise ValueError(
-                    f"{name} needs {need_gb:.1f} GB but num_gpus {model.num_gpus} of a {self.gpu_memory_gb:g} GB GPU "
-                    f"gives {have_gb:.1f} GB; set its num_gpus to at least {need_gb / self.gpu_memory_gb:.2f} "
-                    "(see flux-serve plan)"
-                )
+            figures = self.pricing.gpu_s_per_megapixel_step
+            if name not in figures and model.variant in figures:
+                figures[name] = figures[model.variant]
         return self
 
     @field_validator("storage_url")

@@ -1,20 +1,21 @@
-"""The Ingress replica: wires storage, keys and worker handles into the FastAPI app."""
+"""The Ingress replica: wires storage, keys and worker handles into the FastAPI app.
+
+It never imports torch or diffusers (an import contract says so): variants are read from their specs,
+weights described from their settings, and a transformer's layer widths asked of its denoiser."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import asdict
 
-from diffusers import Flux2Transformer2DModel
 from ray import serve
 
-from deployments.registry import get_variant
-from deployments.weights import describe_weights, resolve_weights
-from lora.compat import linear_shapes
+from deployments.registry import VARIANTS
+from deployments.weights import describe_weights
 from lora.registry import AdapterRegistry
 from serve_apps.app import create_app
 from serve_apps.auth import ApiKeys
-from serve_apps.config import AppArgs
+from serve_apps.config import AppArgs, denoiser_deployment_name
 from serve_apps.db import Database
 from serve_apps.jobs import JobService
 from serve_apps.protocol import ModelInfo
@@ -22,7 +23,6 @@ from serve_apps.routers.deps import AppServices
 from serve_apps.signing import UrlSigner, load_signing_key
 from serve_apps.storage import JobStore
 from serve_apps.views import JobViews
-from serve_apps.workers import denoiser_deployment_name
 
 logger = logging.getLogger("flux_serve.ingress")
 
@@ -40,8 +40,7 @@ class Ingress:
                 "no API keys configured: every request gets 401 until FLUX_API_KEYS or `flux-serve keys create`"
             )
         self.weights = {
-            name: describe_weights(get_variant(name), model_args.weights)
-            for name, model_args in self.args.models.items()
+            name: describe_weights(self.args.spec(name), model.weights) for name, model in self.args.models.items()
         }
         defaults = {name: weights.defaults for name, weights in self.weights.items()}
         store = JobStore(self.args.storage_url, self.args.storage_options)
@@ -53,6 +52,7 @@ class Ingress:
         self.service = JobService(
             db.jobs, store, encoders, denoisers, self.args, defaults, self.views, limiter, self.adapters
         )
+        self.denoisers = denoisers
         self._shapes: dict | None = None
 
     @staticmethod
@@ -65,40 +65,42 @@ class Ingress:
         }
 
     def transformer_shapes(self) -> dict:
-        """Each served model's transformer Linear shapes, from its config (built on the meta device)."""
+        """Each served model's transformer Linear shapes, asked once of its denoiser (which loaded it).
+
+        Called from a worker thread (LoRA registration), where waiting on a handle is allowed."""
         if self._shapes is None:
-            self._shapes = {}
-            for name, model_args in self.args.models.items():
-                weights = resolve_weights(get_variant(name), model_args.weights)
-                config = Flux2Transformer2DModel.load_config(weights.source, subfolder="transformer")
-                self._shapes[name] = linear_shapes(config)
+            self._shapes = {
+                name: handle.linear_shapes.remote().result(timeout_s=self.args.jobs.timeout_s)
+                for name, handle in self.denoisers.items()
+            }
         return self._shapes
 
     def describe_models(self) -> list[ModelInfo]:
+        """The served models with their weights and replicas, then every other spec this server could serve."""
         running = self._running_replicas()
-        infos = []
-        for name, model_args in self.args.models.items():
-            variant = get_variant(name)
-            weights = self.weights[name]
-            infos.append(
-                ModelInfo(
-                    id=name,
-                    weights=model_args.weights,
-                    emulated=weights.emulated,
-                    description=weights.description,
-                    license=variant.license,
-                    commercial_use=variant.commercial_use,
-                    text_encoder=variant.text_encoder.hf_repo,
-                    defaults=asdict(weights.defaults),
-                    replicas={
-                        "running": running.get(denoiser_deployment_name(name)),
-                        "min": model_args.autoscaling.min_replicas,
-                        "max": model_args.autoscaling.max_replicas,
-                        "num_gpus_each": model_args.num_gpus,
-                    },
-                )
-            )
-        return infos
+        served = [self._served_model(name, running) for name in self.args.models]
+        available = [
+            ModelInfo.from_spec(spec, served=False) for name, spec in VARIANTS.items() if name not in self.args.models
+        ]
+        return served + available
+
+    def _served_model(self, name: str, running: dict[str, int]) -> ModelInfo:
+        model_args = self.args.models[name]
+        weights = self.weights[name]
+        return ModelInfo.from_spec(
+            self.args.spec(name),
+            served=True,
+            weights=model_args.weights,
+            emulated=weights.emulated,
+            description=weights.description,
+            defaults=asdict(weights.defaults),
+            replicas={
+                "running": running.get(denoiser_deployment_name(name)),
+                "min": model_args.autoscaling.min_replicas,
+                "max": model_args.autoscaling.max_replicas,
+                "num_gpus_each": model_args.num_gpus,
+            },
+        )
 
     @staticmethod
     def _running_replicas() -> dict[str, int]:

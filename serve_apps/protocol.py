@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 
@@ -25,6 +26,7 @@ from deployments.contracts import (
     draw_seed,
     size_error,
 )
+from deployments.registry import VariantSpec
 from serve_apps.records import JobStatus
 
 PROMPT_MAX_CHARS = 10_000
@@ -174,7 +176,7 @@ class GenerateRequest(BaseModel):
             width=width,
             height=height,
             steps=self.steps if self.steps is not None else defaults.steps,
-            guidance=None if defaults.distilled else guidance,
+            guidance=guidance if defaults.runs_cfg else None,
             seed=self.seed if self.seed is not None else draw_seed(),
             num_images=self.num_images,
             output_format=self.output_format,
@@ -184,6 +186,7 @@ class GenerateRequest(BaseModel):
             safety_tolerance=self.safety_tolerance,
         )
         params.check()
+        defaults.capabilities.check(defaults.model, params)
         return params
 
 
@@ -279,15 +282,42 @@ class JobListResponse(BaseModel):
 
 
 class ModelInfo(BaseModel):
+    """A model of `GET /v1/models`: one served here, or one whose spec this server knows (`served: false`)."""
+
     id: str
-    weights: str
-    emulated: bool
+    served: bool = Field(description="false: known from its spec, not deployed here; add it under models: in config")
+    variant: str = Field(description="the spec this model runs (the id itself unless the operator named it)")
+    source: str = Field(description="where the variant's real weights come from")
+    pipeline: str = Field(description="the diffusers pipeline that runs it")
+    capabilities: dict
+    weights: str | None = None
+    emulated: bool | None = None
     description: str
     license: str
     commercial_use: bool
     text_encoder: str
     defaults: dict
-    replicas: dict
+    replicas: dict | None = None
+    cost: dict = Field(description="GPU-seconds per megapixel-step the quote uses, and where the figure comes from")
+
+    @classmethod
+    def from_spec(cls, spec: VariantSpec, served: bool, **deployed) -> ModelInfo:
+        """What the spec says; `deployed` adds what the running deployment knows (weights, defaults, replicas)."""
+        facts = {
+            "id": spec.name,
+            "served": served,
+            "variant": spec.base_name,
+            "source": spec.source,
+            "pipeline": spec.pipeline_class,
+            "capabilities": asdict(spec.capabilities),
+            "license": spec.license,
+            "commercial_use": spec.commercial_use,
+            "text_encoder": spec.text_encoder.hf_repo,
+            "cost": asdict(spec.cost),
+            "description": f"not served here: add {spec.name} under models: in serve_config.yaml to serve it",
+            "defaults": {"steps": spec.default_steps, "guidance": spec.default_guidance, "distilled": spec.distilled},
+        }
+        return cls(**{**facts, **deployed})
 
 
 class ErrorResponse(BaseModel):

@@ -17,13 +17,15 @@ import ray
 from PIL import Image
 from ray import serve
 
+from deployments.acceleration import Acceleration
 from deployments.conditioning import stored_references
 from deployments.contracts import DenoiseJob, DenoiseOutcome
 from deployments.denoiser import Denoiser, GenerationResult
-from deployments.encoder import PromptEmbedding, TextEncoder
-from deployments.registry import get_variant
+from deployments.embedding import PromptEmbedding
+from deployments.encoder import TextEncoder
+from lora.shapes import linear_shapes
 from serve_apps import metrics, safety
-from serve_apps.config import AppArgs
+from serve_apps.config import AppArgs, denoiser_deployment_name, encoder_deployment_name
 from serve_apps.storage import JobStore
 
 logger = logging.getLogger("flux_serve.workers")
@@ -31,14 +33,6 @@ logger = logging.getLogger("flux_serve.workers")
 CANCEL_POLL_S = 0.25
 ADAPTER_SETS_PER_REPLICA = 8
 PROGRESS_WRITE_S = 0.25
-
-
-def encoder_deployment_name(family: str) -> str:
-    return f"TextEncoder-{family}"
-
-
-def denoiser_deployment_name(model: str) -> str:
-    return f"Denoiser-{model}"
 
 
 def job_gpu_seconds(result: GenerationResult, num_gpus: float) -> float:
@@ -62,7 +56,7 @@ class EncoderServer:
     def __init__(self, args: AppArgs, model: str, encoder_class=TextEncoder):
         model_args = args.models[model]
         self.encoder = encoder_class(
-            model,
+            args.spec(model),
             weights=model_args.weights,
             cache_bytes=args.encoder.cache_bytes,
             device=model_args.device,
@@ -74,7 +68,7 @@ class EncoderServer:
     def deployment_options(args: AppArgs, model: str) -> dict:
         encoder = args.encoder
         return {
-            "name": encoder_deployment_name(get_variant(model).text_encoder.family),
+            "name": encoder_deployment_name(args.spec(model).text_encoder.family),
             "ray_actor_options": {"num_cpus": encoder.num_cpus, "num_gpus": encoder.num_gpus},
             "autoscaling_config": encoder.autoscaling.model_dump(),
             "max_ongoing_requests": 2 * encoder.batching.max_batch_size,
@@ -98,7 +92,7 @@ class DenoiserServer:
         self.store = JobStore(args.storage_url, args.storage_options)
         sources = args.loras.sources(args.storage_options)
         self.denoiser = denoiser_class(
-            model,
+            args.spec(model),
             weights=model_args.weights,
             max_images_per_forward=model_args.max_images_per_forward,
             max_pixels_per_forward=model_args.max_pixels_per_forward,
@@ -107,7 +101,7 @@ class DenoiserServer:
             max_loaded_adapters=args.loras.max_loaded_per_replica,
             adapter_files=lambda adapter: sources.fetch(adapter.source),
             reference_images=stored_references(self.store.load_reference),
-            acceleration=model_args.acceleration.to_acceleration(),
+            acceleration=Acceleration.from_settings(model_args.acceleration.model_dump()),
         )
         self.safety_checker = safety.load_checker(args.safety.checker)
         self.node_id = ray.get_runtime_context().get_node_id()[:12] if ray.is_initialized() else ""
@@ -130,6 +124,11 @@ class DenoiserServer:
 
     def reconfigure(self, user_config: dict) -> None:
         apply_batching(self.generate, user_config)
+
+    def linear_shapes(self) -> dict[str, tuple[int, int]]:
+        """(in, out) of every Linear of the loaded transformer, built from its config on the meta device (the
+        loaded one has adapters wrapped into its layers): what a LoRA must match, checked by the ingress."""
+        return linear_shapes(dict(self.denoiser.pipeline.transformer.config))
 
     @serve.multiplexed(max_num_models_per_replica=ADAPTER_SETS_PER_REPLICA)
     async def adapter_set(self, key: str) -> str:

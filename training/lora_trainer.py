@@ -17,8 +17,8 @@ from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict
 from tqdm import tqdm
 
+from deployments.loading import load_pipeline, pick_device, resolve_weights
 from deployments.registry import get_variant
-from deployments.weights import load_pipeline, pick_device, resolve_weights
 from lora.adapter_file import ADAPTER_FILENAME, write_metadata
 from training.card import model_card
 from training.dataset import load_examples, to_pixels
@@ -105,7 +105,7 @@ def train_lora(config: LoraTrainingConfig, show_progress: bool = True) -> Traini
     Flux2KleinPipeline.save_lora_weights(out, transformer_lora_layers=get_peft_model_state_dict(transformer))
     metadata = {
         "base_model": variant.name,
-        "base_model_repo": variant.hf_repo,
+        "base_model_repo": variant.source,
         "trigger_word": config.trigger_word,
         "license": config.license or variant.license,
         "tags": config.tags,

@@ -218,7 +218,7 @@ def train(out_dir: Path, config: TrainingConfig) -> dict:
     pipeline.save_pretrained(out_dir, safe_serialization=True)
     train_seconds = time.time() - started
 
-    from deployments.weights import load_pipeline, pick_device, resolve_weights
+    from deployments.loading import load_pipeline, pick_device, resolve_weights
 
     transformer_millions = sum(p.numel() for p in pipeline.transformer.parameters()) / 1e6
     settings["description"] = (

@@ -9,7 +9,7 @@ from http import HTTPStatus
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import Response
 
-from deployments.images import MEDIA_TYPES
+from deployments.contracts import MEDIA_TYPES
 from serve_apps.protocol import ErrorResponse
 from serve_apps.routers.deps import services
 

@@ -68,7 +68,7 @@ const el = (tag, props = {}, ...children) => {
 // ---- models, LoRAs, usage ----------------------------------------------------------------
 
 async function loadModels() {
-  state.models = await api("/v1/models");
+  state.models = (await api("/v1/models")).filter((model) => model.served !== false); // the rest are known specs not deployed here
   const select = $("model");
   const chosen = select.value;
   select.replaceChildren(...state.models.map((model) => el("option", { value: model.id, textContent: model.id })));

@@ -71,7 +71,11 @@ def test_concurrent_submits_share_a_forward_pass(client):
 
 def test_models_say_plainly_they_are_emulated(client):
     models = {model["id"]: model for model in client.get("/v1/models").json()}
-    assert set(models) == {"flux-2-klein-4b", "flux-2-klein-9b"}
+    assert {name for name, model in models.items() if model["served"]} == {"flux-2-klein-4b", "flux-2-klein-9b"}
+    known = {"flux-2-klein-base-4b", "flux-2-klein-base-9b", "flux-2-klein-9b-kv"}
+    assert {name for name, model in models.items() if not model["served"]} == known  # from their specs alone
+    assert models["flux-2-klein-9b-kv"]["pipeline"] == "Flux2KleinKVPipeline"
+    assert not models["flux-2-klein-9b-kv"]["capabilities"]["mask"] and models["flux-2-klein-9b-kv"]["replicas"] is None
     four = models["flux-2-klein-4b"]
     assert four["emulated"] and "random weights" in four["description"]
     assert four["license"] == "Apache-2.0" and not models["flux-2-klein-9b"]["commercial_use"]

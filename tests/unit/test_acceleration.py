@@ -56,13 +56,15 @@ def test_warmup_sizes_must_be_servable():
         AccelerationArgs(warmup_sizes=[[1000, 1000]])
     with pytest.raises(ValidationError, match="over 4194304 pixels"):
         AccelerationArgs(warmup_sizes=[[4096, 4096]])
-    assert AccelerationArgs(warmup_sizes=[[512, 512]]).to_acceleration().warmup_sizes == ((512, 512),)
+    assert Acceleration.from_settings(AccelerationArgs(warmup_sizes=[[512, 512]]).model_dump()).warmup_sizes == (
+        (512, 512),
+    )
 
 
 def test_config_becomes_the_workers_acceleration():
-    acceleration = AccelerationArgs(compile=True, png_compress_level=3).to_acceleration()
+    acceleration = Acceleration.from_settings(AccelerationArgs(compile=True, png_compress_level=3).model_dump())
     assert acceleration == Acceleration(compile=True, png_compress_level=3)
-    assert AccelerationArgs().to_acceleration() == Acceleration()
+    assert Acceleration.from_settings(AccelerationArgs().model_dump()) == Acceleration()
 
 
 def test_auto_is_off_on_cpu_and_fp8_refused_at_start():
@@ -235,14 +237,15 @@ def test_suite_summary_table(tmp_path):
 
 def test_fp8_lets_9b_fit_a_24_gb_card_beside_nothing(tmp_path):
     """The planner counts the blocks' linear weights at one byte: 9B is ~13 GB with its VAE, ~22 GB in bf16."""
+    from serve_apps.builder import ConfigError, validate_args
     from serve_apps.config import AppArgs
 
     def args(quantization: str) -> AppArgs:
         model = ModelArgs(
             weights="black-forest-labs/FLUX.2-klein-9B", num_gpus=0.6, acceleration={"quantization": quantization}
         )
-        return AppArgs(storage_url=str(tmp_path), gpu_memory_gb=24, models={"flux-2-klein-9b": model})
+        return validate_args(AppArgs(storage_url=str(tmp_path), gpu_memory_gb=24, models={"flux-2-klein-9b": model}))
 
     assert args("fp8").models["flux-2-klein-9b"].acceleration.quantization == "fp8"
-    with pytest.raises(ValidationError, match="flux-2-klein-9b needs 21.8 GB but num_gpus 0.6 of a 24 GB GPU"):
+    with pytest.raises(ConfigError, match="flux-2-klein-9b needs 21.8 GB but num_gpus 0.6 of a 24 GB GPU"):
         args("none")

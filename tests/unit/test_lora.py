@@ -17,7 +17,8 @@ from safetensors.torch import save_file
 from deployments.contracts import AdapterRef, DenoiseJob, GenerationParams, InvalidRequestError
 from deployments.denoiser import Denoiser
 from lora.adapter_file import AdapterMismatch, inspect_adapter
-from lora.compat import check_compatible, linear_shapes
+from lora.compat import check_compatible
+from lora.shapes import linear_shapes
 from training.dataset import DatasetError, load_examples, to_pixels
 from training.lora_trainer import LoraTrainingConfig, train_lora
 from training.shapes_world import SHAPES, Scene, draw

@@ -3,8 +3,9 @@
 import pytest
 
 from deployments.emulation import UnknownEmulationSizeError
+from deployments.loading import resolve_weights
 from deployments.registry import get_variant
-from deployments.weights import WeightsError, describe_weights, resolve_weights
+from deployments.weights import WeightsError, describe_weights
 
 VARIANT = get_variant("flux-2-klein-4b")
 
