@@ -15,6 +15,7 @@ class PromptEmbedding:
 
     text_encoder_family: str
     embeds: torch.Tensor
+    encode_s: float = 0.0  # the encoder's time for the batch this came from (0 from its cache alone)
 
     @property
     def embedding_dim(self) -> int:
