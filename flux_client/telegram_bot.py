@@ -96,9 +96,10 @@ class ChatBot:
         self.models: list[str] = []
 
     async def served_models(self) -> list[str]:
-        """The service's model ids; the last known list (maybe empty) while it is unreachable."""
+        """The ids of the models the service serves (not the specs it only knows, `served: false`); the last
+        known list (maybe empty) while it is unreachable."""
         try:
-            self.models = [model["id"] for model in await self.flux.models()]
+            self.models = [model["id"] for model in await self.flux.models() if model.get("served", True)]
         except FluxError as error:
             log.info("models not listed: %s", error)
         return self.models
