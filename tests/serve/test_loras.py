@@ -9,7 +9,7 @@ import pytest
 
 from serve_apps.auth import hash_key
 from serve_apps.config import AppArgs
-from serve_apps.database import JobDatabase
+from serve_apps.db import Database
 from tests.serve.conftest import wait_for_job
 from tests.serve.test_api import submit
 from tests.unit.test_lora import write_red_dataset
@@ -86,9 +86,9 @@ def test_a_users_adapter_is_usable_by_others_but_only_its_owner_or_an_admin_chan
 ):
     """Two user keys from the keys table (FLUX_API_KEYS are the operator's, admin): bob may apply
     alice's adapter but not re-register its id (which would swap its file or drop its tags)."""
-    db = JobDatabase(AppArgs(**serve_instance[1]).database_url)
+    keys = Database.open(AppArgs(**serve_instance[1]).database_url).keys
     for name in ("alice", "bob"):
-        db.add_key(hash_key(f"{name}-user-key"), name, "user")
+        keys.add_key(hash_key(f"{name}-user-key"), name, "user")
     alice, bob = (
         httpx.Client(base_url=base_url, headers={"x-key": f"{name}-user-key"}, timeout=60) for name in ("alice", "bob")
     )
