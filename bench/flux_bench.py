@@ -32,10 +32,12 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from bench.axes_report import axes_markdown
 from bench.cost import load_config
+from bench.plots import plot
 from bench.quality import ClipScorer
 from bench.reference_latency import reference_latency, reference_workers
-from bench.report import AXES, axes_markdown, build_rows, markdown, plot, scores_note, write_parquet
+from bench.report import AXES, build_rows, markdown, scores_note, write_parquet
 from bench.runners import Cell, HttpRunner, InProcessRunner
 from bench.shapes_edits import edit_rows, held_out, language_rows
 from deployments.acceleration import ATTENTION_BACKENDS, QUANTIZATIONS, Acceleration

@@ -222,7 +222,7 @@ def write_parquet(rows: list[dict], path: Path) -> None:
     pq.write_table(pa.Table.from_pylist(rows), path)
 
 
-def _fmt(value, digits: int = 3) -> str:
+def fmt_value(value, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     if isinstance(value, float) and math.isinf(value):
@@ -271,10 +271,10 @@ def markdown(rows: list[dict], config: BenchConfig, descriptions: dict[str, str]
     for r in rows:
         lines.append(
             f"| {r['variant']} | {r['steps']} | {r['batch_size']} | {r['width']}x{r['height']} | {r['concurrency']} "
-            f"| {_fmt(r['encode_p50_s'])} | {_fmt(r['queue_p50_s'])} | {_fmt(r['denoise_p50_s'])} / {_fmt(r['denoise_p95_s'])} "
-            f"| {_fmt(r['decode_p50_s'])} | {_fmt(r['total_p50_s'])} / {_fmt(r['total_p95_s'])} | {_fmt(r['images_per_s'], 2)} "
-            f"| {_fmt(r['peak_memory_mb'], 0)} | {_fmt(r['peak_gpu_memory_mb'], 0)} | {_fmt(r['ssim'])} | {_fmt(r['psnr_db'], 1)} "
-            f"| {_fmt(r['shapes_adherence'], 2)} | {_fmt(r['clip_score'], 1)} |"
+            f"| {fmt_value(r['encode_p50_s'])} | {fmt_value(r['queue_p50_s'])} | {fmt_value(r['denoise_p50_s'])} / {fmt_value(r['denoise_p95_s'])} "
+            f"| {fmt_value(r['decode_p50_s'])} | {fmt_value(r['total_p50_s'])} / {fmt_value(r['total_p95_s'])} | {fmt_value(r['images_per_s'], 2)} "
+            f"| {fmt_value(r['peak_memory_mb'], 0)} | {fmt_value(r['peak_gpu_memory_mb'], 0)} | {fmt_value(r['ssim'])} | {fmt_value(r['psnr_db'], 1)} "
+            f"| {fmt_value(r['shapes_adherence'], 2)} | {fmt_value(r['clip_score'], 1)} |"
         )
     gpus = list(config.gpu_prices)
     lines += [
@@ -297,7 +297,7 @@ def markdown(rows: list[dict], config: BenchConfig, descriptions: dict[str, str]
         )
         lines.append(
             f"| {r['variant']} | {r['steps']} | {r['batch_size']} | {r['width']}x{r['height']} | {r['concurrency']} "
-            f"| {_fmt(r['gpu_seconds_per_image'], 4)} | {costs} |"
+            f"| {fmt_value(r['gpu_seconds_per_image'], 4)} | {costs} |"
         )
     if config.hosted_reference_usd_per_image:
         lines += [
@@ -310,175 +310,3 @@ def markdown(rows: list[dict], config: BenchConfig, descriptions: dict[str, str]
             + ".",
         ]
     return "\n".join(lines) + "\n"
-
-
-def _signed(value) -> str:
-    return "-" if value is None else f"{value:+.3f}"
-
-
-def _ratio(value) -> str:
-    return "-" if value is None else f"x{value:.2f}"
-
-
-def _reference_costs(rows: list[dict]) -> list[str]:
-    """One sentence per variant, size and step count: what 1, 2 ... references add to one image."""
-    groups = defaultdict(dict)
-    for r in rows:
-        groups[(r["variant"], r["width"], r["height"], r["steps"])][r["references"]] = r
-    lines = []
-    for (variant, width, height, steps), by_count in groups.items():
-        if 0 not in by_count or len(by_count) < 2:
-            continue
-        costs = "; ".join(
-            f"{count} (+{r['reference_tokens']} tokens per step) {_fmt(r['total_p50_s'])} s, "
-            f"{_ratio(r['vs_none'])} (+{_fmt(r['added_s'])} s; the price quote says {_ratio(r['quoted_vs_none'])})"
-            for count, r in sorted(by_count.items())
-            if count
-        )
-        lines.append(
-            f"- {variant} {width}x{height}, {steps} step{'s' * (steps != 1)}: none {_fmt(by_count[0]['total_p50_s'])} s; {costs}."
-        )
-    return lines
-
-
-def axes_markdown(axes: dict[str, list[dict]]) -> str:
-    """The edit, language and reference tables, for whichever of them ran ('' when none did)."""
-    lines = []
-    edits, languages, references = axes.get("edits"), axes.get("languages"), axes.get("references")
-    if edits:
-        lines += [
-            "",
-            "## Edits (held-out)",
-            "",
-            "Held-out edits (source scene and instruction pairs never trained on), through the pipeline's "
-            "`image=` reference path; image i of an edit uses seed i. asked: the asked attribute reads as asked; "
-            "kept: the other two unchanged; shape IoU: the shape's mask against the expected drawing (the "
-            "source's place and size).",
-            "",
-            "| variant | steps | language | attribute | edits x seeds | asked | kept | shape IoU | s/image |",
-            "|---|---|---|---|---|---|---|---|---|",
-            *(
-                f"| {r['variant']} | {r['steps']} | {r['language']} | {r['attribute']} | {r['edits']} x {r['seeds']} "
-                f"| {_fmt(r['asked'])} | {_fmt(r['kept'])} | {_fmt(r['shape_iou'])} | {_fmt(r['seconds_per_image'])} |"
-                for r in edits
-            ),
-        ]
-    if languages:
-        lines += [
-            "",
-            "## Prompt languages (text-to-image, held-out scenes)",
-            "",
-            "The held-out scenes' captions in each language; the share of images whose shape colour, background, "
-            "shape and all three read as asked; vs English: all three, minus English's.",
-            "",
-            "| variant | steps | language | scenes x seeds | shape colour | background | shape | all three | vs English "
-            "| s/image |",
-            "|---|---|---|---|---|---|---|---|---|---|",
-            *(
-                f"| {r['variant']} | {r['steps']} | {r['language']} | {r['scenes']} x {r['seeds']} | {_fmt(r['colour'])} "
-                f"| {_fmt(r['background'])} | {_fmt(r['shape'])} | {_fmt(r['all'])} "
-                f"| {_signed(r['all_vs_en'])} | {_fmt(r['seconds_per_image'])} |"
-                for r in languages
-            ),
-        ]
-    if references:
-        lines += [
-            "",
-            "## Reference images",
-            "",
-            "One image with 0, 1, 2 ... references of the output's size, p50 of one request per prompt. Each "
-            "reference adds (its pixels / 256) tokens to every step (diffusers' klein pipeline scales larger ones "
-            "down to 1 MP, so a 1024x1024 reference adds 4096 tokens, as many as a 1024x1024 output) and is "
-            "VAE-encoded once per pass. quoted: the ratio the submit's price quote assumes (output plus "
-            "reference megapixels).",
-            "",
-            "| variant | steps | size | references | tokens per step | denoise p50 s | total p50 / p95 s | vs none "
-            "| added s | quoted | peak GPU MB |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
-            *(
-                f"| {r['variant']} | {r['steps']} | {r['width']}x{r['height']} | {r['references']} "
-                f"| {r['tokens_per_step']} | {_fmt(r['denoise_p50_s'])} | {_fmt(r['total_p50_s'])} / "
-                f"{_fmt(r['total_p95_s'])} | {_ratio(r['vs_none'])} | {_fmt(r['added_s'])} "
-                f"| {_ratio(r['quoted_vs_none'])} | {_fmt(r['peak_gpu_memory_mb'], 0)} |"
-                for r in references
-            ),
-            "",
-            "What references cost:",
-            "",
-            *_reference_costs(references),
-        ]
-    return "\n".join(lines) + "\n" if lines else ""
-
-
-def _series(rows: list[dict]) -> dict[str, list[dict]]:
-    lines = defaultdict(list)
-    for row in rows:
-        label = f"{row['variant']} {row['width']}x{row['height']} batch {row['batch_size']}"
-        if row["mode"] == "http":
-            label += f" x{row['concurrency']}"
-        lines[label].append(row)
-    return {label: sorted(members, key=lambda r: r["steps"]) for label, members in lines.items()}
-
-
-def plot(rows: list[dict], config: BenchConfig, out_dir: Path, default_steps: dict[str, int]) -> list[Path]:
-    """Latency vs steps, quality vs steps, and cost per image per variant at its default steps
-    (its cheapest batch), with the hosted-API reference points drawn across."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    paths = []
-    figure, axis = plt.subplots(figsize=(7, 4.5))
-    for label, members in _series(rows).items():
-        axis.plot([r["steps"] for r in members], [r["total_p50_s"] for r in members], marker="o", label=label)
-    axis.set(xlabel="steps", ylabel="latency per request, p50 (s)", title="Latency vs steps", xscale="log")
-    axis.legend(fontsize=7)
-    paths.append(out_dir / "latency_vs_steps.png")
-    figure.savefig(paths[-1], dpi=120, bbox_inches="tight")
-
-    figure, axis = plt.subplots(figsize=(7, 4.5))
-    for label, members in _series(rows).items():
-        steps = [r["steps"] for r in members]
-        axis.plot(steps, [r["ssim"] for r in members], marker="o", label=f"{label}: SSIM")
-        if members[0]["shapes_adherence"] is not None:
-            axis.plot(
-                steps,
-                [r["shapes_adherence"] for r in members],
-                marker="s",
-                linestyle="--",
-                label=f"{label}: shapes adherence",
-            )
-    title = "Quality vs steps (SSIM vs the most-steps image)"
-    if all(row["ssim"] is None for row in rows):
-        title = "Quality not scored: random weights draw noise"
-    axis.set(xlabel="steps", ylabel="score (1 = best)", title=title, xscale="log", ylim=(0, 1.05))
-    axis.legend(fontsize=7)
-    paths.append(out_dir / "quality_vs_steps.png")
-    figure.savefig(paths[-1], dpi=120, bbox_inches="tight")
-
-    figure, axis = plt.subplots(figsize=(7, 4.5))
-    chosen = {}
-    for variant in dict.fromkeys(row["variant"] for row in rows):
-        own = [r for r in rows if r["variant"] == variant]
-        at_default = [r for r in own if r["steps"] == default_steps.get(variant)]
-        chosen[variant] = min(at_default or own, key=lambda r: r["gpu_seconds_per_image"])
-    gpus = list(config.gpu_prices)
-    width = 0.8 / len(gpus)
-    for offset, gpu in enumerate(gpus):
-        values = [chosen[v][f"usd_per_image:{gpu}"] or 0.0 for v in chosen]  # 0: does not fit that card
-        axis.bar([i + offset * width for i in range(len(chosen))], values, width=width, label=gpu)
-    for name, value in config.hosted_reference_usd_per_image.items():
-        axis.axhline(value, linestyle=":", color="grey")
-        axis.annotate(f"{name} ${value:.2f}", (0, value), fontsize=7, va="bottom")
-    axis.set_xticks(
-        [i + 0.4 - width / 2 for i in range(len(chosen))],
-        [f"{v}\n{chosen[v]['steps']} steps, batch {chosen[v]['batch_size']}" for v in chosen],
-        fontsize=7,
-    )
-    axis.set(ylabel="USD per image (log)", title="Cost per image", yscale="log")
-    axis.legend(fontsize=7)
-    paths.append(out_dir / "cost_per_image.png")
-    figure.savefig(paths[-1], dpi=120, bbox_inches="tight")
-    plt.close("all")
-    return paths
