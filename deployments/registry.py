@@ -123,73 +123,52 @@ BASE = Capabilities(distilled=False, guidance=True, negative_prompt=True)
 KV = Capabilities(distilled=True, guidance=False, negative_prompt=False, mask=False, kv_reference_cache=True)
 
 
+KLEIN_4B_SPEC = VariantSpec(
+    name="flux-2-klein-4b",
+    source="black-forest-labs/FLUX.2-klein-4B",
+    pipeline_class="Flux2KleinPipeline",
+    license="Apache-2.0",
+    commercial_use=True,
+    default_steps=4,
+    default_guidance=1.0,
+    capabilities=DISTILLED,
+    text_encoder=QWEN3_4B,
+    transformer=KLEIN_4B,
+    cost=CostFigures(0.25, "H100, eager bf16 (README's GPU table)"),
+)
+KLEIN_9B_SPEC = replace(
+    KLEIN_4B_SPEC,
+    name="flux-2-klein-9b",
+    source="black-forest-labs/FLUX.2-klein-9B",
+    license=FLUX_NON_COMMERCIAL,
+    commercial_use=False,
+    text_encoder=QWEN3_8B,
+    transformer=KLEIN_9B,
+    cost=CostFigures(0.5, "H100, eager bf16 (README's GPU table)"),
+)
+# The Base models: the same transformers, undistilled (50 steps, CFG); per step they cost what theirs do.
+BASE_DEFAULTS = {"default_steps": 50, "default_guidance": 4.0, "capabilities": BASE}
+
 VARIANTS: dict[str, VariantSpec] = {
     spec.name: spec
     for spec in (
-        VariantSpec(
-            name="flux-2-klein-4b",
-            source="black-forest-labs/FLUX.2-klein-4B",
-            pipeline_class="Flux2KleinPipeline",
-            license="Apache-2.0",
-            commercial_use=True,
-            default_steps=4,
-            default_guidance=1.0,
-            capabilities=DISTILLED,
-            text_encoder=QWEN3_4B,
-            transformer=KLEIN_4B,
-            cost=CostFigures(0.25, "H100, eager bf16 (README's GPU table)"),
+        KLEIN_4B_SPEC,
+        KLEIN_9B_SPEC,
+        replace(
+            KLEIN_4B_SPEC, name="flux-2-klein-base-4b", source="black-forest-labs/FLUX.2-klein-base-4B", **BASE_DEFAULTS
         ),
-        VariantSpec(
-            name="flux-2-klein-9b",
-            source="black-forest-labs/FLUX.2-klein-9B",
-            pipeline_class="Flux2KleinPipeline",
-            license=FLUX_NON_COMMERCIAL,
-            commercial_use=False,
-            default_steps=4,
-            default_guidance=1.0,
-            capabilities=DISTILLED,
-            text_encoder=QWEN3_8B,
-            transformer=KLEIN_9B,
-            cost=CostFigures(0.5, "H100, eager bf16 (README's GPU table)"),
+        replace(
+            KLEIN_9B_SPEC, name="flux-2-klein-base-9b", source="black-forest-labs/FLUX.2-klein-base-9B", **BASE_DEFAULTS
         ),
-        VariantSpec(
-            name="flux-2-klein-base-4b",
-            source="black-forest-labs/FLUX.2-klein-base-4B",
-            pipeline_class="Flux2KleinPipeline",
-            license="Apache-2.0",
-            commercial_use=True,
-            default_steps=50,
-            default_guidance=4.0,
-            capabilities=BASE,
-            text_encoder=QWEN3_4B,
-            transformer=KLEIN_4B,
-            cost=CostFigures(0.25, "the 4B's per-step figure (same transformer); CFG doubles it per step"),
-        ),
-        VariantSpec(
-            name="flux-2-klein-base-9b",
-            source="black-forest-labs/FLUX.2-klein-base-9B",
-            pipeline_class="Flux2KleinPipeline",
-            license=FLUX_NON_COMMERCIAL,
-            commercial_use=False,
-            default_steps=50,
-            default_guidance=4.0,
-            capabilities=BASE,
-            text_encoder=QWEN3_8B,
-            transformer=KLEIN_9B,
-            cost=CostFigures(0.5, "the 9B's per-step figure (same transformer); CFG doubles it per step"),
-        ),
-        VariantSpec(
+        replace(
+            KLEIN_9B_SPEC,
             name="flux-2-klein-9b-kv",
             source="black-forest-labs/FLUX.2-klein-9B-KV",
             pipeline_class="Flux2KleinKVPipeline",
-            license=FLUX_NON_COMMERCIAL,
-            commercial_use=False,
-            default_steps=4,
-            default_guidance=1.0,
             capabilities=KV,
-            text_encoder=QWEN3_8B,
-            transformer=KLEIN_9B,
-            cost=CostFigures(0.5, "the 9B's figure; reference steps after the first are cheaper (not measured yet)"),
+            cost=CostFigures(
+                0.5, "the 9B's figure; steps after the first skip the references' work (not measured yet)"
+            ),
         ),
     )
 }
