@@ -6,6 +6,7 @@ Torch-free, so the ingress, the workers and the trainers share one typed `Progre
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -37,3 +38,68 @@ class StepObserver(Protocol):
 
 class Cancelled(Exception):
     """Raised inside a loop at a step where every job it runs was asked to stop."""
+
+
+class StepClock:
+    """Where each request of one call stands across its forward passes, and how fast steps go.
+
+    `passes` lists, in run order, each pass's step count and the requests in it. A request split over
+    several passes reports its steps over all of them (step 5 of 8 in the second of two 4-step passes);
+    its ETA counts every step still to run until its last pass ends, at the seconds per step measured
+    so far in this call.
+    """
+
+    def __init__(self, passes: list[tuple[int, tuple[int, ...]]], clock=time.perf_counter):
+        self.pass_steps = [steps for steps, _requests in passes]
+        self.passes_of: dict[int, list[int]] = {}
+        for index, (_steps, requests) in enumerate(passes):
+            for request in requests:
+                self.passes_of.setdefault(request, []).append(index)
+        self.clock = clock
+        self.steps_done = 0
+        self.step_seconds = 0.0
+        self._pass_started = 0.0
+
+    def start_pass(self) -> None:
+        self._pass_started = self.clock()
+
+    def step_done(self) -> None:
+        now = self.clock()
+        self.step_seconds += now - self._pass_started
+        self._pass_started = now
+        self.steps_done += 1
+
+    def progress(self, job_id: str, request: int, pass_index: int, step: int) -> Progress:
+        """`step` steps of pass `pass_index` are done; what that means for this request."""
+        passes = self.passes_of[request]
+        steps = self.pass_steps[pass_index]
+        done = passes.index(pass_index) * steps + step
+        left = sum(self.pass_steps[index] for index in range(pass_index, passes[-1] + 1)) - step
+        eta_s = left * self.step_seconds / self.steps_done if self.steps_done else None
+        return Progress(job_id, done, steps * len(passes), eta_s, None, time.time())
+
+
+class StepHook:
+    """diffusers' `callback_on_step_end` for one forward pass: progress of each request to the observer,
+    then `Cancelled` once every request of the pass is asked to stop (the others keep it running)."""
+
+    def __init__(self, clock: StepClock, pass_index: int, jobs: dict[int, str], observer: StepObserver | None):
+        """`jobs` maps each request index of the pass to its job id."""
+        self.clock = clock
+        self.pass_index = pass_index
+        self.jobs = jobs
+        self.observer = observer
+
+    def start(self) -> None:
+        """Called just before the pipeline's loop: the pass's first step is timed from here."""
+        self.clock.start_pass()
+
+    def __call__(self, _pipeline, step: int, _timestep, callback_kwargs: dict) -> dict:
+        self.clock.step_done()
+        if self.observer is None:
+            return callback_kwargs
+        for request, job_id in self.jobs.items():
+            self.observer.on_step(self.clock.progress(job_id, request, self.pass_index, step + 1))
+        if all(self.observer.cancel_requested(job_id) for job_id in self.jobs.values()):
+            raise Cancelled()
+        return callback_kwargs
