@@ -26,10 +26,9 @@ from deployments.conditioning import Conditioning, ReferenceLoader, group_key, n
 from deployments.contracts import AdapterRef, DenoiseJob, GenerationParams, InvalidRequestError
 from deployments.images import ImageEncoder, to_uint8
 from deployments.loading import load_pipeline, pick_device, pick_dtype, resolve_weights
+from deployments.progress import Cancelled, StepClock, StepHook, StepObserver
 from deployments.registry import VariantSpec, spec_of
 
-ProgressCallback = Callable[[int, int, int], None]
-CancelCheck = Callable[[int], bool]
 AdapterFiles = Callable[[AdapterRef], Path]
 
 
@@ -43,10 +42,6 @@ def accepted_arguments(pipeline, arguments: dict) -> dict:
             refused[0], f"{type(pipeline).__name__} does not take {', '.join(refused)}; send this to another model."
         )
     return {name: value for name, value in arguments.items() if name in accepted}
-
-
-class GenerationCancelled(Exception):
-    """Raised inside the step loop when every request of a forward pass was cancelled."""
 
 
 @dataclass
@@ -107,6 +102,39 @@ class _Slot:
 
     request_index: int
     image_index: int
+
+
+def _requests(slots: list[_Slot]) -> tuple[int, ...]:
+    """The request indices of these slots, each once, in order."""
+    return tuple(sorted({slot.request_index for slot in slots}))
+
+
+@dataclass(frozen=True)
+class ForwardPass:
+    """One latent batch of a `generate` call: its images (slots into `jobs`, all sharing size, steps,
+    guidance, adapters and references) and the step hook that reports and cancels them."""
+
+    jobs: list[DenoiseJob]
+    slots: list[_Slot]
+    hook: StepHook
+
+    @property
+    def params(self) -> GenerationParams:
+        return self.jobs[self.slots[0].request_index].params
+
+    @property
+    def requests(self) -> tuple[int, ...]:
+        return _requests(self.slots)
+
+
+@dataclass(frozen=True)
+class PassOutput:
+    """What a pass that ran to its end made: when it started and finished denoising, and its images'
+    futures of (encoded bytes, done at), in slot order."""
+
+    started_at: float
+    denoised_at: float
+    encoded: list
 
 
 class Denoiser:
@@ -179,19 +207,15 @@ class Denoiser:
 
     # -- generation -------------------------------------------------------------------
 
-    def generate(
-        self,
-        jobs: list[DenoiseJob],
-        on_progress: ProgressCallback | None = None,
-        should_cancel: CancelCheck | None = None,
-    ) -> list[GenerationResult]:
-        """Results in the order of `jobs`. Progress is (job index, step, total steps).
+    def generate(self, jobs: list[DenoiseJob], observer: StepObserver | None = None) -> list[GenerationResult]:
+        """Results in the order of `jobs`. At every step `observer` gets each job's `Progress` (a job without
+        an id is named `request-<index>`) and is asked whether to stop; a pass stops once all its jobs were.
 
         One call at a time per denoiser: the scheduler and the active adapters are pipeline state. Images are
         encoded in a thread; the lock is released before waiting for them, so the next call can start its pass.
         """
         with self._pipeline_lock:
-            results, encoding = self._generate(jobs, on_progress, should_cancel)
+            results, encoding = self._generate(jobs, observer)
         decode_s: dict[tuple[int, float], float] = {}  # per request and pass: until its last image is encoded
         for request_index, image_index, future, denoised in encoding:
             data, encoded = future.result()
@@ -203,28 +227,33 @@ class Denoiser:
             results[request_index].timings_s["decode"] += seconds
         return results
 
-    def _generate(self, jobs, on_progress, should_cancel) -> tuple[list[GenerationResult], list]:
+    def _generate(self, jobs: list[DenoiseJob], observer: StepObserver | None) -> tuple[list[GenerationResult], list]:
         for job in jobs:
             self.check_embeddings(job)
         results = [GenerationResult(job.params, [None] * job.params.num_images) for job in jobs]
+        job_ids = [job.job_id or f"request-{index}" for index, job in enumerate(jobs)]
         chunks = self._plan_forward_passes([job.params for job in jobs])
-        chunks_per_request: dict[int, int] = defaultdict(int)
-        for chunk in chunks:
-            for request_index in {slot.request_index for slot in chunk}:
-                chunks_per_request[request_index] += 1
-        chunks_done: dict[int, int] = defaultdict(int)
+        clock = StepClock([(jobs[chunk[0].request_index].params.steps, _requests(chunk)) for chunk in chunks])
         encoding: list = []  # (request index, image index, future of (bytes, done at), denoised at)
-        for chunk in chunks:
-            live = [s for s in chunk if not (should_cancel and should_cancel(s.request_index))]
-            cancelled = {s.request_index for s in chunk} - {s.request_index for s in live}
-            for request_index in cancelled:
+        for pass_index, chunk in enumerate(chunks):
+            live = [s for s in chunk if not (observer and observer.cancel_requested(job_ids[s.request_index]))]
+            for request_index in set(_requests(chunk)) - set(_requests(live)):
                 results[request_index].cancelled = True
-            if live:
-                self._run_chunk(
-                    jobs, live, results, on_progress, should_cancel, chunks_per_request, chunks_done, encoding
-                )
-            for request_index in {slot.request_index for slot in chunk}:
-                chunks_done[request_index] += 1
+            if not live:
+                continue
+            hook = StepHook(clock, pass_index, {index: job_ids[index] for index in _requests(live)}, observer)
+            forward = ForwardPass(jobs, live, hook)
+            ran = self._run_chunk(forward)
+            for request_index in forward.requests:
+                result = results[request_index]
+                if ran is None:
+                    result.cancelled = True
+                    continue
+                result.timings_s["denoise"] += ran.denoised_at - ran.started_at
+                result.batch_images = max(result.batch_images, len(live))
+                result.batch_requests = max(result.batch_requests, len(forward.requests))
+            if ran is not None:
+                encoding += [(s.request_index, s.image_index, f, ran.denoised_at) for s, f in zip(live, ran.encoded)]
         for result in results:
             if result.cancelled:
                 result.images = []
@@ -265,9 +294,9 @@ class Denoiser:
         generator = torch.Generator("cpu").manual_seed(seed)
         return torch.randn(shape, generator=generator, dtype=torch.float32)
 
-    def _run_chunk(self, jobs, slots, results, on_progress, should_cancel, chunks_per_request, chunks_done, encoding):
-        first = jobs[slots[0].request_index].params
-        request_indices = sorted({s.request_index for s in slots})
+    def _run_chunk(self, forward: ForwardPass) -> PassOutput | None:
+        """Denoise one pass and hand its images to the encoder thread; None if it was cancelled."""
+        jobs, slots, first = forward.jobs, forward.slots, forward.params
         prompt_embeds = torch.stack([jobs[s.request_index].prompt.embeds for s in slots])
         negative_embeds = None
         if first.uses_cfg:
@@ -279,19 +308,10 @@ class Denoiser:
                 for s in slots
             ]
         )
-
-        def on_step_end(pipeline, step, _timestep, callback_kwargs):
-            for request_index in request_indices:
-                if on_progress:
-                    done = chunks_done[request_index] * first.steps + step + 1
-                    on_progress(request_index, done, first.steps * chunks_per_request[request_index])
-            if should_cancel and all(should_cancel(i) for i in request_indices):
-                raise GenerationCancelled()
-            return callback_kwargs
-
         started = time.perf_counter()
         self.adapters.activate(first.adapters)
         pipeline, images_in = self.conditioning.inputs(first)  # references (and a mask) are shared by the pass
+        forward.hook.start()
         try:
             with torch.inference_mode():
                 arguments = {
@@ -304,28 +324,22 @@ class Denoiser:
                     "guidance_scale": first.guidance if first.guidance is not None else self.no_guidance,
                     "max_sequence_length": self.weights.max_sequence_length,
                     "text_encoder_out_layers": self.weights.text_encoder_out_layers,
-                    "callback_on_step_end": on_step_end,
+                    "callback_on_step_end": forward.hook,
                     **images_in,
                 }
                 latents = pipeline(**accepted_arguments(pipeline, arguments), output_type="latent", return_dict=False)[
                     0
                 ]
-        except GenerationCancelled:
-            for request_index in request_indices:
-                results[request_index].cancelled = True
-            return
+        except Cancelled:
+            return None
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)  # kernels run ahead of Python: time what they did
         denoised = time.perf_counter()
-        for slot, pixels in zip(slots, self.decode(latents)):
-            output_format = jobs[slot.request_index].params.output_format
-            future = self.image_encoder.submit(pixels, output_format)
-            encoding.append((slot.request_index, slot.image_index, future, denoised))
-        for request_index in request_indices:
-            result = results[request_index]
-            result.timings_s["denoise"] += denoised - started
-            result.batch_images = max(result.batch_images, len(slots))
-            result.batch_requests = max(result.batch_requests, len(request_indices))
+        encoded = [
+            self.image_encoder.submit(pixels, jobs[slot.request_index].params.output_format)
+            for slot, pixels in zip(slots, self.decode(latents))
+        ]
+        return PassOutput(started, denoised, encoded)
 
     def decode(self, latents: torch.Tensor) -> list[torch.Tensor]:
         """VAE decode of unpatchified latents (what the pipeline returns for output_type='latent') into uint8

@@ -1,24 +1,24 @@
-"""A job's life as Server-Sent Events, read from storage so any ingress replica can serve it.
+"""A job's life as Server-Sent Events, read from the database and the live channel, so any ingress
+replica can serve it.
 
-The stream polls the job (as `GET /v1/jobs/{id}` shows it) on a sleep, never a busy loop:
-every 0.1 s while the job moves, backing off to 0.5 s while nothing changes (a job waiting
-in the queue costs little), and sends only what changed: `queued` {queue_position}, `progress` {step, total}, then one
-`done` (Ready) or `error` (Error, Cancelled, Request Moderated) carrying the whole job, and
-ends. Each event's id is derived from the job's state, not counted per connection, so a
-client that reconnects with `Last-Event-ID` (after an ingress restart, say) gets only what
-it has not seen. Keep-alive comments are FastAPI's (every 15 s while nothing is sent).
+The stream reads the job (as `GET /v1/jobs/{id}` shows it), sends what changed, then waits on the live
+channel until the job's live state changes (a progress, a cancel, its end) or REREAD_S passes (what only
+the database knows: a queue position, a stage, an adoption), and reads it again; it never sleeps in a
+poll loop. It sends only changes: `queued` {queue_position}, `progress` {step, total}, then one `done`
+(Ready) or `error` (Error, Cancelled, Request Moderated) carrying the whole job, and ends. Each event's
+id is derived from the job's state, not counted per connection, so a client that reconnects with
+`Last-Event-ID` (after an ingress restart, say) gets only what it has not seen. Keep-alive comments are
+FastAPI's (every 15 s while nothing is sent).
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from serve_apps.protocol import JobStatus
 
-ACTIVE_POLL_S = 0.05  # after a change: a stream adds at most this to the moment a job is seen done
-IDLE_POLL_S = 0.5
+REREAD_S = 0.5  # the longest a stream waits for the live channel before it reads the database again
 # An event id is attempts * ATTEMPT_SPAN + a rank inside the attempt: queue positions first
 # (nearer the front ranks higher), then denoising steps, then the end. A retried job starts
 # a new span, so its ids stay above everything the first attempt sent.
@@ -66,28 +66,25 @@ def state_event(job: dict) -> JobEvent | None:
 
 async def job_events(
     read_job: Callable[[], Awaitable[dict | None]],
+    wait_for_change: Callable[[int], Awaitable[int]],
     last_event_id: int = 0,
-    active_poll_s: float = ACTIVE_POLL_S,
-    idle_poll_s: float = IDLE_POLL_S,
-    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> AsyncIterator[JobEvent]:
     """Events for one job until it ends (or disappears), skipping ids up to `last_event_id`.
 
     `read_job()` returns the job's JSON as `GET /v1/jobs/{id}` shows it (None once it is gone).
-    Ids only grow within a stream: a state ranked at or below the last id sent is not sent.
-    The wait between reads is `active_poll_s` after a change and doubles up to `idle_poll_s`.
+    `wait_for_change(version)` returns the job's live version once it is above `version`, or after a
+    while with whatever it is. Ids only grow within a stream: a state ranked at or below the last id
+    sent is not sent.
     """
-    last_sent, wait_s = last_event_id, active_poll_s
+    last_sent, version = last_event_id, 0
     while True:
         job = await read_job()
         if job is None:
             return
         event = state_event(job)
         if event is not None and event.id > last_sent:
-            last_sent, wait_s = event.id, active_poll_s
+            last_sent = event.id
             yield event
-        else:
-            wait_s = min(wait_s * 2, idle_poll_s)
         if event is not None and event.name in (DONE, ERROR):
             return
-        await sleep(wait_s)
+        version = await wait_for_change(version)

@@ -18,6 +18,7 @@ from serve_apps.auth import ApiKeys
 from serve_apps.config import AppArgs, denoiser_deployment_name
 from serve_apps.db import Database
 from serve_apps.jobs import JobService
+from serve_apps.live import open_channel
 from serve_apps.protocol import ModelInfo
 from serve_apps.routers.deps import AppServices
 from serve_apps.signing import UrlSigner, load_signing_key
@@ -50,7 +51,7 @@ class Ingress:
             db.adapters, self.transformer_shapes, self.args.loras.sources(self.args.storage_options)
         )
         self.service = JobService(
-            db.jobs, store, encoders, denoisers, self.args, defaults, self.views, limiter, self.adapters
+            db.jobs, store, encoders, denoisers, self.args, defaults, self.views, limiter, self.adapters, open_channel()
         )
         self.denoisers = denoisers
         self._shapes: dict | None = None

@@ -27,6 +27,7 @@ jobs = Table(
     Column("idempotency_key", String(64)),
     Column("body_digest", String(64)),
     Column("record", Text, nullable=False),
+    Column("cancel_requested_at", Float),  # a cancel outlives the live channel: the heartbeat reads it
     UniqueConstraint("key_id", "idempotency_key", name="uq_jobs_key_idempotency"),
     Index("ix_jobs_key_created", "key_id", "created_at"),
     Index("ix_jobs_status_model_created", "status", "model", "created_at"),

@@ -1,15 +1,13 @@
-"""The files of jobs under one storage URL, through fsspec: images, progress and cancel markers.
+"""The files of jobs under one storage URL, through fsspec: images, input images and shared secrets.
 
 A local directory by default; `s3://bucket/prefix` goes through s3fs. Every replica reads
-and writes the same store. Job state (records, history, idempotency) is in the database
-(serve_apps/database.py). Layout: jobs/<id>/progress.json (written by the denoiser, best
-effort), jobs/<id>/cancel (a cancel request, read by the denoiser between steps),
-jobs/<id>/images/<n>.<ext>, and secrets/.
+and writes the same store. Job state (records, history, idempotency, cancel requests) is in the
+database (serve_apps/db); progress and cancel travel on the live channel (serve_apps/live).
+Layout: jobs/<id>/images/<n>.<ext>, refs/<sha256>.png, uploads/<key id>/<upload id>.png, secrets/.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
@@ -89,21 +87,6 @@ class JobStore:
             file.write(data)
         return staging
 
-    def _read_json(self, path: str) -> dict | None:
-        try:
-            return json.loads(self.fs.cat_file(path))
-        except FileNotFoundError:
-            return None
-
-    # progress, written by the denoiser replica
-    def save_progress(self, job_id: str, progress: dict) -> None:
-        self._write_bytes(f"{self._job_dir(job_id)}/progress.json", json.dumps(progress).encode())
-
-    def load_progress(self, job_id: str) -> dict | None:
-        if not is_job_id(job_id):
-            return None
-        return self._read_json(f"{self._job_dir(job_id)}/progress.json")
-
     # images
     def save_image(self, job_id: str, name: str, data: bytes) -> None:
         self._write_bytes(f"{self._job_dir(job_id)}/images/{name}", data)
@@ -181,18 +164,11 @@ class JobStore:
             pass
 
     def delete_job_files(self, job_id: str) -> None:
-        """Images, progress and markers of one job (retention)."""
+        """The files of one job (retention)."""
         try:
             self.fs.rm(self._job_dir(job_id), recursive=True)
         except FileNotFoundError:
             pass
-
-    # cancel requests, read by the denoiser between steps
-    def request_cancel(self, job_id: str) -> None:
-        self._write_bytes(f"{self._job_dir(job_id)}/cancel", b"")
-
-    def is_cancel_requested(self, job_id: str) -> bool:
-        return self.fs.exists(f"{self._job_dir(job_id)}/cancel")
 
     # secrets every replica shares
     def shared_secret(self, name: str, make) -> str:

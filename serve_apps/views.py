@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from deployments.contracts import ReferenceImage
+from deployments.progress import Progress as LiveProgress
 from serve_apps.protocol import GetResultResponse, JobResponse, Progress, ResultPayload
 from serve_apps.records import JobRecord, JobStatus
 from serve_apps.signing import UrlSigner
@@ -28,13 +29,16 @@ class JobViews:
     def reference_url(self, record: JobRecord, reference: ReferenceImage) -> str:
         return record.base_url.rstrip("/") + self.signer.sign(f"/v1/references/{reference.name}")
 
-    def job(self, record: JobRecord, progress: dict | None = None, queue_position: int | None = None) -> JobResponse:
+    def job(
+        self, record: JobRecord, progress: LiveProgress | None = None, queue_position: int | None = None
+    ) -> JobResponse:
+        """`progress` is the live channel's: transient, so a job may show none."""
         return JobResponse(
             id=record.id,
             model=record.model,
             status=record.status,
             stage=record.stage.value,
-            progress=Progress(step=progress["step"], total=progress["total"]) if progress else None,
+            progress=Progress(step=progress.step, total=progress.of) if progress else None,
             queue_position=queue_position,
             seed=record.params.seed,
             images=self.image_urls(record),
@@ -57,7 +61,7 @@ class JobViews:
     def webhook_payload(self, record: JobRecord) -> dict:
         return self.job(record).model_dump(mode="json")
 
-    def bfl_result(self, record: JobRecord, progress: dict | None) -> GetResultResponse:
+    def bfl_result(self, record: JobRecord, progress: LiveProgress | None) -> GetResultResponse:
         """BFL's get_result shape. Cancelled shows as Error, so BFL clients stop polling."""
         if record.status == JobStatus.READY:
             urls = self.image_urls(record)
@@ -73,7 +77,7 @@ class JobViews:
             )
             return GetResultResponse(id=record.id, status=record.status, result=result, progress=1.0)
         if record.status == JobStatus.PENDING:
-            fraction = progress["step"] / progress["total"] if progress else 0.0
+            fraction = progress.step / progress.of if progress else 0.0
             return GetResultResponse(
                 id=record.id, status=record.status, progress=fraction, details={"stage": record.stage.value}
             )

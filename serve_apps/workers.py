@@ -1,4 +1,4 @@
-"""Thin Ray Serve wrappers over the plain model workers: batching, live knobs, storage.
+"""Thin Ray Serve wrappers over the plain model workers: batching, live knobs, storage, the live channel.
 
 `@serve.batch` sits on a thin async method that hands the whole batch to the worker's pure
 batch function in a thread, so the replica keeps collecting the next batch meanwhile. Each
@@ -26,13 +26,12 @@ from deployments.encoder import TextEncoder
 from lora.shapes import linear_shapes
 from serve_apps import metrics, safety
 from serve_apps.config import AppArgs, denoiser_deployment_name, encoder_deployment_name
+from serve_apps.live import LiveChannel, LiveObserver, open_channel
 from serve_apps.storage import JobStore
 
 logger = logging.getLogger("flux_serve.workers")
 
-CANCEL_POLL_S = 0.25
 ADAPTER_SETS_PER_REPLICA = 8
-PROGRESS_WRITE_S = 0.25
 
 
 def job_gpu_seconds(result: GenerationResult, num_gpus: float) -> float:
@@ -85,8 +84,10 @@ class EncoderServer:
 
 
 class DenoiserServer:
-    def __init__(self, args: AppArgs, model: str, denoiser_class=Denoiser):
+    def __init__(self, args: AppArgs, model: str, denoiser_class=Denoiser, channel: LiveChannel | None = None):
+        """`channel` carries progress and cancel (default: the cluster's when in Ray, else this process's)."""
         model_args = args.models[model]
+        self.channel = channel or open_channel()
         self.model = model
         self.num_gpus = model_args.num_gpus
         self.store = JobStore(args.storage_url, args.storage_options)
@@ -108,7 +109,6 @@ class DenoiserServer:
         self.ready_at = time.time()
         metrics.COLD_STARTS.inc(tags={"model": model})
         metrics.WARMUP_SECONDS.observe(getattr(self.denoiser, "warmup_s", 0.0), tags={"model": model})
-        self._cancel_checked_at: dict[str, tuple[float, bool]] = {}
 
     @staticmethod
     def deployment_options(args: AppArgs, model: str) -> dict:
@@ -146,42 +146,13 @@ class DenoiserServer:
             await self.adapter_set(key)
         return await asyncio.to_thread(self.generate_batch, jobs)
 
-    def cancel_requested(self, job_id: str) -> bool:
-        """Looked up in storage at most every CANCEL_POLL_S per job, so object stores see few calls."""
-        now = time.monotonic()
-        checked_at, cancelled = self._cancel_checked_at.get(job_id, (0.0, False))
-        if not cancelled and now - checked_at >= CANCEL_POLL_S:
-            try:
-                cancelled = self.store.is_cancel_requested(job_id)
-            except Exception:  # a marker is best effort: a storage hiccup never fails the batch
-                logger.warning("job %s: cancel marker unreadable; asking again shortly", job_id, exc_info=True)
-            self._cancel_checked_at[job_id] = (now, cancelled)
-        return cancelled
-
     def generate_batch(self, jobs: list[DenoiseJob]) -> list[DenoiseOutcome]:
-        """Denoise a batch, write progress and images to storage, return what each job needs."""
+        """Denoise a batch (progress and cancel through the live channel), store the images, return what each
+        job needs."""
         started = time.time()
-        last_written: dict[int, float] = {}
-
-        def on_progress(index: int, step: int, total: int) -> None:
-            """Written at most every PROGRESS_WRITE_S per job, and always at the last step."""
-            now = time.monotonic()
-            if step == total or now - last_written.get(index, 0.0) >= PROGRESS_WRITE_S:
-                progress = {"step": step, "total": total, "updated_at": time.time()}
-                try:
-                    self.store.save_progress(jobs[index].job_id, progress)
-                    last_written[index] = now
-                except Exception:  # best effort, retried at the next step: never fails the batch
-                    logger.warning("job %s: progress not written", jobs[index].job_id, exc_info=True)
-
-        def should_cancel(index: int) -> bool:
-            return self.cancel_requested(jobs[index].job_id)
-
-        results = self.denoiser.generate(jobs, on_progress=on_progress, should_cancel=should_cancel)
-        outcomes = [self._store_result(job, result, started) for job, result in zip(jobs, results)]
-        for job in jobs:
-            self._cancel_checked_at.pop(job.job_id, None)
-        return outcomes
+        observer = LiveObserver(self.channel, [job.job_id for job in jobs if job.job_id])
+        results = self.denoiser.generate(jobs, observer)
+        return [self._store_result(job, result, started) for job, result in zip(jobs, results)]
 
     def _store_result(self, job: DenoiseJob, result: GenerationResult, started: float) -> DenoiseOutcome:
         stored_at = time.perf_counter()

@@ -228,18 +228,38 @@ class JobsRepository:
             if connection.execute(statement).rowcount != 1:
                 raise LeaseLost(claim.job_id)
 
-    def heartbeat(self, claim: Claim) -> None:
-        """Renew the lease only; LeaseLost once another replica took the job or it ended."""
+    def heartbeat(self, claim: Claim) -> bool:
+        """Renew the lease only; LeaseLost once another replica took the job or it ended. True when a
+        cancel was asked for (the runner publishes it again on the live channel, which may have lost it)."""
         statement = (
             update(jobs)
             .where(
                 jobs.c.id == claim.job_id, jobs.c.lease_token == claim.token, jobs.c.status == JobStatus.PENDING.value
             )
             .values(heartbeat_at=time.time())
+            .returning(jobs.c.cancel_requested_at)
         )
         with self.engine.begin() as connection:
-            if connection.execute(statement).rowcount != 1:
-                raise LeaseLost(claim.job_id)
+            rows = connection.execute(statement).all()
+        if len(rows) != 1:
+            raise LeaseLost(claim.job_id)
+        return rows[0].cancel_requested_at is not None
+
+    def request_cancel(self, job_id: str) -> bool:
+        """Remember that a cancel of this unfinished job was asked for (the first time counts); no lease
+        needed. False if the job is unknown or already final."""
+        statement = (
+            update(jobs)
+            .where(jobs.c.id == job_id, jobs.c.status == JobStatus.PENDING.value)
+            .values(cancel_requested_at=func.coalesce(jobs.c.cancel_requested_at, time.time()))
+        )
+        with self.engine.begin() as connection:
+            return connection.execute(statement).rowcount == 1
+
+    def cancel_requested(self, job_id: str) -> bool:
+        with self.engine.connect() as connection:
+            at = connection.execute(select(jobs.c.cancel_requested_at).where(jobs.c.id == job_id)).scalar_one_or_none()
+        return at is not None
 
     def adopt(self, job_id: str, token: int, owner: str, stale_before: float) -> Claim | None:
         """Take the lease of a stale job atomically: one replica wins, the others get None."""

@@ -13,9 +13,10 @@ from collections.abc import Callable, Iterable
 
 from serve_apps.config import AppArgs
 from serve_apps.db import Claim, JobsRepository
-from serve_apps.jobs.kind import CANCELLED_BY_USER, JobKind, JobSignals, StoreSignals
+from serve_apps.jobs.kind import CANCELLED_BY_USER, JobKind, JobSignals
 from serve_apps.jobs.orphans import OrphanSweeper
 from serve_apps.jobs.running import JobRunner
+from serve_apps.live import LiveChannel, local_channel
 from serve_apps.records import JobState, Stage
 from serve_apps.storage import JobStore
 
@@ -29,14 +30,15 @@ class JobCore:
         args: AppArgs,
         webhook_payload: Callable[[JobState], dict],
         limiter=None,
-        signals: JobSignals | None = None,
+        channel: LiveChannel | None = None,
         replica_id: str | None = None,
     ):
-        """`store` holds the files retention deletes; `signals` carries cancel and progress (default:
-        marker files in `store`); `limiter` is the KeyLimiter handle whose slot a finished job frees."""
+        """`store` holds the files retention deletes; `channel` carries cancel and progress (default: this
+        process's own; a cluster passes its `RayChannel`); `limiter` is the KeyLimiter handle whose slot a
+        finished job frees."""
         self.jobs = jobs
         self.store = store
-        self.signals = signals or StoreSignals(store)
+        self.signals = JobSignals(channel or local_channel(), jobs)
         self.replica_id = replica_id or uuid.uuid4().hex[:12]
         self.runner = JobRunner(jobs, self.signals, {kind.name: kind for kind in kinds}, args, webhook_payload, limiter)
         self.orphans = OrphanSweeper(jobs, store, self.runner, args, self.replica_id)
@@ -52,7 +54,8 @@ class JobCore:
         await self.runner.wait(job_id)
 
     async def cancel(self, record: JobState) -> JobState:
-        """Ask a job to stop: a queued one ends at once, whoever owns it; a running one at its next step."""
+        """Ask a job to stop: a queued one ends at once, whoever owns it; a running one at its next step (the
+        request is kept in the database and sent on the live channel to the worker)."""
         if record.is_final:
             return record
         await self.signals.request_cancel(record.id)

@@ -5,20 +5,22 @@ A kind is a name, a record type (a `JobState` with its typed `params` and its re
 fencing token, a heartbeat, adoption when its replica dies, retries, a timeout, cancel, one final
 write, the limiter's slot given back and the webhook sent.
 
-Cancel requests and progress travel through `JobSignals`; today that is marker files in storage
-(`StoreSignals`), read by the workers too. A live channel replaces this one class.
+Cancel requests and progress travel through `JobSignals`: the live channel, with each cancel also
+kept in the database.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from serve_apps.db import Claim
+from deployments.progress import Progress
+from serve_apps.db import Claim, JobsRepository
+from serve_apps.live import LiveChannel
 from serve_apps.records import JobState, JobStatus
-from serve_apps.storage import JobStore
 
 CANCELLED_BY_USER = "cancelled by the user"
 
@@ -39,36 +41,37 @@ class JobCancelled(JobEnds):
         super().__init__(JobStatus.CANCELLED, reason)
 
 
-class JobSignals(Protocol):
-    """Between a job's asker and its runner: cancel requests one way, progress the other."""
+class JobSignals:
+    """Between a job's asker and its runner: cancel requests one way, progress the other.
 
-    async def request_cancel(self, job_id: str) -> None: ...
+    Both travel on the live channel (`serve_apps.live`), which the workers' step loops read and write
+    too. A cancel is also written to the database first, so it outlives the channel: the running job's
+    heartbeat finds it there and publishes it again (`cancel_found`). Progress is transient."""
 
-    async def cancel_requested(self, job_id: str) -> bool: ...
-
-    async def report_progress(self, job_id: str, progress: dict) -> None: ...
-
-    async def progress(self, job_id: str) -> dict | None: ...
-
-
-class StoreSignals:
-    """Today's channel: marker files in storage (jobs/<id>/cancel, jobs/<id>/progress.json), which
-    the denoiser replicas read and write too."""
-
-    def __init__(self, store: JobStore):
-        self.store = store
+    def __init__(self, channel: LiveChannel, jobs: JobsRepository):
+        self.channel = channel
+        self.jobs = jobs
 
     async def request_cancel(self, job_id: str) -> None:
-        await asyncio.to_thread(self.store.request_cancel, job_id)
+        await asyncio.to_thread(self.jobs.request_cancel, job_id)
+        await self.channel.request_cancel(job_id)
+
+    async def cancel_found(self, job_id: str) -> None:
+        """The heartbeat saw a cancel in the database: publish it again (a restarted channel lost it)."""
+        await self.channel.request_cancel(job_id)
 
     async def cancel_requested(self, job_id: str) -> bool:
-        return await asyncio.to_thread(self.store.is_cancel_requested, job_id)
+        return await self.channel.cancel_requested(job_id)
 
-    async def report_progress(self, job_id: str, progress: dict) -> None:
-        await asyncio.to_thread(self.store.save_progress, job_id, progress)
+    async def report_progress(self, progress: Progress) -> None:
+        await self.channel.publish(progress)
 
-    async def progress(self, job_id: str) -> dict | None:
-        return await asyncio.to_thread(self.store.load_progress, job_id)
+    async def progress(self, job_id: str) -> Progress | None:
+        return await self.channel.progress(job_id)
+
+    async def ended(self, job_id: str) -> None:
+        """After the final write: readers waiting on the job wake, workers still on it stop."""
+        await self.channel.finish(job_id)
 
 
 @dataclass(frozen=True)
@@ -84,8 +87,10 @@ class JobContext:
         """Write the record (a new stage, say); LeaseLost once another replica owns the job."""
         await self.save_record(record)
 
-    async def report_progress(self, step: int, total: int, **extra) -> None:
-        await self.signals.report_progress(self.job_id, {"step": step, "total": total, **extra})
+    async def report_progress(
+        self, step: int, of: int, eta_s: float | None = None, preview: bytes | None = None
+    ) -> None:
+        await self.signals.report_progress(Progress(self.job_id, step, of, eta_s, preview, time.time()))
 
     async def cancel_requested(self) -> bool:
         return await self.signals.cancel_requested(self.job_id)

@@ -51,6 +51,7 @@ class JobRunner:
         self.limiter = limiter
         self.tasks: dict[str, asyncio.Task] = {}
         self.in_flight: dict[str, int] = {}
+        self.background: set[asyncio.Task] = set()
 
     async def save(self, claim: Claim, record: JobState) -> None:
         await asyncio.to_thread(self.jobs.save, claim, record.model_copy(deep=True))
@@ -112,11 +113,13 @@ class JobRunner:
                 logger.warning("job %s attempt %d failed (%s); retrying", record.id, record.attempts, reason)
 
     async def _heartbeat(self, claim: Claim) -> None:
-        """Renew the lease; a failed write is retried at the next beat, a lost lease stops the job."""
+        """Renew the lease; a failed write is retried at the next beat, a lost lease stops the job. A cancel
+        kept in the database is published again at each beat, so a restarted live channel loses none."""
         while True:
             await asyncio.sleep(self.args.jobs.heartbeat_s)
             try:
-                await asyncio.to_thread(self.jobs.heartbeat, claim)
+                if await asyncio.to_thread(self.jobs.heartbeat, claim):
+                    await self.signals.cancel_found(claim.job_id)
             except LeaseLost:
                 task = self.tasks.get(claim.job_id)
                 if task is not None:
@@ -145,10 +148,19 @@ class JobRunner:
         self.after_finish(record)
 
     def after_finish(self, record: JobState) -> None:
+        """The job's final state is stored: tell the live channel (readers wake, workers stop), give the
+        limiter's slot back, send the webhook."""
+        self._background(self.signals.ended(record.id))
         if self.limiter is not None:
             self.limiter.release.remote(record.key_id, record.id)
         if record.webhook:
-            asyncio.create_task(self._send_webhook(record))
+            self._background(self._send_webhook(record))
+
+    def _background(self, work) -> None:
+        """Run without waiting, keeping a reference until done (the event loop keeps only weak ones)."""
+        task = asyncio.create_task(work)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
 
     async def _send_webhook(self, record: JobState) -> None:
         webhook = record.webhook

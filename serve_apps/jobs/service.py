@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from deployments.contracts import GenerationDefaults
+from deployments.progress import Progress
 from lora.registry import AdapterRegistry
 from serve_apps.config import AppArgs
 from serve_apps.db import JobsRepository
@@ -12,6 +13,7 @@ from serve_apps.jobs.core import JobCore
 from serve_apps.jobs.kinds.generate import GenerateKind
 from serve_apps.jobs.submission import JobSubmitter
 from serve_apps.jobs.usage import usage_summary
+from serve_apps.live import LiveChannel
 from serve_apps.protocol import GenerateRequest
 from serve_apps.records import JobRecord
 from serve_apps.storage import JobStore
@@ -30,14 +32,15 @@ class JobService:
         views: JobViews,
         limiter=None,
         adapters: AdapterRegistry | None = None,
+        channel: LiveChannel | None = None,
     ):
-        """`jobs` holds job state, `store` the files (images, progress and cancel markers)."""
+        """`jobs` holds job state, `store` the files (images), `channel` the live progress and cancels."""
         self.jobs = jobs
         self.store = store
         self.denoisers = denoisers
         self.args = args
         kinds = [GenerateKind(encoders, denoisers, args.pricing)]
-        self.core = JobCore(jobs, store, kinds, args, views.webhook_payload, limiter)
+        self.core = JobCore(jobs, store, kinds, args, views.webhook_payload, limiter, channel)
         self.replica_id = self.core.replica_id
         self.submitter = JobSubmitter(jobs, defaults, args, limiter, adapters)
 
@@ -50,8 +53,13 @@ class JobService:
             return None
         return record
 
-    async def load_progress(self, job_id: str) -> dict | None:
-        return await self.core.signals.progress(job_id)
+    async def load_progress(self, record: JobRecord) -> Progress | None:
+        """The job's latest progress from the live channel (a finished job's, for a while after its end)."""
+        return await self.core.signals.progress(record.id)
+
+    async def wait_for_change(self, job_id: str, after: int, timeout_s: float) -> int:
+        """The job's live version once above `after` (progress, cancel, its end), or after `timeout_s`."""
+        return await self.core.signals.channel.wait_for_change(job_id, after, timeout_s)
 
     async def load_image(self, job_id: str, name: str) -> bytes | None:
         return await asyncio.to_thread(self.store.load_image, job_id, name)

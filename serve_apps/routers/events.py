@@ -15,7 +15,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel
 
 from serve_apps.auth import key_from_headers
-from serve_apps.events import job_events, parse_last_event_id
+from serve_apps.events import REREAD_S, job_events, parse_last_event_id
 from serve_apps.protocol import ErrorResponse
 from serve_apps.routers.deps import ERRORS, own_job, require_key, services
 
@@ -40,7 +40,7 @@ async def job_view(request: Request, job_id: str) -> dict | None:
     if record is None:
         return None
     record = await service.adopt_if_stale(record)
-    progress, position = await service.load_progress(job_id), await service.queue_position(record)
+    progress, position = await service.load_progress(record), await service.queue_position(record)
     return services(request).views.job(record, progress, position).model_dump(mode="json")
 
 
@@ -85,6 +85,12 @@ async def job_events_stream(
 ) -> AsyncIterator[ServerSentEvent]:
     """Server-Sent Events: `queued` {queue_position}, `progress` {step, total}, then `done` or `error`
     (the job as `GET /v1/jobs/{id}` shows it) and the stream ends. Each event has an `id`;
-    reconnect with `Last-Event-ID` to get only what you have not seen."""
-    async for event in job_events(lambda: job_view(request, job_id), parse_last_event_id(last_event_id)):
+    reconnect with `Last-Event-ID` to get only what you have not seen. The stream wakes on the live
+    channel's news of the job, and reads the database at least every REREAD_S."""
+    service = services(request).service
+
+    async def changed(version: int) -> int:
+        return await service.wait_for_change(job_id, version, REREAD_S)
+
+    async for event in job_events(lambda: job_view(request, job_id), changed, parse_last_event_id(last_event_id)):
         yield ServerSentEvent(event=event.name, id=str(event.id), data=event.data)

@@ -1,4 +1,4 @@
-"""Job status, BFL's get_result, history and cancel."""
+"""Job status, BFL's get_result, history and cancel. Progress is the live channel's, the rest the database's."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ async def get_result(request: Request, id: str, key_id: str = Depends(require_ke
     if record is None:
         return GetResultResponse(id=id, status=JobStatus.NOT_FOUND)
     record = await service.adopt_if_stale(record)
-    return services(request).views.bfl_result(record, await service.load_progress(id))
+    return services(request).views.bfl_result(record, await service.load_progress(record))
 
 
 @router.get("/v1/jobs", response_model=JobListResponse)
@@ -37,7 +37,7 @@ async def get_job(request: Request, job_id: str, key_id: str = Depends(require_k
     service = services(request).service
     record = await own_job(request, job_id, key_id)
     return services(request).views.job(
-        record, await service.load_progress(job_id), await service.queue_position(record)
+        record, await service.load_progress(record), await service.queue_position(record)
     )
 
 
@@ -45,4 +45,4 @@ async def get_job(request: Request, job_id: str, key_id: str = Depends(require_k
 async def cancel_job(request: Request, job_id: str, key_id: str = Depends(require_key)) -> JobResponse:
     service = services(request).service
     record = await service.cancel(await own_job(request, job_id, key_id))
-    return services(request).views.job(record, await service.load_progress(job_id))
+    return services(request).views.job(record, await service.load_progress(record))

@@ -11,10 +11,12 @@ from typing import Literal
 import pytest
 from pydantic import BaseModel
 
+from deployments.progress import Progress
 from serve_apps.config import AppArgs
 from serve_apps.db import Claim, Database, JobsRepository, LeaseLost
 from serve_apps.jobs.core import JobCore
 from serve_apps.jobs.kind import JobContext
+from serve_apps.live import InProcessChannel
 from serve_apps.records import GENERATE, JobRecord, JobState, JobStatus, Stage
 from serve_apps.storage import JobStore, new_job_id
 
@@ -73,12 +75,26 @@ def open_jobs(database_url: str) -> JobsRepository:
     return Database.open(database_url, {GENERATE: JobRecord, COUNT: CountRecord}).jobs
 
 
-def replica(database_url: str, tmp_path, name: str, **jobs_args) -> JobCore:
-    """A job core as one ingress replica holds it; replicas share the database and the store."""
+class RecordingChannel(InProcessChannel):
+    """A live channel that remembers every progress published on it."""
+
+    def __init__(self):
+        super().__init__()
+        self.published: list[Progress] = []
+
+    async def publish(self, progress: Progress) -> None:
+        self.published.append(progress)
+        await super().publish(progress)
+
+
+def replica(database_url: str, tmp_path, name: str, channel=None, **jobs_args) -> JobCore:
+    """A job core as one ingress replica holds it; replicas share the database, the store and (unless
+    given their own) this process's live channel, as replicas of a cluster share its channel actor."""
     jobs = {"heartbeat_s": 0.05, "stale_after_s": STALE_AFTER_S, "max_attempts": 3, **jobs_args}
     args = AppArgs(storage_url=str(tmp_path), jobs=jobs)
     store = JobStore(str(tmp_path / "store"))
-    core = JobCore(open_jobs(database_url), store, [CountKind()], args, dict, Releases(), replica_id=name)
+    kinds = [CountKind()]
+    core = JobCore(open_jobs(database_url), store, kinds, args, dict, Releases(), channel, replica_id=name)
     core.kind = core.runner.kinds[COUNT]
     return core
 
@@ -103,7 +119,8 @@ async def until(condition, timeout_s: float = 10.0) -> None:
 
 
 def test_a_second_kind_runs_under_its_lease_to_one_final_write(database_url, tmp_path):
-    core = replica(database_url, tmp_path, "a")
+    channel = RecordingChannel()
+    core = replica(database_url, tmp_path, "a", channel)
 
     async def scenario():
         record, claim = submit(core)
@@ -115,7 +132,9 @@ def test_a_second_kind_runs_under_its_lease_to_one_final_write(database_url, tmp
     stored = core.jobs.load(record.id)
     assert isinstance(stored, CountRecord) and stored.kind == COUNT
     assert (stored.status, stored.stage, stored.counted, stored.attempts) == (JobStatus.READY, Stage.DONE, 3, 1)
-    assert core.store.load_progress(record.id) == {"step": 3, "total": 3}
+    assert [(p.job_id, p.step, p.of) for p in channel.published] == [(record.id, step, 3) for step in (1, 2, 3)]
+    assert asyncio.run(channel.progress(record.id)).step == 3, "its last progress is shown with its final state"
+    assert asyncio.run(channel.cancel_requested(record.id)), "whatever still works on an ended job stops"
     assert core.runner.limiter.released == [record.id], "the slot is given back once"
     with pytest.raises(LeaseLost):
         core.jobs.heartbeat(claim)  # nothing renews a finished job's lease
@@ -159,7 +178,7 @@ def test_a_queued_job_cancelled_from_any_replica_never_runs(database_url, tmp_pa
 
     asyncio.run(start_anyway())
     assert owner.kind.runs == [], "its owner lost the lease at the cancel: its first write stopped it"
-    assert owner.store.load_progress(record.id) is None
+    assert asyncio.run(owner.signals.progress(record.id)) is None
     assert other.jobs.load(record.id).status == JobStatus.CANCELLED
     assert other.runner.limiter.released == [record.id] and owner.runner.limiter.released == []
 
@@ -181,6 +200,26 @@ def test_a_running_job_cancelled_from_another_replica_stops_at_its_next_step(dat
     assert (stored.status, stored.error) == (JobStatus.CANCELLED, "cancelled by the user")
     assert 1 <= stored.counted < 200
     assert owner.runner.limiter.released == [record.id]
+
+
+def test_a_cancel_the_live_channel_lost_is_published_again_by_the_heartbeat(database_url, tmp_path):
+    """The other replica's channel is not the owner's (as if the channel actor restarted between the
+    cancel and the worker's next question): the cancel reaches the job through the database."""
+    owner = replica(database_url, tmp_path, "a", InProcessChannel())
+    other = replica(database_url, tmp_path, "b", InProcessChannel())
+
+    async def scenario():
+        record, claim = submit(owner, steps=200)
+        owner.start(record, claim)
+        await until(lambda: owner.signals.progress(record.id))
+        await other.cancel(other.jobs.load(record.id))
+        await owner.wait(record.id)
+        return record
+
+    record = asyncio.run(scenario())
+    stored = owner.jobs.load(record.id)
+    assert (stored.status, stored.error) == (JobStatus.CANCELLED, "cancelled by the user")
+    assert stored.counted < 200
 
 
 def test_a_failed_attempt_is_retried_up_to_max_attempts(database_url, tmp_path):
@@ -211,7 +250,8 @@ def test_a_job_over_its_timeout_ends_and_is_asked_to_stop(tmp_path):
     record = asyncio.run(scenario())
     stored = core.jobs.load(record.id)
     assert stored.status == JobStatus.ERROR and stored.error.startswith("timed out after")
-    assert core.store.is_cancel_requested(record.id), "the worker sees the cancel at its next step"
+    assert core.jobs.cancel_requested(record.id), "the cancel is kept in the database"
+    assert asyncio.run(core.signals.cancel_requested(record.id)), "the worker sees the cancel at its next step"
 
 
 def test_a_replica_leaves_alone_the_jobs_of_a_kind_it_does_not_run(tmp_path):

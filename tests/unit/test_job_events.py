@@ -30,27 +30,26 @@ LIFE = [
 ]
 
 
-def replay(states: list[dict | None], last_event_id: int = 0) -> tuple[list, list[float]]:
-    """Run the stream over a scripted job life; returns the events and the sleeps it took."""
-    remaining, sleeps = list(states), []
+def replay(states: list[dict | None], last_event_id: int = 0) -> tuple[list, list[int]]:
+    """Run the stream over a scripted job life; returns the events and the versions it waited after.
+    Each wait returns the next version at once, as if the job's live state changed every time."""
+    remaining, waits = list(states), []
 
     async def read_job():
         return remaining.pop(0) if len(remaining) > 1 else remaining[0]
 
-    async def sleep(seconds: float) -> None:
-        sleeps.append(seconds)
+    async def wait_for_change(version: int) -> int:
+        waits.append(version)
+        return version + 1
 
     async def collect():
-        return [
-            event
-            async for event in job_events(read_job, last_event_id, active_poll_s=0.1, idle_poll_s=0.5, sleep=sleep)
-        ]
+        return [event async for event in job_events(read_job, wait_for_change, last_event_id)]
 
-    return asyncio.run(collect()), sleeps
+    return asyncio.run(collect()), waits
 
 
 def test_events_follow_the_job_in_order_with_growing_ids_and_only_changes():
-    events, sleeps = replay(LIFE)
+    events, waits = replay(LIFE)
     assert [(event.name, event.data.get("queue_position"), event.data.get("step")) for event in events] == [
         (QUEUED, 2, None),
         (QUEUED, 1, None),
@@ -63,20 +62,55 @@ def test_events_follow_the_job_in_order_with_growing_ids_and_only_changes():
     assert events[-1].data == LIFE[-1], "done carries the job exactly as read"
     ids = [event.id for event in events]
     assert ids == sorted(set(ids)), "ids grow strictly"
-    assert sleeps == [0.1, 0.2, 0.1, 0.1, 0.1, 0.2, 0.1], "fast after a change, slower while quiet, none after the end"
+    assert waits == list(range(len(LIFE) - 1)), (
+        "one wait between reads, after the version last seen; none after the end"
+    )
 
 
-def test_a_quiet_job_is_read_ever_less_often_down_to_the_idle_interval():
-    _, sleeps = replay([job(queue_position=3)] * 6 + [job(status="Ready", stage="done")])
-    assert sleeps == [0.1, 0.2, 0.4, 0.5, 0.5, 0.5]
+def test_a_stream_waits_on_the_live_channel_instead_of_sleeping():
+    """A real in-process channel: the stream reads the job again only when the channel says it changed
+    (or the wait times out), and the job's end wakes it at once."""
+    from deployments.progress import Progress
+    from serve_apps.live import InProcessChannel
+
+    channel, job_id, reads = InProcessChannel(), "a" * 32, []
+    state = {"job": job(stage="denoising", attempts=1)}
+
+    async def read_job():
+        reads.append(state["job"])
+        return state["job"]
+
+    async def scenario():
+        stream = job_events(read_job, lambda version: channel.wait_for_change(job_id, version, 30.0))
+        events = []
+
+        async def collect():
+            async for event in stream:
+                events.append(event)
+
+        task = asyncio.create_task(collect())
+        await asyncio.sleep(0.05)
+        assert len(reads) == 1 and events == [], "nothing changed: the stream waits, it does not poll"
+        for step in (1, 2):
+            state["job"] = job(stage="denoising", step=step, attempts=1)
+            await channel.publish(Progress(job_id, step, 4))
+            await asyncio.sleep(0.05)
+        state["job"] = job(status="Ready", stage="done", attempts=1)
+        await channel.finish(job_id)
+        await asyncio.wait_for(task, 1.0)
+        return events
+
+    events = asyncio.run(scenario())
+    assert [(event.name, event.data.get("step")) for event in events] == [(PROGRESS, 1), (PROGRESS, 2), (DONE, None)]
+    assert len(reads) == 4 and channel.state.waiting() == 0
 
 
 def test_a_finished_job_gives_one_event_and_ends():
     for status, name in [("Ready", DONE), ("Error", ERROR), ("Cancelled", ERROR), ("Request Moderated", ERROR)]:
         final = job(status=status, stage="done", attempts=1)
-        events, sleeps = replay([final])
+        events, waits = replay([final])
         assert [(event.name, event.data) for event in events] == [(name, final)]
-        assert sleeps == []
+        assert waits == []
 
 
 def test_a_reconnect_with_last_event_id_repeats_nothing_seen():

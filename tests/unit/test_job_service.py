@@ -56,4 +56,5 @@ def test_cancelling_an_orphaned_queued_job_ends_it_at_once(tmp_path):
     stored = service.jobs.load(record.id)
     assert stored.status == "Cancelled" and stored.error == "cancelled by the user"
     assert service.jobs.count_pending() == 0
-    assert service.store.is_cancel_requested(record.id)
+    assert service.jobs.cancel_requested(record.id)
+    assert asyncio.run(service.core.signals.cancel_requested(record.id)), "a worker still on it would stop"

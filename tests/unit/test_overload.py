@@ -98,7 +98,8 @@ def test_a_timed_out_job_asks_its_replica_to_stop(tmp_path):
     service, record, claim = make_runner(tmp_path, denoise, timeout_s=0.2)
     status, reason = asyncio.run(service.core.runner._attempts(record, claim))
     assert status == JobStatus.ERROR and "timed out" in reason
-    assert service.store.is_cancel_requested(record.id), "the denoiser sees the cancel at its next step"
+    assert service.jobs.cancel_requested(record.id), "the cancel is kept in the database"
+    assert asyncio.run(service.core.signals.cancel_requested(record.id)), "the denoiser sees it at its next step"
 
 
 def test_when_room_returns_what_the_call_returns():

@@ -13,6 +13,7 @@ from PIL import Image
 from deployments.contracts import DenoiseJob, GenerationParams, InvalidRequestError
 from deployments.denoiser import Denoiser
 from deployments.emulation import build_checkpoint
+from deployments.progress import Progress
 from deployments.registry import VARIANTS, UnknownModelError, get_variant
 from deployments.weights import describe_weights
 
@@ -24,10 +25,10 @@ def pixels(image_bytes: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(image_bytes)).convert("RGB")).astype(np.int16)
 
 
-def make_request(embedding, **overrides) -> DenoiseJob:
+def make_request(embedding, job_id: str | None = None, **overrides) -> DenoiseJob:
     fields = {"width": 64, "height": 64, "seed": 7, "output_format": "png"}
     fields.update(overrides)
-    return DenoiseJob(GenerationParams.with_defaults(TINY_DEFAULTS, "a prompt", **fields), embedding)
+    return DenoiseJob(GenerationParams.with_defaults(TINY_DEFAULTS, "a prompt", **fields), embedding, job_id=job_id)
 
 
 @pytest.mark.parametrize(
@@ -82,35 +83,66 @@ def test_incompatible_requests_run_in_separate_passes(denoiser, prompt):
     assert longer.params.steps == 2
 
 
+class Recorder:
+    """A step observer that remembers every progress and cancels the jobs `cancel(job_id, seen)` names."""
+
+    def __init__(self, cancel=lambda _job_id, _seen: False):
+        self.seen: list[Progress] = []
+        self.cancel = cancel
+
+    def on_step(self, progress: Progress) -> None:
+        self.seen.append(progress)
+
+    def cancel_requested(self, job_id: str) -> bool:
+        return self.cancel(job_id, self.seen)
+
+    def steps(self) -> list[tuple[str, int, int]]:
+        return [(p.job_id, p.step, p.of) for p in self.seen]
+
+
 def test_images_per_forward_cap_splits_passes(denoiser_factory, prompt):
     capped = denoiser_factory(max_images_per_forward=4)
-    progress: list[tuple[int, int, int]] = []
+    observer = Recorder()
     results = capped.generate(
-        [make_request(prompt, num_images=6), make_request(prompt, seed=100, num_images=2)],
-        on_progress=lambda *event: progress.append(event),
+        [make_request(prompt, num_images=6), make_request(prompt, seed=100, num_images=2)], observer=observer
     )
     assert [len(r.images) for r in results] == [6, 2]
     assert max(r.batch_images for r in results) == 4
-    assert (0, 8, 8) in progress, "a request split over two passes reports steps over both"
+    assert ("request-0", 8, 8) in observer.steps(), "a request split over two passes reports steps over both"
+
+
+def test_progress_counts_across_passes_with_a_falling_eta(denoiser_factory, prompt):
+    capped = denoiser_factory(max_images_per_forward=2)
+    observer = Recorder()
+    capped.generate([make_request(prompt, num_images=3, job_id="a" * 32)], observer=observer)
+    assert observer.steps() == [("a" * 32, step, 8) for step in range(1, 9)]
+    etas = [p.eta_s for p in observer.seen]
+    assert all(eta is not None and eta >= 0 for eta in etas) and etas[-1] == 0.0
+    assert etas[0] > etas[-2] > etas[-1], "the ETA falls as steps are done"
+    assert all(p.preview is None and p.updated_at > 0 for p in observer.seen)
 
 
 def test_progress_and_cancel_between_steps(denoiser, prompt):
-    events: list[tuple[int, int, int]] = []
-    [running] = denoiser.generate(
-        [make_request(prompt)],
-        on_progress=lambda *event: events.append(event),
-        should_cancel=lambda _index: len(events) >= 2,
-    )
+    observer = Recorder(cancel=lambda _job_id, seen: len(seen) >= 2)
+    [running] = denoiser.generate([make_request(prompt)], observer=observer)
     assert running.cancelled and running.images == []
-    assert events == [(0, 1, 4), (0, 2, 4)]
+    assert observer.steps() == [("request-0", 1, 4), ("request-0", 2, 4)], "stopped at the step that saw the cancel"
 
 
 def test_cancelled_request_in_a_batch_leaves_the_others(denoiser, prompts):
     kept, dropped = denoiser.generate(
-        [make_request(prompts[0]), make_request(prompts[1])], should_cancel=lambda index: index == 1
+        [make_request(prompts[0]), make_request(prompts[1])],
+        observer=Recorder(cancel=lambda job_id, _seen: job_id == "request-1"),
     )
     assert not kept.cancelled and len(kept.images) == 1
     assert dropped.cancelled and dropped.images == []
+
+
+def test_an_observer_changes_no_pixel(denoiser, prompts):
+    jobs = [make_request(prompts[0], num_images=2), make_request(prompts[1], seed=9)]
+    plain = denoiser.generate(jobs)
+    observed = denoiser.generate(jobs, observer=Recorder())
+    assert [r.images for r in plain] == [r.images for r in observed]
 
 
 @pytest.mark.parametrize(
