@@ -14,7 +14,6 @@ sampling defaults in flux_serve.json, and scores held-out combinations.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import random
 import time
@@ -27,7 +26,9 @@ from diffusers import AutoencoderKLFlux2, FlowMatchEulerDiscreteScheduler, Flux2
 from tqdm import tqdm
 
 from deployments.emulation import SETTINGS_FILENAME, build_components, encoder_out_layers, get_size
+from deployments.progress import StepObserver
 from deployments.registry import get_variant
+from training import loop
 from training.dataset import to_pixels
 from training.flow_matching import flow_matching_loss, images_to_tokens, set_latent_statistics, token_ids
 from training.shapes_world import IMAGE_SIDE_PX, Scene, adherence, draw, held_out_scenes, training_scenes
@@ -57,68 +58,59 @@ class TrainingConfig:
     eval_seeds: int = 4
 
 
-def cosine_with_warmup(step: int, total: int, warmup: int) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * progress))
-
-
-def train_vae(vae, pixels: torch.Tensor, config: TrainingConfig, generator: torch.Generator) -> float:
+def train_vae(
+    vae,
+    pixels: torch.Tensor,
+    config: TrainingConfig,
+    generator: torch.Generator,
+    observer: StepObserver | None = None,
+    job_id: str = "",
+) -> float:
     """L1 + MSE on the posterior mode: flat shapes need sharp edges more than a smooth prior."""
     optimizer = torch.optim.AdamW(vae.parameters(), lr=config.vae_lr, betas=(0.9, 0.99), weight_decay=0.0)
-    vae.train()
-    bar = tqdm(range(config.vae_steps), desc="VAE", unit="step")
-    loss_value = float("nan")
-    for step in bar:
-        for group in optimizer.param_groups:
-            group["lr"] = config.vae_lr * cosine_with_warmup(step, config.vae_steps, 20)
+    losses = [float("nan")]
+
+    def step(index: int) -> None:
         batch = pixels[torch.randint(len(pixels), (config.vae_batch,), generator=generator)]
         posterior = vae.encode(batch).latent_dist
         reconstruction = vae.decode(posterior.mode()).sample
         error = reconstruction - batch
         loss = error.abs().mean() + error.pow(2).mean() + config.kl_weight * posterior.kl().mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        loss_value = loss.item()
-        bar.set_postfix(loss=f"{loss_value:.4f}")
-        if (step + 1) % 500 == 0:
+        losses.append(loop.optimizer_step(optimizer, loss))
+        if (index + 1) % 500 == 0:
             vae.eval()
-            bar.write(
-                f"VAE step {step + 1}: held-out reconstructions {reconstruction_scores(vae, held_out_scenes(), config.seed + 1)}"
-            )
+            scores = reconstruction_scores(vae, held_out_scenes(), config.seed + 1)
+            tqdm.write(f"VAE step {index + 1}: held-out reconstructions {scores}")
             vae.train()
+
+    vae.train()
+    bar = loop.TqdmObserver("VAE", postfix=lambda: {"loss": f"{losses[-1]:.4f}"})
+    schedule = loop.warmup_cosine_schedule(optimizer, config.vae_steps, 20)
+    loop.run_steps(config.vae_steps, step, loop.Observers(bar, observer), job_id, schedule)
     vae.eval()
-    return loss_value
+    return losses[-1]
 
 
-def train_transformer(transformer, tokens, caption_index, embeddings, empty_embedding, config, generator):
+def train_transformer(
+    transformer, tokens, caption_index, embeddings, empty_embedding, config, generator, observer=None, job_id=""
+):
     optimizer = torch.optim.AdamW(transformer.parameters(), lr=config.transformer_lr, weight_decay=0.01)
-    ema = copy.deepcopy(transformer).requires_grad_(False)
+    ema = loop.ema_copy(transformer)
     image_ids, text_ids = token_ids(config.transformer_batch, 4, 4, embeddings.shape[1])
-    transformer.train()
-    bar = tqdm(range(config.transformer_steps), desc="transformer", unit="step")
     losses = []
-    for step in bar:
-        for group in optimizer.param_groups:
-            group["lr"] = config.transformer_lr * cosine_with_warmup(
-                step, config.transformer_steps, config.warmup_steps
-            )
+
+    def step(_: int) -> None:
         rows = torch.randint(len(tokens), (config.transformer_batch,), generator=generator)
         prompt_embeds = embeddings[caption_index[rows]]
         dropped = torch.rand(config.transformer_batch, generator=generator) < config.caption_dropout
         prompt_embeds[dropped] = empty_embedding
         loss = flow_matching_loss(transformer, tokens[rows], prompt_embeds, image_ids, text_ids, generator)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(transformer.parameters(), 1.0)
-        optimizer.step()
-        with torch.no_grad():
-            for averaged, live in zip(ema.parameters(), transformer.parameters()):
-                averaged.lerp_(live, 1 - config.ema_decay)
-        losses.append(loss.item())
-        bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+        losses.append(loop.ema_step(optimizer, loss, transformer, ema, config.ema_decay))
+
+    transformer.train()
+    bar = loop.TqdmObserver("transformer", postfix=lambda: {"loss": f"{np.mean(losses[-50:]):.4f}"})
+    schedule = loop.warmup_cosine_schedule(optimizer, config.transformer_steps, config.warmup_steps)
+    loop.run_steps(config.transformer_steps, step, loop.Observers(bar, observer), job_id, schedule)
     return ema, losses
 
 
@@ -158,7 +150,9 @@ def evaluate(pipeline, settings: dict, scenes: list[Scene], seeds: int) -> dict[
     return adherence(scenes, images)
 
 
-def train(out_dir: Path, config: TrainingConfig) -> dict:
+def train(out_dir: Path, config: TrainingConfig, observer: StepObserver | None = None, job_id: str = "") -> dict:
+    """The VAE, then the transformer; each phase reports its own steps (`of` its own step count) to
+    `observer` beside the tqdm bars."""
     started = time.time()
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
@@ -188,7 +182,8 @@ def train(out_dir: Path, config: TrainingConfig) -> dict:
     pixels = to_pixels([draw(scene, rng) for scene in drawn], IMAGE_SIDE_PX)
     if config.vae_from:
         pipeline.register_modules(vae=AutoencoderKLFlux2.from_pretrained(config.vae_from, subfolder="vae").float())
-    vae_loss = train_vae(pipeline.vae, pixels, config, generator) if config.vae_steps else None  # JSON has no NaN
+    # JSON has no NaN: no VAE steps, no VAE loss
+    vae_loss = train_vae(pipeline.vae, pixels, config, generator, observer, job_id) if config.vae_steps else None
     settings["vae_reconstruction_scores"] = reconstruction_scores(pipeline.vae, held_out_scenes(), config.seed + 1)
     print("VAE reconstruction of held-out scenes:", settings["vae_reconstruction_scores"], flush=True)
     with torch.no_grad():
@@ -208,7 +203,15 @@ def train(out_dir: Path, config: TrainingConfig) -> dict:
         trained = Flux2Transformer2DModel.from_pretrained(config.transformer_from, subfolder="transformer")
         pipeline.register_modules(transformer=trained.float())
     ema, losses = train_transformer(
-        pipeline.transformer, tokens, caption_index, embeddings[:-1], embeddings[-1], config, generator
+        pipeline.transformer,
+        tokens,
+        caption_index,
+        embeddings[:-1],
+        embeddings[-1],
+        config,
+        generator,
+        observer,
+        job_id,
     )
     pipeline.transformer = ema.eval()
     pipeline.register_modules(transformer=ema)

@@ -29,10 +29,11 @@ from diffusers import Flux2KleinPipeline
 from PIL import Image
 from tqdm import tqdm
 
+from deployments.progress import StepObserver
+from training import loop
 from training.flow_matching import flow_matching_loss, token_ids
 from training.shapes_edits import Edit, draw_pair, training_edits
 from training.shapes_language import caption, plain_e
-from training.shapes_model import cosine_with_warmup
 from training.shapes_scoring import SETTINGS_FILENAME, score_checkpoint
 from training.shapes_tokenizer import extend_embeddings, extend_tokenizer, new_sentences, tie_translations
 from training.shapes_world import BUCKETS_PX, IMAGE_SIDE_PX, Scene, place, render, training_scenes
@@ -159,8 +160,8 @@ def parameter_groups(transformer, config: MultitaskConfig) -> list[dict]:
     for name, parameter in transformer.named_parameters():
         (qk_norms if ".norm_q." in name or ".norm_k." in name else others).append(parameter)
     return [
-        {"params": others, "base_lr": config.lr},
-        {"params": qk_norms, "base_lr": config.lr * config.qk_norm_lr_multiplier, "weight_decay": 0.0},
+        {"params": others, "lr": config.lr},
+        {"params": qk_norms, "lr": config.lr * config.qk_norm_lr_multiplier, "weight_decay": 0.0},
     ]
 
 
@@ -199,7 +200,9 @@ def describe(transformer) -> str:
     )
 
 
-def train(base_dir: Path, out_dir: Path, config: MultitaskConfig) -> dict:
+def train(
+    base_dir: Path, out_dir: Path, config: MultitaskConfig, observer: StepObserver | None = None, job_id: str = ""
+) -> dict:
     started = time.time()
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
@@ -225,13 +228,11 @@ def train(base_dir: Path, out_dir: Path, config: MultitaskConfig) -> dict:
     }
 
     transformer = pipeline.transformer.train()
-    ema = copy.deepcopy(transformer).requires_grad_(False).eval()
+    ema = loop.ema_copy(transformer).eval()
     optimizer = torch.optim.AdamW(parameter_groups(transformer, config), weight_decay=0.01)
     losses: dict[str, list[float]] = {"t2i": [], "edit": []}
-    bar = tqdm(range(config.steps), desc="multitask", unit="step", mininterval=10)
-    for step in bar:
-        for group in optimizer.param_groups:
-            group["lr"] = group["base_lr"] * cosine_with_warmup(step, config.steps, config.warmup_steps)
+
+    def step(step_index: int) -> None:
         task = "edit" if rng.random() < config.edit_share else "t2i"
         width_px, height_px = pick_bucket(config, rng)
         pool = pools[task][width_px, height_px]
@@ -251,25 +252,24 @@ def train(base_dir: Path, out_dir: Path, config: MultitaskConfig) -> dict:
                 "reference_ids": reference_ids(config.batch, height_tokens, width_tokens),
             }
         loss = flow_matching_loss(transformer, targets, prompt_embeds, image_ids, text_ids, generator, **conditioning)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(transformer.parameters(), 1.0)
-        optimizer.step()
-        with torch.no_grad():
-            for averaged, live in zip(ema.parameters(), transformer.parameters()):
-                averaged.lerp_(live, 1 - config.ema_decay)
-        losses[task].append(loss.item())
-        bar.set_postfix({name: f"{np.mean(values[-50:]):.4f}" for name, values in losses.items() if values})
-        if (step + 1) % config.save_every == 0 or step + 1 == config.steps:
+        losses[task].append(loop.ema_step(optimizer, loss, transformer, ema, config.ema_decay))
+        if (step_index + 1) % config.save_every == 0 or step_index + 1 == config.steps:
             settings["training"] = {
                 **asdict(config),
                 "base": str(base_dir),
-                "steps_done": step + 1,
+                "steps_done": step_index + 1,
                 "seconds": round(time.time() - started),
                 "final_loss": {name: float(np.mean(values[-100:])) for name, values in losses.items() if values},
             }
             save(pipeline, ema, out_dir, settings)
-            bar.write(f"step {step + 1}: saved {out_dir} ({settings['training']['final_loss']})")
+            tqdm.write(f"step {step_index + 1}: saved {out_dir} ({settings['training']['final_loss']})")
+
+    def running_losses() -> dict:
+        return {name: f"{np.mean(values[-50:]):.4f}" for name, values in losses.items() if values}
+
+    bar = loop.TqdmObserver("multitask", postfix=running_losses, mininterval=10)
+    schedule = loop.warmup_cosine_schedule(optimizer, config.steps, config.warmup_steps)
+    loop.run_steps(config.steps, step, loop.Observers(bar, observer), job_id, schedule)
 
     if config.eval_seeds:
         settings.update(score_checkpoint(out_dir, seeds=config.eval_seeds))
