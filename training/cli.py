@@ -29,6 +29,8 @@ def main(argv: list[str] | None = None) -> None:
     train_parser.add_argument("--resolution", type=int, default=64)
     train_parser.add_argument("--batch-size", type=int, default=4)
     train_parser.add_argument("--seed", type=int, default=0)
+    train_parser.add_argument("--device", default="auto", help="auto (a CUDA GPU when there is one), cuda, cpu")
+    train_parser.add_argument("--dtype", default="auto", help="of the base model: auto (bf16 on a GPU, fp32 on a CPU)")
     train_parser.add_argument("--tags", nargs="*", default=[], help="e.g. style person nsfw")
     options = parser.parse_args(argv)
 

@@ -2,32 +2,39 @@
 
 The adapter is saved with `Flux2KleinPipeline.save_lora_weights`, so diffusers' own
 `load_lora_weights` reads it back; its base model and trigger word go into the file's
-metadata and a model card README.md ready for the Hugging Face hub.
+metadata and a model card README.md ready for the Hugging Face hub. It trains on a CUDA GPU when
+there is one (the base in bf16 as the denoiser loads it, the adapter in fp32), else on the CPU, and
+reports every step through the step hook (training/loop.py), so a job can watch and cancel it.
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from diffusers import Flux2KleinPipeline
+from diffusers.training_utils import cast_training_params
 from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict
-from tqdm import tqdm
 
-from deployments.loading import load_pipeline, pick_device, resolve_weights
+from deployments.loading import load_pipeline, pick_device, pick_dtype, resolve_weights
+from deployments.progress import StepObserver
 from deployments.registry import get_variant
 from lora.adapter_file import ADAPTER_FILENAME, write_metadata
 from training.card import model_card
 from training.dataset import load_examples, to_pixels
 from training.flow_matching import flow_matching_loss, images_to_tokens, token_ids
+from training.loop import Observers, TqdmObserver, optimizer_step, run_steps
 
 TARGET_MODULES = (
     r".*\.(to_q|to_k|to_v|to_out\.0|add_q_proj|add_k_proj|add_v_proj|to_add_out|to_qkv_mlp_proj)$"
     r"|.*single_transformer_blocks\.\d+\.attn\.to_out$"
 )
+CARD_FILENAME = "README.md"
 
 
 @dataclass
@@ -43,6 +50,8 @@ class LoraTrainingConfig:
     resolution: int = 64
     batch_size: int = 4
     seed: int = 0
+    device: str = "auto"  # a CUDA GPU when there is one (deployments.loading.pick_device)
+    dtype: str = "auto"  # the base model's: bf16 on a GPU, fp32 on a CPU (pick_dtype); the adapter learns in fp32
     license: str | None = None
     tags: list[str] = field(default_factory=list)
 
@@ -60,49 +69,60 @@ def with_trigger(caption: str, trigger_word: str) -> str:
     return caption if trigger_word.lower() in caption.lower() else f"{trigger_word}, {caption}"
 
 
-def train_lora(config: LoraTrainingConfig, show_progress: bool = True) -> TrainingResult:
+def train_lora(
+    config: LoraTrainingConfig,
+    show_progress: bool = True,
+    observer: StepObserver | None = None,
+    job_id: str = "",
+) -> TrainingResult:
+    """Train and save the adapter; each optimizer step is reported to `observer` (and to a tqdm bar when
+    `show_progress`) as `Progress(job_id, step, of=config.steps, eta_s)`. When the observer asks to stop,
+    `Cancelled` is raised at the next step and nothing is written to `config.out`."""
     started = time.time()
     variant = get_variant(config.model)
     weights = resolve_weights(variant, config.weights)
     torch.manual_seed(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
-    pipeline = load_pipeline(weights, pick_device("cpu"), torch.float32)
+    generator = torch.Generator().manual_seed(config.seed)  # on the CPU, so a seed draws alike on every device
+    device = pick_device(config.device)
+    pipeline = load_pipeline(weights, device, pick_dtype(device, config.dtype))
 
     examples = load_examples(Path(config.data))
     captions = [with_trigger(caption, config.trigger_word) for _, caption in examples]
     with torch.no_grad():
         prompt_embeds, _ = pipeline.encode_prompt(
             prompt=captions,
-            device=torch.device("cpu"),
+            device=device,
             max_sequence_length=weights.max_sequence_length,
             text_encoder_out_layers=weights.text_encoder_out_layers,
         )
-        tokens = images_to_tokens(pipeline.vae, to_pixels([image for image, _ in examples], config.resolution))
+        pixels = to_pixels([image for image, _ in examples], config.resolution)
+        tokens = images_to_tokens(pipeline.vae, pixels.to(device, pipeline.vae.dtype))
 
     transformer = pipeline.transformer
     transformer.requires_grad_(False)
     transformer.add_adapter(
         LoraConfig(r=config.rank, lora_alpha=config.rank, init_lora_weights="gaussian", target_modules=TARGET_MODULES)
     )
+    cast_training_params(transformer, torch.float32)  # the adapter learns in fp32 over a bf16 base on a GPU
     trainable = [parameter for parameter in transformer.parameters() if parameter.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate)
     side_tokens = config.resolution // pipeline.vae_scale_factor // 2
     batch = min(config.batch_size, len(examples))
-    image_ids, text_ids = token_ids(batch, side_tokens, side_tokens, prompt_embeds.shape[1])
+    image_ids, text_ids = (ids.to(device) for ids in token_ids(batch, side_tokens, side_tokens, prompt_embeds.shape[1]))
     losses = []
-    transformer.train()
-    for _ in tqdm(range(config.steps), desc=f"LoRA {config.trigger_word}", disable=not show_progress):
+
+    def step(_: int) -> None:
         rows = torch.randperm(len(examples), generator=generator)[:batch]
         loss = flow_matching_loss(transformer, tokens[rows], prompt_embeds[rows], image_ids, text_ids, generator)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    transformer.eval()
+        losses.append(optimizer_step(optimizer, loss))
 
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    Flux2KleinPipeline.save_lora_weights(out, transformer_lora_layers=get_peft_model_state_dict(transformer))
+    bar = TqdmObserver(f"LoRA {config.trigger_word}") if show_progress else None
+    transformer.train()
+    try:
+        run_steps(config.steps, step, Observers(bar, observer), job_id)
+    finally:
+        transformer.eval()
+
     metadata = {
         "base_model": variant.name,
         "base_model_repo": variant.source,
@@ -113,7 +133,19 @@ def train_lora(config: LoraTrainingConfig, show_progress: bool = True) -> Traini
         "training": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
         "trained_on_weights": weights.description,
     }
-    write_metadata(out / ADAPTER_FILENAME, metadata)
-    card_path = out / "README.md"
-    card_path.write_text(model_card(metadata, losses))
-    return TrainingResult(config, out / ADAPTER_FILENAME, card_path, losses, time.time() - started)
+    out = Path(config.out)
+    save_adapter(out, get_peft_model_state_dict(transformer), metadata, model_card(metadata, losses))
+    return TrainingResult(config, out / ADAPTER_FILENAME, out / CARD_FILENAME, losses, time.time() - started)
+
+
+def save_adapter(out: Path, lora_layers: dict, metadata: dict, card: str) -> None:
+    """The adapter file (diffusers' layout, our metadata in its header) and its card, written in a folder
+    beside `out` and moved in file by file, so `out` never holds a half-written adapter."""
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-") as staging:
+        staged = Path(staging)
+        Flux2KleinPipeline.save_lora_weights(staged, transformer_lora_layers=lora_layers)
+        write_metadata(staged / ADAPTER_FILENAME, metadata)
+        (staged / CARD_FILENAME).write_text(card)
+        for name in (ADAPTER_FILENAME, CARD_FILENAME):
+            os.replace(staged / name, out / name)

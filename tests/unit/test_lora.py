@@ -49,6 +49,7 @@ def red_adapter(tmp_path_factory):
         steps=80,
         learning_rate=1e-2,
         tags=["style"],
+        device="cpu",  # what the tests measure against, GPU or not
     )
     return train_lora(config, show_progress=False)
 
