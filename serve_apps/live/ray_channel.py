@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 
 from deployments.progress import Progress
-from serve_apps.live.state import LiveState
+from serve_apps.live.channel import InProcessChannel
 
 logger = logging.getLogger("flux_serve.live")
 
@@ -28,32 +28,11 @@ MAX_CONCURRENT_CALLS = 4096  # each open events stream holds one waiting call
 WARN_EVERY_S = 30.0
 
 
-class LiveActor:
-    """The cluster's live table (`LiveState`), served by an async actor: waits cost no thread."""
-
-    def __init__(self):
-        self.state = LiveState()
-
-    async def publish(self, progress: Progress) -> None:
-        self.state.publish(progress)
-
-    async def progress(self, job_id: str) -> Progress | None:
-        return self.state.progress(job_id)
-
-    async def request_cancel(self, job_id: str) -> None:
-        self.state.request_cancel(job_id)
+class LiveActor(InProcessChannel):
+    """The cluster's live table: the in-process channel, served by an async actor (waits cost no thread)."""
 
     async def cancelled_among(self, job_ids: list[str]) -> set[str]:
         return self.state.cancelled_among(job_ids)
-
-    async def finish(self, job_id: str) -> None:
-        self.state.finish(job_id)
-
-    async def version(self, job_id: str) -> int:
-        return self.state.version(job_id)
-
-    async def wait_for_change(self, job_id: str, after: int, timeout_s: float) -> int:
-        return await self.state.wait_for_change(job_id, after, timeout_s)
 
     async def entries(self) -> int:
         return len(self.state)
