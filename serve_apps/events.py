@@ -4,7 +4,7 @@ replica can serve it.
 The stream reads the job (as `GET /v1/jobs/{id}` shows it), sends what changed, then waits on the live
 channel until the job's live state changes (a progress, a cancel, its end) or REREAD_S passes (what only
 the database knows: a queue position, a stage, an adoption), and reads it again; it never sleeps in a
-poll loop. It sends only changes: `queued` {queue_position}, `progress` {step, total}, then one `done`
+poll loop. It sends only changes: `queued` {queue_position}, `progress` {step, total, eta_s}, then one `done`
 (Ready) or `error` (Error, Cancelled, Request Moderated) carrying the whole job, and ends. Each event's
 id is derived from the job's state, not counted per connection, so a client that reconnects with
 `Last-Event-ID` (after an ingress restart, say) gets only what it has not seen. Keep-alive comments are
@@ -60,7 +60,8 @@ def state_event(job: dict) -> JobEvent | None:
     progress = job.get("progress")
     if progress:
         step = min(progress["step"], FINAL_RANK - QUEUE_RANKS - 1)
-        return JobEvent(PROGRESS, base + QUEUE_RANKS + step, {"step": progress["step"], "total": progress["total"]})
+        data = {"step": progress["step"], "total": progress["total"], "eta_s": progress.get("eta_s")}
+        return JobEvent(PROGRESS, base + QUEUE_RANKS + step, data)
     return None
 
 

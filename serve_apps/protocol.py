@@ -220,6 +220,7 @@ class GetResultResponse(BaseModel):
 class Progress(BaseModel):
     step: int
     total: int
+    eta_s: float | None = Field(None, description="seconds until the denoising ends, from its measured steps")
 
 
 class JobResponse(BaseModel):

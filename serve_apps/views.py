@@ -38,7 +38,7 @@ class JobViews:
             model=record.model,
             status=record.status,
             stage=record.stage.value,
-            progress=Progress(step=progress.step, total=progress.of) if progress else None,
+            progress=Progress(step=progress.step, total=progress.of, eta_s=progress.eta_s) if progress else None,
             queue_position=queue_position,
             seed=record.params.seed,
             images=self.image_urls(record),

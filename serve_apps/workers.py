@@ -12,6 +12,7 @@ import asyncio
 import io
 import logging
 import time
+from dataclasses import replace
 
 import ray
 from PIL import Image
@@ -80,7 +81,12 @@ class EncoderServer:
 
     @serve.batch
     async def encode(self, prompts: list[str]) -> list[PromptEmbedding]:
-        return await asyncio.to_thread(self.encoder.encode, prompts)
+        """Each embedding says how long its batch took, so the job's timings keep `encode` although the
+        embedding goes to the denoiser without passing the ingress."""
+        started = time.perf_counter()
+        embeddings = await asyncio.to_thread(self.encoder.encode, prompts)
+        encode_s = time.perf_counter() - started
+        return [replace(embedding, encode_s=encode_s) for embedding in embeddings]
 
 
 class DenoiserServer:
@@ -139,12 +145,25 @@ class DenoiserServer:
         return key
 
     @serve.batch
-    async def generate(self, jobs: list[DenoiseJob]) -> list[DenoiseOutcome]:
-        """Serve splits batches by multiplexed id, so one batch shares one adapter set."""
+    async def generate(
+        self, jobs: list[DenoiseJob], prompts: list[PromptEmbedding], negatives: list[PromptEmbedding | None]
+    ) -> list[DenoiseOutcome]:
+        """`prompts`/`negatives` are the encoder's responses, passed by the ingress unresolved
+        (DeploymentResponse composition): Ray brings the embeddings here from the encoder, never through
+        the ingress. Serve splits batches by multiplexed id, so one batch shares one adapter set."""
         key = serve.get_multiplexed_model_id()
         if key:
             await self.adapter_set(key)
-        return await asyncio.to_thread(self.generate_batch, jobs)
+        jobs = [
+            replace(job, prompt=prompt, negative_prompt=negative)
+            for job, prompt, negative in zip(jobs, prompts, negatives)
+        ]
+        outcomes = await asyncio.to_thread(self.generate_batch, jobs)
+        for job, outcome in zip(jobs, outcomes):
+            encode_s = job.prompt.encode_s + (job.negative_prompt.encode_s if job.negative_prompt else 0.0)
+            outcome.timings_s["queue"] = max(0.0, outcome.timings_s.get("queue", 0.0) - encode_s)
+            outcome.timings_s["encode"] = encode_s
+        return outcomes
 
     def generate_batch(self, jobs: list[DenoiseJob]) -> list[DenoiseOutcome]:
         """Denoise a batch (progress and cancel through the live channel), store the images, return what each

@@ -64,6 +64,10 @@ class JobService:
     async def load_image(self, job_id: str, name: str) -> bytes | None:
         return await asyncio.to_thread(self.store.load_image, job_id, name)
 
+    async def load_reference(self, name: str) -> bytes | None:
+        """A job's input image as stored (what the model was given)."""
+        return await asyncio.to_thread(self.store.load_reference, name)
+
     # -- submit, wait, cancel ---------------------------------------------------------------
 
     async def submit(

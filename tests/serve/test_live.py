@@ -49,7 +49,7 @@ def test_progress_of_a_running_job_arrives_through_the_channel_actor(client, ser
     progress = ray.get(actor.progress.remote(job_id), timeout=10)
     assert (progress.step, progress.of) == (SLOW_JOB["steps"], SLOW_JOB["steps"]) and progress.eta_s == 0.0
     assert ray.get(actor.cancelled_among.remote([job_id]), timeout=10) == {job_id}, "an ended job's workers stop"
-    assert client.get(f"/v1/jobs/{job_id}").json()["progress"] == {"step": 40, "total": 40}
+    assert client.get(f"/v1/jobs/{job_id}").json()["progress"] == {"step": 40, "total": 40, "eta_s": 0.0}
 
 
 def test_a_cancel_of_a_running_job_stops_it_at_its_next_step(client):

@@ -58,7 +58,7 @@ def test_events_follow_the_job_in_order_with_growing_ids_and_only_changes():
         (PROGRESS, None, 3),
         (DONE, None, None),
     ]
-    assert events[3].data == {"step": 1, "total": 4}
+    assert events[3].data == {"step": 1, "total": 4, "eta_s": None}
     assert events[-1].data == LIFE[-1], "done carries the job exactly as read"
     ids = [event.id for event in events]
     assert ids == sorted(set(ids)), "ids grow strictly"

@@ -34,7 +34,7 @@ class FlakyWrites:
 
 
 def test_failed_heartbeat_writes_are_retried_and_the_job_keeps_its_lease(tmp_path):
-    async def denoise(_job):
+    async def denoise(_job, *_embeddings):
         await asyncio.sleep(0.6)
         return DenoiseOutcome(images=["0.jpeg"], timings_s={}, batch={})
 
@@ -50,7 +50,7 @@ def test_a_failed_final_write_is_retried_alone_and_never_reruns_the_gpu_work(tmp
     monkeypatch.setattr(running, "FINAL_WRITE_BACKOFF_S", 0.01)
     runs = []
 
-    async def denoise(job):
+    async def denoise(job, *_embeddings):
         runs.append(job.job_id)
         return DenoiseOutcome(images=["0.jpeg"], timings_s={}, batch={})
 

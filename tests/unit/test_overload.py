@@ -79,7 +79,7 @@ def make_runner(tmp_path, denoise, timeout_s: float = 30):
 def test_a_full_model_queue_delays_an_admitted_job_and_never_fails_it(tmp_path):
     refusals = []
 
-    async def denoise(job):
+    async def denoise(job, *_embeddings):
         if len(refusals) < 3:
             refusals.append(job.job_id)
             raise BackPressureError(num_queued_requests=64, max_queued_requests=64)
@@ -92,7 +92,7 @@ def test_a_full_model_queue_delays_an_admitted_job_and_never_fails_it(tmp_path):
 
 
 def test_a_timed_out_job_asks_its_replica_to_stop(tmp_path):
-    async def denoise(_job):
+    async def denoise(_job, *_embeddings):
         await asyncio.sleep(30)
 
     service, record, claim = make_runner(tmp_path, denoise, timeout_s=0.2)

@@ -32,7 +32,7 @@ class GenerateKind:
 
     async def run(self, record: JobRecord, claim: Claim, context: JobContext) -> None:
         try:
-            outcome, encode_s, submitted_at = await self.encode_and_denoise(record, context)
+            outcome, submitted_at = await self.encode_and_denoise(record, context)
         except InvalidRequestError as error:
             raise JobEnds(JobStatus.ERROR, f"invalid request: {error}") from None
         if outcome.cancelled:
@@ -43,7 +43,6 @@ class GenerateKind:
         record.images = outcome.images
         record.batch = outcome.batch
         record.timings_s = {
-            "encode": encode_s,
             **outcome.timings_s,
             "cold_start": max(0.0, outcome.replica_ready_at - submitted_at),
             "total": time.time() - record.created_at,
@@ -52,25 +51,28 @@ class GenerateKind:
         if outcome.moderated:
             raise ContentModerated(outcome.moderated)
 
-    async def encode_and_denoise(self, record: JobRecord, context: JobContext) -> tuple[DenoiseOutcome, float, float]:
-        """The one place the encoder and the denoiser meet: the prompt's embeddings (and the empty
-        prompt's, for CFG), then the images. Returns the outcome, the encode seconds, and when the
-        denoise job was submitted."""
+    async def encode_and_denoise(self, record: JobRecord, context: JobContext) -> tuple[DenoiseOutcome, float]:
+        """The one place the encoder and the denoiser meet: the encoder's responses for the prompt (and the
+        empty prompt, for CFG) go to the denoiser unresolved, so Ray moves the embeddings (megabytes a job
+        at real size) from encoder to denoiser directly, never through this replica. Returns the outcome
+        (its timings include `encode`) and when the denoise job was submitted."""
         params, model = record.params, record.model
         await context.check_cancel()
         record.stage = Stage.ENCODING
         await context.save(record)
-        encode_started = time.perf_counter()
-        prompt = await when_room(lambda: self.encoders[model].encode.remote(params.prompt))
-        negative = await when_room(lambda: self.encoders[model].encode.remote("")) if params.uses_cfg else None
-        encode_s = time.perf_counter() - encode_started
-
-        await context.check_cancel()
-        record.stage = Stage.DENOISING
-        await context.save(record)
-        denoiser = self.denoisers[model]
+        encoder, denoiser = self.encoders[model], self.denoisers[model]
         if params.adapters:
             denoiser = denoiser.options(multiplexed_model_id=params.adapter_set)
-        job = DenoiseJob(params, prompt, negative, job_id=record.id)
-        outcome = await when_room(lambda: denoiser.generate.remote(job))
-        return outcome, encode_s, job.submitted_at
+        job = DenoiseJob(params, None, None, job_id=record.id)
+
+        async def handed_over():
+            """Sent, then the stage written: from here the job is the workers'."""
+            prompt = encoder.encode.remote(params.prompt)
+            negative = encoder.encode.remote("") if params.uses_cfg else None
+            response = denoiser.generate.remote(job, prompt, negative)
+            record.stage = Stage.DENOISING
+            await context.save(record)
+            return await response
+
+        outcome = await when_room(handed_over)  # a full encoder or denoiser queue: the whole call again, later
+        return outcome, job.submitted_at
