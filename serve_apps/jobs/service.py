@@ -14,6 +14,7 @@ from serve_apps.jobs.kinds.generate import GenerateKind
 from serve_apps.jobs.submission import JobSubmitter
 from serve_apps.jobs.usage import usage_summary
 from serve_apps.live import LiveChannel
+from serve_apps.pricing import quote_credits
 from serve_apps.protocol import GenerateRequest
 from serve_apps.records import JobRecord
 from serve_apps.storage import JobStore
@@ -45,6 +46,20 @@ class JobService:
         self.submitter = JobSubmitter(jobs, defaults, args, limiter, adapters)
 
     # -- reads, off the event loop --------------------------------------------------------
+
+    @property
+    def served_models(self) -> list[str]:
+        """The models this server runs, by name."""
+        return sorted(self.denoisers)
+
+    @property
+    def inputs(self):
+        """The resolver of input images (fetch, decode, store), for uploads."""
+        return self.submitter.inputs
+
+    def quote(self, record: JobRecord) -> float | None:
+        """The job's price in BFL credits before it runs (None for a model with no throughput figure)."""
+        return quote_credits(record.model, record.params, self.args.pricing)
 
     async def load(self, job_id: str, key_id: str | None = None) -> JobRecord | None:
         """The record, or None if there is none or it belongs to another key."""

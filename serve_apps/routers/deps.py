@@ -91,9 +91,9 @@ async def own_job(request: Request, job_id: str, key_id: str):
 
 
 def served_model(request: Request, model: str) -> str:
-    denoisers = services(request).service.denoisers
-    if model not in denoisers:
-        served = ", ".join(sorted(denoisers))
+    served_models = services(request).service.served_models
+    if model not in served_models:
+        served = ", ".join(served_models)
         hint = " (known but not deployed here)" if model in VARIANTS else ""
         raise HTTPException(HTTPStatus.NOT_FOUND, f"Unknown model {model!r}{hint}. This server serves: {served}.")
     return model

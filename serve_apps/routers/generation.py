@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Header, Request
 
-from serve_apps.pricing import megapixels, quote_credits
+from serve_apps.pricing import megapixels
 from serve_apps.protocol import GenerateRequest, SubmitResponse
 from serve_apps.routers.deps import ERRORS, SUBMIT_ERRORS, require_key, served_model, services, submit_job
 
@@ -25,7 +25,7 @@ async def submit(
     return SubmitResponse(
         id=record.id,
         polling_url=f"{base}/v1/get_result?id={record.id}",
-        cost=quote_credits(record.model, record.params, services(request).service.args.pricing),
+        cost=services(request).service.quote(record),
         input_mp=input_mp,
         output_mp=output_mp,
     )

@@ -134,7 +134,7 @@ async def run_to_end(
 ) -> OpenAIImagesResponse:
     """OpenAI's routes answer with the images: submit, wait for the job, return its URLs or base64."""
     service, views = services(request).service, services(request).views
-    model = served_model(request, body.model) if body.model else sorted(service.denoisers)[0]
+    model = served_model(request, body.model) if body.model else service.served_models[0]
     record = await submit_job(request, model, generate, key_id, None)
     record = await service.wait(record.id, key_id)
     if record.status == JobStatus.REQUEST_MODERATED:

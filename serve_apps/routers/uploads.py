@@ -29,7 +29,7 @@ async def upload(
 ) -> UploadResponse:
     """The image is checked and normalised as any input is (EXIF rotation, alpha on white); the id
     it gets works in place of base64 or a URL in `input_image` .. `input_image_N` and `mask`."""
-    resolver = services(request).service.submitter.inputs
+    resolver = services(request).service.inputs
     data = await file.read(resolver.limits.max_bytes + 1)
     try:
         stored = await resolver.upload(key_id, data)
