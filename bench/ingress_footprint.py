@@ -2,7 +2,7 @@
 
     python -m bench.ingress_footprint [--before PATH_TO_AN_OLDER_CHECKOUT]
 
-RSS: a fresh interpreter imports what an Ingress replica imports (serve_apps.ingress, which builds the
+RSS: a fresh interpreter imports what an Ingress replica imports (serve_apps.api.ingress, which builds the
 FastAPI app) and reports its resident memory and whether torch/diffusers were loaded; with --before the
 same is done in an older checkout (e.g. `git worktree add /tmp/ingress-before 432dc0d`), side by side.
 
@@ -22,8 +22,9 @@ import sys
 from pathlib import Path
 
 PROBE = """
-import json, sys, psutil
-import serve_apps.ingress
+import importlib, json, os, sys, psutil
+flat = os.path.exists("serve_apps/ingress.py")  # a checkout from before serve_apps was grouped by role
+importlib.import_module("serve_apps.ingress" if flat else "serve_apps.api.ingress")
 print(json.dumps({"rss_mb": psutil.Process().memory_info().rss / 2**20,
                   "torch": "torch" in sys.modules, "diffusers": "diffusers" in sys.modules,
                   "modules": len(sys.modules)}))

@@ -23,7 +23,7 @@ from bench.runners import SEED, PeakMemory, load_workers
 from deployments.contracts import GenerationParams, ReferenceImage
 from deployments.denoiser import Denoiser
 from deployments.encoder import TextEncoder
-from serve_apps.pricing import REFERENCE_AREA_PX, megapixels
+from serve_apps.jobs.pricing import REFERENCE_AREA_PX, megapixels
 
 MODEL = "flux-2-klein-4b"
 PROMPT = "make the background yellow"
@@ -115,7 +115,7 @@ def reference_latency(
                 "total_p50_s": float(np.percentile(total_s, 50)),
                 "total_p95_s": float(np.percentile(total_s, 95)),
                 "quoted_vs_none": (output_mp + input_mp)
-                / output_mp,  # the submit's price model (serve_apps/pricing.py)
+                / output_mp,  # the submit's price model (serve_apps/jobs/pricing.py)
                 "peak_gpu_memory_mb": None if memory.peak_gpu_bytes is None else memory.peak_gpu_bytes / 2**20,
             }
         )

@@ -29,7 +29,7 @@ class AdapterRegistry:
         model_shapes,
         sources: AdapterSources,
     ):
-        """`store` keeps the registrations (serve_apps.db's AdaptersRepository); `model_shapes()` returns
+        """`store` keeps the registrations (serve_apps.store's AdaptersRepository); `model_shapes()` returns
         {served model: {module: (in, out)}} of its transformer."""
         self.store = store
         self.model_shapes = model_shapes

@@ -14,9 +14,9 @@ from ray import serve
 from ray.serve import Application
 
 from deployments.memory import components
+from serve_apps.api.ingress import Ingress
 from serve_apps.config import AppArgs
-from serve_apps.ingress import Ingress
-from serve_apps.limits import KeyLimiter
+from serve_apps.security.limits import KeyLimiter
 from serve_apps.workers import DenoiserServer, EncoderServer
 
 logger = logging.getLogger("flux_serve.builder")

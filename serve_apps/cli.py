@@ -32,7 +32,7 @@ RAY_TOKEN_FILE = Path.home() / ".ray" / "auth_token"
 
 def local_api_key() -> str:
     """FLUX_API_KEYS' first key, or a key generated once for this machine and kept in DEV_KEY_FILE."""
-    from serve_apps.auth import KEYS_ENV
+    from serve_apps.security.auth import KEYS_ENV
 
     configured = [key.strip() for key in os.environ.get(KEYS_ENV, "").split(",") if key.strip()]
     if configured:
@@ -68,8 +68,8 @@ def run(config_path: Path, num_gpus: int | None) -> None:
     import yaml
     from ray import serve
 
-    from serve_apps.auth import KEYS_ENV
     from serve_apps.builder import build_app
+    from serve_apps.security.auth import KEYS_ENV
 
     config = yaml.safe_load(config_path.read_text())
     applications = config["applications"]
@@ -139,8 +139,8 @@ def app_args_from(config_path: Path) -> AppArgs:
 
 def keys_command(options) -> None:
     """Keys live in the database (hashes only), so every replica sees a new or revoked key at once."""
-    from serve_apps.auth import ADMIN, USER, hash_key, key_id
-    from serve_apps.db import Database
+    from serve_apps.security.auth import ADMIN, USER, hash_key, key_id
+    from serve_apps.store import Database
 
     keys = Database.open(app_args_from(options.config).database_url).keys
     if options.keys_command == "create":
@@ -159,28 +159,28 @@ def keys_command(options) -> None:
 
 
 def history_command(options) -> None:
-    from serve_apps.db import Database
-    from serve_apps.storage import JobStore
+    from serve_apps.store import Database
+    from serve_apps.store.storage import JobStore
 
     args = app_args_from(options.config)
     db = Database.open(args.database_url)
     if options.history_command == "import-files":
-        from serve_apps.legacy_import import import_files
+        from serve_apps.store.legacy_import import import_files
 
         counts = import_files(JobStore(args.storage_url, args.storage_options), db)
         print(", ".join(f"{count} {what}" for what, count in counts.items()))
         return
-    from serve_apps.auth import hash_key, key_id
-    from serve_apps.history import export_history
+    from serve_apps.jobs.history import export_history
+    from serve_apps.security.auth import hash_key, key_id
 
     count = export_history(db.jobs, options.out, key_id(hash_key(options.key)) if options.key else None)
     print(f"wrote {count} job(s) to {options.out}")
 
 
 def retention_command(options) -> None:
-    from serve_apps.db import Database
-    from serve_apps.retention import apply_retention, expired
-    from serve_apps.storage import JobStore
+    from serve_apps.jobs.retention import apply_retention, expired
+    from serve_apps.store import Database
+    from serve_apps.store.storage import JobStore
 
     args = app_args_from(options.config)
     jobs, days = Database.open(args.database_url).jobs, args.jobs.retention_days

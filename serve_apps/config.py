@@ -351,7 +351,7 @@ class AppArgs(StrictModel):
     @model_validator(mode="after")
     def _database_beside_storage(self) -> AppArgs:
         if self.database_url is None:
-            from serve_apps.db.engine import default_database_url
+            from serve_apps.store.engine import default_database_url
 
             self.database_url = default_database_url(self.storage_url)
         return self

@@ -25,10 +25,11 @@ from deployments.denoiser import Denoiser, GenerationResult
 from deployments.embedding import PromptEmbedding
 from deployments.encoder import TextEncoder
 from lora.shapes import linear_shapes
-from serve_apps import metrics, safety
+from serve_apps import metrics
 from serve_apps.config import AppArgs, denoiser_deployment_name, encoder_deployment_name
 from serve_apps.live import LiveChannel, LiveObserver, open_channel
-from serve_apps.storage import JobStore
+from serve_apps.security import safety
+from serve_apps.store.storage import JobStore
 
 logger = logging.getLogger("flux_serve.workers")
 

@@ -8,9 +8,3 @@ stops: any ingress replica that sees the job stale adopts and retries it (`orpha
 Pending forever. `core.JobCore` is all of that for any kind; `service.JobService` adds what the
 routes need for generation. Seeds are drawn at submit (`submission`), so a retry makes the same images.
 """
-
-from serve_apps.jobs.kind import JobCancelled
-from serve_apps.jobs.service import JobService
-from serve_apps.jobs.submission import LimitExceeded
-
-__all__ = ["JobCancelled", "JobService", "LimitExceeded"]

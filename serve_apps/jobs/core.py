@@ -12,13 +12,13 @@ import uuid
 from collections.abc import Callable, Iterable
 
 from serve_apps.config import AppArgs
-from serve_apps.db import Claim, JobsRepository
 from serve_apps.jobs.kind import CANCELLED_BY_USER, JobKind, JobSignals
 from serve_apps.jobs.orphans import OrphanSweeper
+from serve_apps.jobs.records import JobState, Stage
 from serve_apps.jobs.running import JobRunner
 from serve_apps.live import LiveChannel, local_channel
-from serve_apps.records import JobState, Stage
-from serve_apps.storage import JobStore
+from serve_apps.store import Claim, JobsRepository
+from serve_apps.store.storage import JobStore
 
 
 class JobCore:

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from deployments.progress import Progress
-from serve_apps.db import Claim, JobsRepository
+from serve_apps.jobs.records import JobState, JobStatus
 from serve_apps.live import LiveChannel
-from serve_apps.records import JobState, JobStatus
+from serve_apps.store import Claim, JobsRepository
 
 CANCELLED_BY_USER = "cancelled by the user"
 

@@ -11,11 +11,11 @@ import logging
 import time
 
 from serve_apps.config import AppArgs
-from serve_apps.db import JobsRepository
+from serve_apps.jobs.records import JobState, JobStatus
+from serve_apps.jobs.retention import apply_retention
 from serve_apps.jobs.running import JobRunner
-from serve_apps.records import JobState, JobStatus
-from serve_apps.retention import apply_retention
-from serve_apps.storage import JobStore
+from serve_apps.store import JobsRepository
+from serve_apps.store.storage import JobStore
 
 logger = logging.getLogger("flux_serve.jobs")
 

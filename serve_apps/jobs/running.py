@@ -15,10 +15,10 @@ from collections.abc import Callable, Mapping
 
 from serve_apps import metrics
 from serve_apps.config import AppArgs
-from serve_apps.db import Claim, JobsRepository, LeaseLost
 from serve_apps.jobs.kind import JobContext, JobEnds, JobKind, JobSignals
-from serve_apps.records import JobState, JobStatus, Stage, WebhookDelivery
-from serve_apps.webhooks import deliver
+from serve_apps.jobs.records import JobState, JobStatus, Stage, WebhookDelivery
+from serve_apps.jobs.webhooks import deliver
+from serve_apps.store import Claim, JobsRepository, LeaseLost
 
 logger = logging.getLogger("flux_serve.jobs")
 

@@ -7,18 +7,18 @@ import asyncio
 from deployments.contracts import GenerationDefaults
 from deployments.progress import Progress
 from lora.registry import AdapterRegistry
+from serve_apps.api.protocol import GenerateRequest
+from serve_apps.api.views import JobViews
 from serve_apps.config import AppArgs
-from serve_apps.db import JobsRepository
 from serve_apps.jobs.core import JobCore
 from serve_apps.jobs.kinds.generate import GenerateKind
+from serve_apps.jobs.pricing import quote_credits
+from serve_apps.jobs.records import JobRecord
 from serve_apps.jobs.submission import JobSubmitter
 from serve_apps.jobs.usage import usage_summary
 from serve_apps.live import LiveChannel
-from serve_apps.pricing import quote_credits
-from serve_apps.protocol import GenerateRequest
-from serve_apps.records import JobRecord
-from serve_apps.storage import JobStore
-from serve_apps.views import JobViews
+from serve_apps.store import JobsRepository
+from serve_apps.store.storage import JobStore
 
 
 class JobService:

@@ -7,14 +7,14 @@ from http import HTTPStatus
 
 from deployments.contracts import AdapterRef, GenerationDefaults, GenerationParams
 from lora.registry import AdapterError, AdapterRegistry, add_trigger_words, trigger_warnings
+from serve_apps.api.protocol import GenerateRequest
 from serve_apps.config import AppArgs
-from serve_apps.db import Claim, JobsRepository, request_digest
-from serve_apps.moderation import PromptPolicy
-from serve_apps.network import check_public_url_async
-from serve_apps.protocol import GenerateRequest
-from serve_apps.records import JobRecord, JobStatus, Stage, Webhook
-from serve_apps.references import InputResolver, ResolvedInputs
-from serve_apps.storage import new_job_id
+from serve_apps.jobs.records import JobRecord, JobStatus, Stage, Webhook
+from serve_apps.jobs.references import InputResolver, ResolvedInputs
+from serve_apps.security.moderation import PromptPolicy
+from serve_apps.security.network import check_public_url_async
+from serve_apps.store import Claim, JobsRepository, request_digest
+from serve_apps.store.storage import new_job_id
 
 
 class LimitExceeded(Exception):

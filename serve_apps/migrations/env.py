@@ -2,7 +2,7 @@
 
 from alembic import context
 
-from serve_apps.schema import metadata
+from serve_apps.store.schema import metadata
 
 connection = context.config.attributes["connection"]
 context.configure(connection=connection, target_metadata=metadata)

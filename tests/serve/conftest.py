@@ -6,7 +6,7 @@ import time
 
 import httpx
 
-from serve_apps.protocol import JobStatus
+from serve_apps.api.protocol import JobStatus
 
 API_KEY = "test-key-123"
 SECOND_KEY = "second-key"

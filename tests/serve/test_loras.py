@@ -7,9 +7,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from serve_apps.auth import hash_key
 from serve_apps.config import AppArgs
-from serve_apps.db import Database
+from serve_apps.security.auth import hash_key
+from serve_apps.store import Database
 from tests.serve.conftest import wait_for_job
 from tests.serve.test_api import submit
 from tests.unit.test_lora import write_red_dataset

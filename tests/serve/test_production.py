@@ -17,7 +17,7 @@ import pytest
 from openai import OpenAI
 from PIL import Image
 
-from serve_apps.signing import UrlSigner
+from serve_apps.security.signing import UrlSigner
 from tests.serve.conftest import (
     API_KEY,
     BLOCKED_WORD,

@@ -11,10 +11,10 @@ from fastapi import Depends, FastAPI, Request
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 
-from serve_apps.auth import ApiKeys, hash_key
-from serve_apps.body_limit import BodySizeLimit
-from serve_apps.routers import openai
-from serve_apps.routers.deps import check_key
+from serve_apps.api.body_limit import BodySizeLimit
+from serve_apps.api.routers import openai
+from serve_apps.api.routers.deps import check_key
+from serve_apps.security.auth import ApiKeys, hash_key
 
 KEY = "body-key"
 LIMIT_BYTES = 1024

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from deployments.contracts import AdapterRef, GenerationDefaults, GenerationParams, InvalidRequestError, ReferenceImage
-from serve_apps.protocol import GenerateRequest
+from serve_apps.api.protocol import GenerateRequest
 
 DISTILLED = GenerationDefaults(steps=4, guidance=1.0, distilled=True, width=1024, height=1024)
 GUIDED = GenerationDefaults(steps=16, guidance=3.0, distilled=False, width=64, height=64)

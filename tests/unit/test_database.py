@@ -10,10 +10,10 @@ import pytest
 from sqlalchemy import update
 
 from deployments.contracts import GenerationParams
-from serve_apps.db import Database, IdempotencyConflict, JobsRepository, LeaseLost
-from serve_apps.records import JobRecord, JobStatus, Stage
-from serve_apps.schema import jobs
-from serve_apps.storage import new_job_id
+from serve_apps.jobs.records import JobRecord, JobStatus, Stage
+from serve_apps.store import Database, IdempotencyConflict, JobsRepository, LeaseLost
+from serve_apps.store.schema import jobs
+from serve_apps.store.storage import new_job_id
 
 KEY_ID = "0123456789ab"
 OTHER_KEY = "ffffffffffff"
@@ -123,7 +123,7 @@ def test_queue_position_and_usage_are_queries(db):
     db.create(record("b", 3.0))
     mine, _ = db.create(record("a", 4.0))
     assert db.jobs_ahead(mine) == 1 and db.jobs_ahead(earlier) == 0
-    from serve_apps.records import Usage
+    from serve_apps.jobs.records import Usage
 
     running.status, running.stage, running.images = JobStatus.READY, Stage.DONE, ["0.png", "1.png"]
     running.usage = Usage(gpu_seconds=2.0, cost_usd=0.5, gpu_type="h100")
@@ -149,8 +149,8 @@ def test_two_databases_on_one_file_migrate_once(database_url):
 def test_file_records_of_earlier_versions_are_imported_once(tmp_path):
     import json
 
-    from serve_apps.legacy_import import import_files
-    from serve_apps.storage import JobStore
+    from serve_apps.store.legacy_import import import_files
+    from serve_apps.store.storage import JobStore
 
     store = JobStore(str(tmp_path / "store"))
     done, orphan = new_job_id(), new_job_id()
@@ -202,8 +202,8 @@ def test_file_records_of_earlier_versions_are_imported_once(tmp_path):
 
 
 def test_retention_deletes_old_finished_jobs_with_their_images(tmp_path):
-    from serve_apps.retention import apply_retention, expired
-    from serve_apps.storage import JobStore
+    from serve_apps.jobs.retention import apply_retention, expired
+    from serve_apps.store.storage import JobStore
 
     db = Database.open(f"sqlite:///{tmp_path / 'jobs.db'}").jobs
     store = JobStore(str(tmp_path / "store"))
@@ -244,8 +244,8 @@ def with_references(*references, mask=None) -> JobRecord:
 
 
 def test_retention_deletes_the_input_images_no_remaining_job_names(db, tmp_path):
-    from serve_apps.retention import apply_retention
-    from serve_apps.storage import JobStore
+    from serve_apps.jobs.retention import apply_retention
+    from serve_apps.store.storage import JobStore
 
     store = JobStore(str(tmp_path / "store"))
     shared, expired_only, mask, refused = (stored_reference(store) for _ in range(4))
@@ -267,7 +267,7 @@ def test_a_reference_sent_again_is_written_only_when_it_is_older_than_the_refres
     """One image sent with hundreds of jobs is not rewritten each time, yet never ages past the grace."""
     import os
 
-    from serve_apps.storage import REFERENCE_REFRESH_S, JobStore
+    from serve_apps.store.storage import REFERENCE_REFRESH_S, JobStore
 
     store = JobStore(str(tmp_path / "store"))
     reference = stored_reference(store)
@@ -287,8 +287,8 @@ def test_the_migration_finds_the_input_images_of_jobs_stored_before_it(database_
     from alembic.config import Config
     from sqlalchemy import insert
 
-    from serve_apps.db import make_engine
     from serve_apps.migrations import HERE
+    from serve_apps.store import make_engine
 
     engine = make_engine(database_url)
     config = Config()
@@ -314,7 +314,7 @@ def test_the_migration_finds_the_input_images_of_jobs_stored_before_it(database_
 
 
 def test_a_key_revoked_in_the_database_is_refused_by_every_replica_at_once(database):
-    from serve_apps.auth import ADMIN, USER, ApiKeys, hash_key
+    from serve_apps.security.auth import ADMIN, USER, ApiKeys, hash_key
 
     db = database.keys
     replica_a, replica_b = ApiKeys(set(), None, db), ApiKeys({hash_key("operator")}, None, db)

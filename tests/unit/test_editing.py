@@ -13,10 +13,10 @@ from PIL import Image
 from deployments.contracts import DenoiseJob, GenerationDefaults, GenerationParams, InvalidRequestError, ReferenceImage
 from deployments.registry import get_variant
 from deployments.weights import describe_weights
-from serve_apps import safety
+from serve_apps.api.protocol import GenerateRequest
 from serve_apps.config import PricingArgs
-from serve_apps.pricing import megapixels, quote_credits
-from serve_apps.protocol import GenerateRequest
+from serve_apps.jobs.pricing import megapixels, quote_credits
+from serve_apps.security import safety
 
 MODEL = "flux-2-klein-4b"
 TINY_DEFAULTS = describe_weights(get_variant(MODEL), "emulated:tiny").defaults

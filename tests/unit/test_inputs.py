@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from serve_apps.config import InputArgs
-from serve_apps.inputs import InputRejected, decode_image, decode_mask, fetch_image, parse_source
+from serve_apps.jobs.inputs import InputRejected, decode_image, decode_mask, fetch_image, parse_source
 
 LIMITS = InputArgs(max_bytes=64 * 1024, timeout_s=2, max_redirects=2, max_pixels=4096 * 4096)
 LOOPBACK_ALLOWED = ["127.0.0.1"]

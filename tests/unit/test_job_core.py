@@ -13,12 +13,12 @@ from pydantic import BaseModel
 
 from deployments.progress import Progress
 from serve_apps.config import AppArgs
-from serve_apps.db import Claim, Database, JobsRepository, LeaseLost
 from serve_apps.jobs.core import JobCore
 from serve_apps.jobs.kind import JobContext
+from serve_apps.jobs.records import GENERATE, JobRecord, JobState, JobStatus, Stage
 from serve_apps.live import InProcessChannel
-from serve_apps.records import GENERATE, JobRecord, JobState, JobStatus, Stage
-from serve_apps.storage import JobStore, new_job_id
+from serve_apps.store import Claim, Database, JobsRepository, LeaseLost
+from serve_apps.store.storage import JobStore, new_job_id
 
 COUNT = "count"
 STALE_AFTER_S = 0.6

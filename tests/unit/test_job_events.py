@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from serve_apps.events import DONE, ERROR, PROGRESS, QUEUED, job_events, parse_last_event_id
+from serve_apps.api.events import DONE, ERROR, PROGRESS, QUEUED, job_events, parse_last_event_id
 
 
 def job(status="Pending", stage="queued", queue_position=None, step=None, total=4, attempts=0) -> dict:

@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy.exc import OperationalError
 
 from deployments.contracts import DenoiseOutcome, GenerationDefaults
+from serve_apps.api.protocol import GenerateRequest
 from serve_apps.jobs import running
-from serve_apps.protocol import GenerateRequest
-from serve_apps.records import JobStatus
+from serve_apps.jobs.records import JobStatus
 from tests.unit.test_overload import MODEL, FakeHandle, make_runner
 
 

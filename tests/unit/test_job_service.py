@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 
 from deployments.contracts import GenerationParams
+from serve_apps.api.views import JobViews
 from serve_apps.config import AppArgs
-from serve_apps.db import Database
-from serve_apps.jobs import JobService
-from serve_apps.records import JobRecord
-from serve_apps.signing import UrlSigner
-from serve_apps.storage import JobStore, new_job_id
-from serve_apps.views import JobViews
+from serve_apps.jobs.records import JobRecord
+from serve_apps.jobs.service import JobService
+from serve_apps.security.signing import UrlSigner
+from serve_apps.store import Database
+from serve_apps.store.storage import JobStore, new_job_id
 
 
 def make_service(tmp_path) -> JobService:

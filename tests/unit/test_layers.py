@@ -11,8 +11,8 @@ import subprocess
 import sys
 
 SERVING_MODULES = (
-    "serve_apps.app",
-    "serve_apps.ingress",
+    "serve_apps.api.app",
+    "serve_apps.api.ingress",
     "serve_apps.builder",
     "serve_apps.workers",
     "deployments.denoiser",
@@ -39,5 +39,5 @@ def test_serving_imports_no_trainer_and_no_training_libraries():
 
 
 def test_protocol_imports_no_torch():
-    loaded = loaded_after_importing(("serve_apps.protocol",))
+    loaded = loaded_after_importing(("serve_apps.api.protocol",))
     assert "torch" not in loaded

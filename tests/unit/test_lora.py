@@ -170,7 +170,7 @@ def test_adapter_for_the_other_variant_is_refused_before_any_work(red_adapter, d
     """Decided once, at registration: a request for the other variant is refused at submit."""
     from lora.registry import AdapterError, AdapterRegistry
     from lora.sources import AdapterSources
-    from serve_apps.db import Database
+    from serve_apps.store import Database
 
     shapes = {
         model: linear_shapes(dict(worker.pipeline.transformer.config))
@@ -303,7 +303,7 @@ def test_hub_sources_are_allow_listed_and_size_checked_before_download(monkeypat
 def test_a_file_that_is_not_safetensors_is_an_adapter_error(tmp_path):
     from lora.registry import AdapterError, AdapterRegistry
     from lora.sources import AdapterSources
-    from serve_apps.db import Database
+    from serve_apps.store import Database
 
     fake = tmp_path / "fake.safetensors"
     fake.write_bytes(b"\x00" * 64)

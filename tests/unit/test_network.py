@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from serve_apps.network import BlockedUrl, check_public_url
-from serve_apps.webhooks import deliver
+from serve_apps.jobs.webhooks import deliver
+from serve_apps.security.network import BlockedUrl, check_public_url
 
 
 @pytest.mark.parametrize(
@@ -53,7 +53,7 @@ def test_a_webhook_to_loopback_is_never_sent_and_not_retried():
 
 
 def test_pin_sends_to_the_checked_address_with_the_host_name_kept():
-    from serve_apps.network import pin
+    from serve_apps.security.network import pin
 
     pinned = pin("https://hooks.example.com:8443/a?b=1", "93.184.215.14")
     assert pinned.url == "https://93.184.215.14:8443/a?b=1"
@@ -105,7 +105,7 @@ def test_bfl_signature_is_sent_beside_standard_webhooks():
     import hashlib
     import hmac
 
-    from serve_apps.webhooks import signed_headers
+    from serve_apps.jobs.webhooks import signed_headers
 
     body = b'{"id": "j", "status": "Ready"}'
     headers = signed_headers("s3cret", "j", body, timestamp=1700000000)

@@ -8,15 +8,15 @@ from http import HTTPStatus
 from ray.serve.exceptions import BackPressureError
 
 from deployments.contracts import DenoiseOutcome, GenerationParams
-from serve_apps.backpressure import when_room
+from serve_apps.api.views import JobViews
 from serve_apps.config import AppArgs
-from serve_apps.db import Database
-from serve_apps.jobs import JobService
-from serve_apps.limits import KeyLimiter
-from serve_apps.records import JobRecord, JobStatus
-from serve_apps.signing import UrlSigner
-from serve_apps.storage import JobStore, new_job_id
-from serve_apps.views import JobViews
+from serve_apps.jobs.backpressure import when_room
+from serve_apps.jobs.records import JobRecord, JobStatus
+from serve_apps.jobs.service import JobService
+from serve_apps.security.limits import KeyLimiter
+from serve_apps.security.signing import UrlSigner
+from serve_apps.store import Database
+from serve_apps.store.storage import JobStore, new_job_id
 
 MODEL = "flux-2-klein-4b"
 

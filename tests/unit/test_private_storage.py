@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import stat
 
-from serve_apps.signing import load_signing_key
-from serve_apps.storage import JobStore, new_job_id
+from serve_apps.security.signing import load_signing_key
+from serve_apps.store.storage import JobStore, new_job_id
 
 
 def mode(path) -> int:

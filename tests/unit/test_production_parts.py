@@ -15,15 +15,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from deployments.contracts import GenerationParams
-from serve_apps.auth import ApiKeys, hash_key, read_keys_file, write_keys_file
-from serve_apps.db import Database
-from serve_apps.history import SCHEMA, export_history
-from serve_apps.limits import KeyLimiter
-from serve_apps.moderation import PromptPolicy
-from serve_apps.records import JobRecord
-from serve_apps.signing import UrlSigner
-from serve_apps.storage import new_job_id
-from serve_apps.webhooks import deliver, signed_headers
+from serve_apps.jobs.history import SCHEMA, export_history
+from serve_apps.jobs.records import JobRecord
+from serve_apps.jobs.webhooks import deliver, signed_headers
+from serve_apps.security.auth import ApiKeys, hash_key, read_keys_file, write_keys_file
+from serve_apps.security.limits import KeyLimiter
+from serve_apps.security.moderation import PromptPolicy
+from serve_apps.security.signing import UrlSigner
+from serve_apps.store import Database
+from serve_apps.store.storage import new_job_id
 
 KEY_ID = "0123456789ab"
 

@@ -3,7 +3,7 @@
 import time
 
 from deployments.contracts import GenerationParams
-from serve_apps.storage import JobStore, new_job_id
+from serve_apps.store.storage import JobStore, new_job_id
 
 
 def test_images_uploads_references_and_secrets_on_s3(s3_url, s3_endpoint):

@@ -5,7 +5,7 @@ import sys
 import pytest
 from PIL import Image, ImageDraw
 
-from serve_apps import safety
+from serve_apps.security import safety
 
 
 def red_circle() -> Image.Image:
@@ -59,7 +59,7 @@ def test_nudenet_selected_but_not_installed_says_what_to_install(monkeypatch):
     [
         ("nudenett", "must be 'nudenet' or look like 'package.module:ClassName'"),
         ("no_such_package.checks:Checker", "no module named 'no_such_package.checks'"),
-        ("serve_apps.safety:NoSuchChecker", "serve_apps.safety has no 'NoSuchChecker'"),
+        ("serve_apps.security.safety:NoSuchChecker", "serve_apps.security.safety has no 'NoSuchChecker'"),
     ],
 )
 def test_a_bad_checker_spec_is_named(spec, message):

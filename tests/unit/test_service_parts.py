@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from serve_apps.auth import ApiKeys, hash_key, key_from_headers
+from serve_apps.api.protocol import GenerateRequest, side_from_aspect
 from serve_apps.builder import ConfigError, validate_args
-from serve_apps.protocol import GenerateRequest, side_from_aspect
-from serve_apps.storage import JobStore, new_job_id
+from serve_apps.security.auth import ApiKeys, hash_key, key_from_headers
+from serve_apps.store.storage import JobStore, new_job_id
 
 
 @pytest.mark.parametrize(

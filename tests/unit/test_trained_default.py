@@ -15,8 +15,8 @@ from deployments.denoiser import Denoiser
 from deployments.encoder import TextEncoder
 from deployments.weights import TRAINED_CHECKPOINT
 from serve_apps.config import InputArgs
-from serve_apps.inputs import decode_image
-from serve_apps.references import as_reference
+from serve_apps.jobs.inputs import decode_image
+from serve_apps.jobs.references import as_reference
 from training.shapes_edits import edit_adherence, held_out_edits
 from training.shapes_model import TrainingConfig, train
 from training.shapes_multitask import MultitaskConfig

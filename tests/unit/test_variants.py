@@ -16,8 +16,8 @@ from deployments.denoiser import Denoiser, accepted_arguments
 from deployments.encoder import TextEncoder
 from deployments.registry import DEFAULT_SERVED, VARIANTS, get_variant
 from deployments.weights import describe_weights
+from serve_apps.api.protocol import GenerateRequest
 from serve_apps.config import AppArgs
-from serve_apps.protocol import GenerateRequest
 
 NEW_VARIANTS = ("flux-2-klein-base-4b", "flux-2-klein-base-9b", "flux-2-klein-9b-kv")
 RED = Image.new("RGB", (64, 64), (220, 30, 30))

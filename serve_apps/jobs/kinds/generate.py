@@ -6,11 +6,11 @@ import time
 
 from deployments.contracts import DenoiseJob, DenoiseOutcome, InvalidRequestError
 from serve_apps import metrics
-from serve_apps.backpressure import when_room
 from serve_apps.config import PricingArgs
-from serve_apps.db import Claim
+from serve_apps.jobs.backpressure import when_room
 from serve_apps.jobs.kind import JobCancelled, JobContext, JobEnds
-from serve_apps.records import GENERATE, JobRecord, JobStatus, Stage, Usage
+from serve_apps.jobs.records import GENERATE, JobRecord, JobStatus, Stage, Usage
+from serve_apps.store import Claim
 
 
 class ContentModerated(JobEnds):

@@ -7,7 +7,7 @@ import time
 
 from sqlalchemy import Engine, delete, func, insert, select
 
-from serve_apps.schema import api_keys
+from serve_apps.store.schema import api_keys
 
 
 class KeysRepository:

@@ -8,8 +8,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, File, Request, UploadFile
 from pydantic import BaseModel
 
-from serve_apps.inputs import InputRejected
-from serve_apps.routers.deps import BODY_ERRORS, ERRORS, require_key, services, unprocessable
+from serve_apps.api.routers.deps import BODY_ERRORS, ERRORS, require_key, services, unprocessable
+from serve_apps.jobs.inputs import InputRejected
 
 router = APIRouter(tags=["images in"], responses=ERRORS)
 

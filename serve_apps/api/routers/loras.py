@@ -7,9 +7,9 @@ import asyncio
 from fastapi import APIRouter, Depends, Request
 
 from lora.registry import AdapterError
-from serve_apps.auth import ADMIN, key_from_headers
-from serve_apps.protocol import LoraInfo, LoraRegistration
-from serve_apps.routers.deps import BODY_ERRORS, ERRORS, require_key, services, unprocessable
+from serve_apps.api.protocol import LoraInfo, LoraRegistration
+from serve_apps.api.routers.deps import BODY_ERRORS, ERRORS, require_key, services, unprocessable
+from serve_apps.security.auth import ADMIN, key_from_headers
 
 router = APIRouter(tags=["loras"], responses=ERRORS)
 

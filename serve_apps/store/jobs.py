@@ -20,8 +20,8 @@ from pydantic import ValidationError
 from sqlalchemy import Engine, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from serve_apps.records import GENERATE, JobRecord, JobState, JobStatus, Stage
-from serve_apps.schema import job_references, jobs
+from serve_apps.jobs.records import GENERATE, JobRecord, JobState, JobStatus, Stage
+from serve_apps.store.schema import job_references, jobs
 
 logger = logging.getLogger("flux_serve.database")
 

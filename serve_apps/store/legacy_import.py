@@ -11,9 +11,9 @@ import json
 from sqlalchemy.exc import IntegrityError
 
 from deployments.contracts import AdapterRef, GenerationParams
-from serve_apps.db import Database
-from serve_apps.records import JobRecord, JobStatus, Stage
-from serve_apps.storage import JobStore
+from serve_apps.jobs.records import JobRecord, JobStatus, Stage
+from serve_apps.store import Database
+from serve_apps.store.storage import JobStore
 
 LOST_OWNER = "the replica running it stopped before the upgrade"
 

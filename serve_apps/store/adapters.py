@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy import Engine, insert, select, update
 
-from serve_apps.schema import loras
+from serve_apps.store.schema import loras
 
 
 class AdaptersRepository:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
-from serve_apps.protocol import JobStatus
+from serve_apps.api.protocol import JobStatus
 
 REREAD_S = 0.5  # the longest a stream waits for the live channel before it reads the database again
 # An event id is attempts * ATTEMPT_SPAN + a rank inside the attempt: queue positions first

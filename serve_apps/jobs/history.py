@@ -7,8 +7,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from serve_apps.db import JobsRepository
-from serve_apps.records import JobRecord
+from serve_apps.jobs.records import JobRecord
+from serve_apps.store import JobsRepository
 
 TIMING_STAGES = ("encode", "queue", "denoise", "decode", "store", "total")
 SCHEMA = pa.schema(

@@ -1,6 +1,6 @@
 """A request's input images turned into stored references, once, at submit; and uploads.
 
-Each image is fetched or decoded (serve_apps/inputs.py), checked by the safety checker if one
+Each image is fetched or decoded (serve_apps/jobs/inputs.py), checked by the safety checker if one
 is configured, and stored content-addressed (refs/<sha256>.png) before the job exists, so the
 denoiser (and a retry after a crash) reads exactly what was checked.
 """
@@ -12,11 +12,19 @@ import uuid
 from dataclasses import dataclass
 
 from deployments.contracts import ReferenceImage
-from serve_apps import safety
+from serve_apps.api.protocol import GenerateRequest
 from serve_apps.config import AppArgs
-from serve_apps.inputs import DecodedImage, InputRejected, decode_image, decode_mask, fetch_image, parse_source, too_big
-from serve_apps.protocol import GenerateRequest
-from serve_apps.storage import JobStore
+from serve_apps.jobs.inputs import (
+    DecodedImage,
+    InputRejected,
+    decode_image,
+    decode_mask,
+    fetch_image,
+    parse_source,
+    too_big,
+)
+from serve_apps.security import safety
+from serve_apps.store.storage import JobStore
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from deployments.contracts import (
     size_error,
 )
 from deployments.registry import VariantSpec
-from serve_apps.records import JobStatus
+from serve_apps.jobs.records import JobStatus
 
 PROMPT_MAX_CHARS = 10_000
 MEGAPIXEL = 1024 * 1024

@@ -10,8 +10,8 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import Response
 
 from deployments.contracts import MEDIA_TYPES
-from serve_apps.protocol import ErrorResponse
-from serve_apps.routers.deps import services
+from serve_apps.api.protocol import ErrorResponse
+from serve_apps.api.routers.deps import services
 
 router = APIRouter(tags=["jobs"])
 SIGNED_FILE_ERRORS = {

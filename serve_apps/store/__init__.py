@@ -11,11 +11,11 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine
 
-from serve_apps.db.adapters import AdaptersRepository
-from serve_apps.db.engine import default_database_url, make_engine, open_engine
-from serve_apps.db.jobs import Claim, IdempotencyConflict, JobsRepository, LeaseLost, request_digest
-from serve_apps.db.keys import KeysRepository
-from serve_apps.records import JobState
+from serve_apps.jobs.records import JobState
+from serve_apps.store.adapters import AdaptersRepository
+from serve_apps.store.engine import default_database_url, make_engine, open_engine
+from serve_apps.store.jobs import Claim, IdempotencyConflict, JobsRepository, LeaseLost, request_digest
+from serve_apps.store.keys import KeysRepository
 
 
 @dataclass(frozen=True)

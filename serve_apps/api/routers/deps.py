@@ -11,13 +11,14 @@ from fastapi import HTTPException, Request
 from deployments.contracts import InvalidRequestError
 from deployments.registry import VARIANTS
 from lora.registry import AdapterError, AdapterRegistry
-from serve_apps.auth import ApiKeys, key_from_headers
-from serve_apps.inputs import InputRejected
-from serve_apps.jobs import JobService, LimitExceeded
-from serve_apps.network import BlockedUrl
-from serve_apps.protocol import ErrorResponse, GenerateRequest
-from serve_apps.signing import UrlSigner
-from serve_apps.views import JobViews
+from serve_apps.api.protocol import ErrorResponse, GenerateRequest
+from serve_apps.api.views import JobViews
+from serve_apps.jobs.inputs import InputRejected
+from serve_apps.jobs.service import JobService
+from serve_apps.jobs.submission import LimitExceeded
+from serve_apps.security.auth import ApiKeys, key_from_headers
+from serve_apps.security.network import BlockedUrl
+from serve_apps.security.signing import UrlSigner
 
 MAX_IDEMPOTENCY_KEY_CHARS = 255
 

@@ -7,9 +7,9 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
-from serve_apps.body_limit import BodySizeLimit
-from serve_apps.routers import admin, events, generation, images, jobs, loras, openai, page, uploads
-from serve_apps.routers.deps import AppServices, check_key
+from serve_apps.api.body_limit import BodySizeLimit
+from serve_apps.api.routers import admin, events, generation, images, jobs, loras, openai, page, uploads
+from serve_apps.api.routers.deps import AppServices, check_key
 
 ROUTERS = (
     page.router,

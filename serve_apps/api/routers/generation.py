@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Header, Request
 
-from serve_apps.pricing import megapixels
-from serve_apps.protocol import GenerateRequest, SubmitResponse
-from serve_apps.routers.deps import ERRORS, SUBMIT_ERRORS, require_key, served_model, services, submit_job
+from serve_apps.api.protocol import GenerateRequest, SubmitResponse
+from serve_apps.api.routers.deps import ERRORS, SUBMIT_ERRORS, require_key, served_model, services, submit_job
+from serve_apps.jobs.pricing import megapixels
 
 router = APIRouter(tags=["generate"], responses=ERRORS)
 

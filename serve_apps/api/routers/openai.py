@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from serve_apps.openai_protocol import (
+from serve_apps.api.openai_protocol import (
     OpenAIEditRequest,
     OpenAIErrorResponse,
     OpenAIImage,
@@ -22,8 +22,8 @@ from serve_apps.openai_protocol import (
     OpenAIImagesResponse,
     openai_field,
 )
-from serve_apps.protocol import GenerateRequest, JobStatus
-from serve_apps.routers.deps import require_key, served_model, services, submit_job, unprocessable
+from serve_apps.api.protocol import GenerateRequest, JobStatus
+from serve_apps.api.routers.deps import require_key, served_model, services, submit_job, unprocessable
 
 OPENAI_PATHS = ("/v1/images/generations", "/v1/images/edits")
 EDIT_FILES = ("image", "image[]", "mask")

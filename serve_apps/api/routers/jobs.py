@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from serve_apps.protocol import GetResultResponse, JobListResponse, JobResponse, JobStatus
-from serve_apps.routers.deps import ERRORS, own_job, require_key, services
+from serve_apps.api.protocol import GetResultResponse, JobListResponse, JobResponse, JobStatus
+from serve_apps.api.routers.deps import ERRORS, own_job, require_key, services
 
 router = APIRouter(tags=["jobs"], responses=ERRORS)
 

@@ -25,7 +25,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from deployments.contracts import MAX_PIXELS
 from serve_apps.config import InputArgs
-from serve_apps.network import BlockedUrl, check_public_url_async, pin
+from serve_apps.security.network import BlockedUrl, check_public_url_async, pin
 
 UPLOAD_ID = re.compile(r"^upload_[0-9a-f]{32}$")
 DATA_URI = re.compile(r"^data:(?P<type>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[\w.+-]+)*)(?P<b64>;base64)?,", re.I)

@@ -21,7 +21,7 @@ import time
 
 import httpx
 
-from serve_apps.network import BlockedUrl, check_public_url_async, pin
+from serve_apps.security.network import BlockedUrl, check_public_url_async, pin
 
 
 def signature(secret: str, webhook_id: str, timestamp: int, body: bytes) -> str:

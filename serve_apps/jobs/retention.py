@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import time
 
-from serve_apps.db import JobsRepository
-from serve_apps.storage import REFERENCE_REFRESH_S, JobStore
+from serve_apps.store import JobsRepository
+from serve_apps.store.storage import REFERENCE_REFRESH_S, JobStore
 
 DAY_S = 86_400
 BATCH = 500

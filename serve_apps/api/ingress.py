@@ -13,17 +13,17 @@ from ray import serve
 from deployments.registry import VARIANTS
 from deployments.weights import describe_weights
 from lora.registry import AdapterRegistry
-from serve_apps.app import create_app
-from serve_apps.auth import ApiKeys
+from serve_apps.api.app import create_app
+from serve_apps.api.protocol import ModelInfo
+from serve_apps.api.routers.deps import AppServices
+from serve_apps.api.views import JobViews
 from serve_apps.config import AppArgs, denoiser_deployment_name
-from serve_apps.db import Database
-from serve_apps.jobs import JobService
+from serve_apps.jobs.service import JobService
 from serve_apps.live import open_channel
-from serve_apps.protocol import ModelInfo
-from serve_apps.routers.deps import AppServices
-from serve_apps.signing import UrlSigner, load_signing_key
-from serve_apps.storage import JobStore
-from serve_apps.views import JobViews
+from serve_apps.security.auth import ApiKeys
+from serve_apps.security.signing import UrlSigner, load_signing_key
+from serve_apps.store import Database
+from serve_apps.store.storage import JobStore
 
 logger = logging.getLogger("flux_serve.ingress")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from serve_apps.protocol import ModelInfo
-from serve_apps.routers.deps import BODY_ERRORS, ERRORS, require_key, services
+from serve_apps.api.protocol import ModelInfo
+from serve_apps.api.routers.deps import BODY_ERRORS, ERRORS, require_key, services
 
 router = APIRouter()
 

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from deployments.contracts import MAX_IMAGES, OutputFormat
-from serve_apps.protocol import PROMPT_MAX_CHARS, REFERENCE_FIELDS, GenerateRequest
+from serve_apps.api.protocol import PROMPT_MAX_CHARS, REFERENCE_FIELDS, GenerateRequest
 
 
 class OpenAIError(BaseModel):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from deployments.contracts import ReferenceImage
 from deployments.progress import Progress as LiveProgress
-from serve_apps.protocol import GetResultResponse, JobResponse, Progress, ResultPayload
-from serve_apps.records import JobRecord, JobStatus
-from serve_apps.signing import UrlSigner
+from serve_apps.api.protocol import GetResultResponse, JobResponse, Progress, ResultPayload
+from serve_apps.jobs.records import JobRecord, JobStatus
+from serve_apps.security.signing import UrlSigner
 
 
 def shown_request(record: JobRecord) -> dict:

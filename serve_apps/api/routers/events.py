@@ -14,10 +14,10 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel
 
-from serve_apps.auth import key_from_headers
-from serve_apps.events import REREAD_S, job_events, parse_last_event_id
-from serve_apps.protocol import ErrorResponse
-from serve_apps.routers.deps import ERRORS, own_job, require_key, services
+from serve_apps.api.events import REREAD_S, job_events, parse_last_event_id
+from serve_apps.api.protocol import ErrorResponse
+from serve_apps.api.routers.deps import ERRORS, own_job, require_key, services
+from serve_apps.security.auth import key_from_headers
 
 router = APIRouter(tags=["jobs"])
 
