@@ -50,14 +50,13 @@ def local_api_key() -> str:
 
 def logical_gpus_needed(applications: list[dict]) -> int:
     """Enough logical GPUs for every replica at its max, so placement is really scheduled."""
-    from deployments.registry import get_variant
     from serve_apps.builder import validate_args
 
     total = 0.0
     for application in applications:
         args = validate_args(application.get("args", {}))
         total += sum(m.num_gpus * m.autoscaling.max_replicas for m in args.models.values())
-        families = {get_variant(model).text_encoder.family for model in args.models}
+        families = {args.spec(model).text_encoder.family for model in args.models}
         total += args.encoder.num_gpus * args.encoder.autoscaling.max_replicas * len(families)
     return max(1, math.ceil(total))
 
@@ -243,7 +242,11 @@ def main(argv: list[str] | None = None) -> None:
     elif options.command == "plan":
         from serve_apps.plan import PlanError, make_plan, render
 
-        models = options.models or list(app_args_from(options.config).models)
+        if options.models:
+            models = options.models
+        else:
+            app_args = app_args_from(options.config)
+            models = [app_args.spec(name) for name in app_args.models]  # served names of the operator's own too
         try:
             print(render(make_plan(models, options.gpus)))
         except PlanError as error:

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field
 
 from deployments.memory import Component, components
-from deployments.registry import get_variant
+from deployments.registry import VariantSpec, spec_of
 
 GPU_SPEC = re.compile(r"^(\d+)x(\d+(?:\.\d+)?)GB$", re.IGNORECASE)
 
@@ -46,7 +46,7 @@ def parse_gpus(spec: str) -> list[Gpu]:
     return gpus
 
 
-def make_plan(models: list[str], gpu_spec: str) -> Plan:
+def make_plan(models: list[str | VariantSpec], gpu_spec: str) -> Plan:
     """Biggest first: each transformer (with its VAE) on the GPU with the most room; encoders
     fill what is left, else run on the CPU (they run once per prompt); a variant that finds no
     room beside the others shares a GPU by being loaded only when used (min_replicas 0)."""
@@ -54,7 +54,7 @@ def make_plan(models: list[str], gpu_spec: str) -> Plan:
     plan = Plan(gpus, [], [], [])
     denoisers, encoders = [], {}
     for model in models:
-        transformer, vae, encoder = components(get_variant(model))
+        transformer, vae, encoder = components(spec_of(model))
         denoisers.append((transformer, vae))
         encoders.setdefault(encoder.name, encoder)
     for transformer, vae in sorted(denoisers, key=lambda pair: -pair[0].memory_gb):

@@ -91,3 +91,18 @@ def test_no_code_asks_for_a_variant_by_name():
             ):
                 compared.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert compared == []
+
+
+def test_flux_serve_run_and_plan_take_a_served_name_of_an_operators_own(tmp_path, capsys):
+    """`flux-serve run` counts logical GPUs and `flux-serve plan` places models by their specs, not their names."""
+    import yaml
+
+    from serve_apps.cli import logical_gpus_needed, main
+
+    args = {"storage_url": str(tmp_path), "models": {"studio-look": {"variant": "flux-2-klein-9b-kv", "num_gpus": 0.5}}}
+    assert logical_gpus_needed([{"args": args}]) == 1
+    config = tmp_path / "serve_config.yaml"
+    config.write_text(yaml.safe_dump({"applications": [{"name": "flux", "args": args}]}))
+    main(["--config", str(config), "plan", "--gpus", "1x24GB"])
+    out = capsys.readouterr().out
+    assert "studio-look transformer" in out and "qwen3-8b text encoder" in out  # the 9B-KV spec's parts

@@ -95,8 +95,11 @@ def served_model(request: Request, model: str) -> str:
     served_models = services(request).service.served_models
     if model not in served_models:
         served = ", ".join(served_models)
-        hint = " (known but not deployed here)" if model in VARIANTS else ""
-        raise HTTPException(HTTPStatus.NOT_FOUND, f"Unknown model {model!r}{hint}. This server serves: {served}.")
+        if model in VARIANTS:
+            problem = f"Model {model!r} is known but not deployed here; add it under models: in serve_config.yaml"
+        else:
+            problem = f"Unknown model {model!r}"
+        raise HTTPException(HTTPStatus.NOT_FOUND, f"{problem}. This server serves: {served}.")
     return model
 
 
