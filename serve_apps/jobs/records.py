@@ -27,7 +27,7 @@ class JobStatus(str, Enum):
     NOT_FOUND = "Task not found"
 
 
-FINAL_STATUSES = frozenset({JobStatus.READY, JobStatus.ERROR, JobStatus.CANCELLED, JobStatus.REQUEST_MODERATED})
+FINAL_STATUSES = frozenset(set(JobStatus) - {JobStatus.PENDING, JobStatus.NOT_FOUND})  # every status a job ends in
 
 
 class Stage(str, Enum):

@@ -58,3 +58,11 @@ def test_cancelling_an_orphaned_queued_job_ends_it_at_once(tmp_path):
     assert service.jobs.count_pending() == 0
     assert service.jobs.cancel_requested(record.id)
     assert asyncio.run(service.core.signals.cancel_requested(record.id)), "a worker still on it would stop"
+
+
+def test_every_status_but_pending_is_final_content_moderated_included():
+    record = pending_record("a", 1)
+    record.status = "Content Moderated"
+    assert record.is_final, "a job whose images were moderated has ended: no worker may write it again"
+    record.status = "Pending"
+    assert not record.is_final
