@@ -43,9 +43,11 @@ def apply_retention(db: JobsRepository, store: JobStore, retention_days: float, 
 
 
 def delete_unnamed_references(db: JobsRepository, store: JobStore, written_before_s: float) -> int:
-    """Delete stored input images no job names (their jobs expired, or the submit never made one)."""
+    """Delete stored input images no job names (their jobs expired, or the submit never made one).
+
+    A submit on another replica may store one of them again after the database was asked and before
+    its job row is written: each is deleted only if it is still older than `written_before_s` (the
+    submit's write made it fresh), so the job never finds its input image gone."""
     candidates = store.references_written_before(written_before_s)
     unnamed = sorted(set(candidates) - db.inputs_in_use(candidates))
-    for name in unnamed:
-        store.delete_reference(name)
-    return len(unnamed)
+    return sum(store.delete_reference_written_before(name, written_before_s) for name in unnamed)

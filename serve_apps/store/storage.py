@@ -19,11 +19,11 @@ from deployments.contracts import OUTPUT_FORMATS
 
 PRIVATE_FILE_MODE = 0o600
 PRIVATE_FOLDER_MODE = 0o700
-JOB_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
-IMAGE_NAME_PATTERN = re.compile(rf"^[0-9]{{1,2}}\.({'|'.join(OUTPUT_FORMATS)})$")
-REFERENCE_NAME_PATTERN = re.compile(r"^[0-9a-f]{64}\.png$")
-UPLOAD_ID_PATTERN = re.compile(r"^upload_[0-9a-f]{32}$")
-UPLOAD_KEY_PATTERN = re.compile(r"^[0-9a-f]{12}$")
+JOB_ID_PATTERN = re.compile(r"^[0-9a-f]{32}\Z")
+IMAGE_NAME_PATTERN = re.compile(rf"^[0-9]{{1,2}}\.({'|'.join(OUTPUT_FORMATS)})\Z")
+REFERENCE_NAME_PATTERN = re.compile(r"^[0-9a-f]{64}\.png\Z")
+UPLOAD_ID_PATTERN = re.compile(r"^upload_[0-9a-f]{32}\Z")
+UPLOAD_KEY_PATTERN = re.compile(r"^[0-9a-f]{12}\Z")
 # a stored reference older than this is written again when a submit sends it, so its age tells
 # retention how long ago a job last named it (retention waits twice this before deleting one)
 REFERENCE_REFRESH_S = 1800.0
@@ -152,8 +152,8 @@ class JobStore:
         folder = f"{self.root}/refs"
         if not self.fs.exists(folder):
             return []
-        found = self.fs.find(folder, detail=True).items()
-        return [path.rsplit("/", 1)[1] for path, info in found if modified_s(info) < cutoff_s]
+        found = [(path.rsplit("/", 1)[1], info) for path, info in self.fs.find(folder, detail=True).items()]
+        return [name for name, info in found if REFERENCE_NAME_PATTERN.match(name) and modified_s(info) < cutoff_s]
 
     def delete_reference(self, name: str) -> None:
         if not REFERENCE_NAME_PATTERN.match(name):
@@ -162,6 +162,44 @@ class JobStore:
             self.fs.rm_file(f"{self.root}/refs/{name}")
         except FileNotFoundError:
             pass
+
+    def delete_reference_written_before(self, name: str, cutoff_s: float) -> bool:
+        """Delete a stored reference only if it is still older than `cutoff_s`; True if it went.
+
+        Retention lists old references, asks the database which no job names, then deletes: a submit
+        on another replica may write the reference again (fresh) in between, its job row not yet in
+        the database, so its age is checked again here. Locally the file is first moved aside, so what
+        is checked is what is deleted: a fresh one goes back (unless a newer one already took its place)
+        and a submit writing after the move makes a new file. On object storage there is no move: the
+        age is read just before the delete, leaving a window of one request instead of the whole pass."""
+        if not REFERENCE_NAME_PATTERN.match(name):
+            raise ValueError(f"not a reference name: {name!r}")
+        path = f"{self.root}/refs/{name}"
+        if not self.local:
+            try:
+                if modified_s(self.fs.info(path)) >= cutoff_s:
+                    return False
+                self.fs.rm_file(path)
+            except FileNotFoundError:
+                return False
+            return True
+        aside = f"{path}.{uuid.uuid4().hex}.deleting"
+        try:
+            if os.stat(path).st_mtime >= cutoff_s:
+                return False  # written again already: not even moved, so no reader misses it
+            os.rename(path, aside)
+        except FileNotFoundError:
+            return False
+        try:
+            if os.stat(aside).st_mtime < cutoff_s:
+                return True
+            try:
+                os.link(aside, path)  # fails if a submit wrote a newer one meanwhile: that one stays
+            except FileExistsError:
+                pass
+            return False
+        finally:
+            os.remove(aside)
 
     def delete_job_files(self, job_id: str) -> None:
         """The files of one job (retention)."""
