@@ -25,7 +25,102 @@ from serve_apps.security.network import BlockedUrl, check_public_url
     ],
 )
 def test_private_addresses_are_refused_with_the_reason(url, kind):
-    with pytest.raises(BlockedUrl, match=f"a {kind} address; this server only calls public addresses"):
+    if "localhost" in url:  # a name: refused without saying what it resolved to
+        kind = "not a public address; this server only calls public addresses"
+    else:
+        kind = f"a {kind} address, not a public one; this server only calls public addresses"
+    with pytest.raises(BlockedUrl, match=kind):
+        check_public_url(url, [], "webhook_url")
+
+
+@pytest.mark.parametrize(
+    ("address", "kind"),
+    [
+        ("64:ff9b::7f00:1", "loopback"),  # NAT64 of 127.0.0.1
+        ("64:ff9b::a00:5", "private"),  # NAT64 of 10.0.0.5
+        ("64:ff9b::a9fe:a9fe", "link-local"),  # NAT64 of 169.254.169.254
+        ("64:ff9b:1::a00:5", "local-use NAT64"),
+        ("2002:7f00:1::1", "loopback"),  # 6to4 of 127.0.0.1
+        ("2002:a9fe:a9fe::", "link-local"),  # 6to4 of 169.254.169.254
+        ("::127.0.0.1", "loopback"),  # IPv4-compatible
+        ("::10.0.0.5", "private"),
+        ("::ffff:10.0.0.5", "private"),  # IPv4-mapped
+        ("::ffff:169.254.169.254", "link-local"),
+        ("2001:0:4136:e378:8000:63bf:f5ff:fffe", "private"),  # Teredo, client 10.0.0.1 (obfuscated)
+        ("2001:0:a00:1::", "private"),  # Teredo, server 10.0.0.1
+        ("fec0::1", "site-local"),
+        ("fc00::1", "private"),  # unique local
+        ("fe80::1", "link-local"),
+        ("ff02::1", "multicast"),
+        ("2001:db8::1", "documentation"),
+        ("4000::1", "reserved"),  # outside 2000::/3
+    ],
+)
+def test_ipv6_ranges_that_reach_a_private_ipv4_or_are_not_global_unicast_are_refused(address, kind):
+    with pytest.raises(BlockedUrl) as caught:
+        check_public_url(f"http://[{address}]/hook", [], "webhook_url")
+    assert f"a {kind} address" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "2606:4700:4700::1111",  # global unicast
+        "64:ff9b::808:808",  # NAT64 of 8.8.8.8
+        "2002:808:808::1",  # 6to4 of 8.8.8.8
+        "::ffff:8.8.8.8",
+        "2001:0:4136:e378:8000:63bf:f7f7:f7f7",  # Teredo: server 65.54.227.120, client 8.8.8.8
+    ],
+)
+def test_ipv6_that_reaches_a_public_address_passes(address):
+    assert check_public_url(f"http://[{address}]/hook", [], "webhook_url")
+
+
+def test_a_name_that_resolves_inside_is_refused_without_saying_what_it_resolved_to(monkeypatch):
+    import socket
+
+    def internal_dns(host, port, *args, **kwargs):
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.20.30.40", port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", internal_dns)
+    with pytest.raises(BlockedUrl) as caught:
+        check_public_url("http://db.internal.example/hook", [], "webhook_url")
+    message = str(caught.value)
+    assert "'db.internal.example' is not a public address" in message
+    assert "10.20.30.40" not in message and "private" not in message.split(";")[0]
+    check_public_url("http://db.internal.example/hook", ["10.20.30.40"], "webhook_url")  # still allowable
+    check_public_url("http://db.internal.example/hook", ["db.internal.example"], "webhook_url")
+
+
+def test_an_idn_host_is_resolved_and_pinned_in_punycode(monkeypatch):
+    import socket
+
+    from serve_apps.security.network import pin
+
+    asked: list[str] = []
+
+    def dns(host, port, *args, **kwargs):
+        asked.append(host)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.215.14", port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", dns)
+    url = "https://bücher.example/x.png"
+    pinned = pin(url, check_public_url(url, [], "input_image URL"))
+    assert asked == ["xn--bcher-kva.example"]
+    assert pinned.headers == {"host": "xn--bcher-kva.example"}
+    assert pinned.extensions == {"sni_hostname": "xn--bcher-kva.example"}
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://" + "a" * 64 + ".example.com/hook", "host label over 63 characters"),
+        ("http://" + "ü" * 64 + ".example/hook", "host label over 63 characters|not a valid international"),
+        ("http://a..example.com/hook", "not a valid host name"),
+    ],
+)
+def test_a_host_dns_cannot_take_is_refused_not_a_crash(url, message):
+    with pytest.raises(BlockedUrl, match=message):
         check_public_url(url, [], "webhook_url")
 
 
