@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import Counter
 
@@ -13,8 +14,10 @@ from aiogram.exceptions import TelegramAPIError, TelegramBadRequest
 from aiogram.types import BufferedInputFile, InlineKeyboardMarkup, InputMediaPhoto
 
 from flux_client.bot_config import BotConfig
-from flux_client.bot_keyboards import album_keyboard, running_keyboard
+from flux_client.bot_keyboards import Buttons, album_keyboard, running_keyboard
+from flux_client.bot_limits import ChatRateLimit, Verdict
 from flux_client.bot_options import Submission
+from flux_client.bot_signing import CallbackSigner
 from flux_client.client import AsyncFluxClient
 from flux_client.errors import FluxAPIError, FluxConnectionError, FluxError, JobFailed
 
@@ -34,11 +37,17 @@ def ended_text(job: dict) -> str:
 
 
 class JobRunner:
-    """Runs chats' jobs against one AsyncFluxClient, at most config.max_jobs_per_chat at a time per chat."""
+    """Runs chats' jobs against one AsyncFluxClient: at most config.max_jobs_per_chat at a time and
+    config.jobs_per_minute a minute per chat (past that, one refusal, then new jobs are dropped quietly)."""
 
-    def __init__(self, bot: Bot, flux: AsyncFluxClient, config: BotConfig):
+    def __init__(self, bot: Bot, flux: AsyncFluxClient, config: BotConfig, clock=time.monotonic):
         self.bot, self.flux, self.config = bot, flux, config
         self.running: Counter[int] = Counter()
+        self.signer = CallbackSigner.for_token(config.token)
+        self.per_minute = ChatRateLimit(config.jobs_per_minute, 60.0, clock=clock)
+
+    def buttons(self, chat_id: int) -> Buttons:
+        return Buttons(self.signer, chat_id)
 
     async def run(self, chat_id: int, submission: Submission) -> None:
         if self.running[chat_id] >= self.config.max_jobs_per_chat:
@@ -46,6 +55,18 @@ class JobRunner:
                 chat_id,
                 f"{self.running[chat_id]} jobs are already running in this chat (the limit is "
                 f"{self.config.max_jobs_per_chat}); wait for one to finish or press its Cancel button.",
+            )
+            return
+        verdict = self.per_minute.check(chat_id)
+        if verdict is Verdict.DROP:
+            log.info("job from chat %s dropped: over %s a minute", chat_id, self.config.jobs_per_minute)
+            return
+        if verdict is Verdict.REFUSE:
+            await self.say(
+                chat_id,
+                f"This chat has started {self.config.jobs_per_minute} jobs in the last minute, the most I take; "
+                f"try again in {math.ceil(self.per_minute.retry_after_s(chat_id)) or 1} s. Until then I skip new prompts "
+                "here without answering.",
             )
             return
         self.running[chat_id] += 1
@@ -63,11 +84,12 @@ class JobRunner:
         if job_id is None:
             return
         started_s = time.monotonic()
-        await edit.show("queued", running_keyboard(job_id), force=True)
+        buttons = self.buttons(chat_id)
+        await edit.show("queued", running_keyboard(buttons, job_id), force=True)
         try:
             job = await self.flux.wait(
                 job_id,
-                on_progress=lambda update: edit.show(update.describe(), running_keyboard(job_id)),
+                on_progress=lambda update: edit.show(update.describe(), running_keyboard(buttons, job_id)),
                 timeout_s=self.config.job_timeout_s,
             )
             images = await self.flux.image_bytes(job)
@@ -132,7 +154,7 @@ class JobRunner:
             return
         last_seed = job["seed"] + len(images) - 1
         seeds = f"seed {job['seed']}" if len(images) == 1 else f"seeds {job['seed']}\u2013{last_seed}"
-        await self.say(chat_id, f"{job['model']} \u00b7 {seeds}", album_keyboard(job["id"]))
+        await self.say(chat_id, f"{job['model']} \u00b7 {seeds}", album_keyboard(self.buttons(chat_id), job["id"]))
 
     async def say(self, chat_id: int, text: str, keyboard: InlineKeyboardMarkup | None = None) -> int | None:
         """Send a message; its id, or None when Telegram refuses (logged, never raised)."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
 from urllib.parse import urlsplit
 
@@ -17,7 +18,7 @@ from aiogram.exceptions import TelegramAPIError
 from aiogram.filters import Command, CommandObject, CommandStart
 from aiogram.types import CallbackQuery, ErrorEvent, Message
 
-from flux_client.bot_config import BotConfig
+from flux_client.bot_config import BotConfig, ConfigError
 from flux_client.bot_jobs import JobRunner
 from flux_client.bot_keyboards import (
     CANCEL,
@@ -28,6 +29,7 @@ from flux_client.bot_keyboards import (
     parse_callback,
     settings_keyboard,
 )
+from flux_client.bot_limits import ChatRateLimit, Verdict
 from flux_client.bot_options import ChatSettings, OptionError, parse_prompt, repeat_job, with_model
 from flux_client.client import AsyncFluxClient
 from flux_client.errors import FluxAPIError, FluxError
@@ -82,6 +84,34 @@ class AllowList(BaseMiddleware):
             await (event.answer(text) if isinstance(event, Message) else event.answer(text, show_alert=True))
         except TelegramAPIError as error:
             log.warning("refusal to chat %s not delivered: %s", chat_id, error)
+        return None
+
+
+class FloodGate(BaseMiddleware):
+    """At most config.updates_per_minute messages and button presses per chat: past that, one reply saying
+    so, then the chat's updates are dropped quietly until the window lets it through again. It runs before
+    the allow-list, so a stranger's flood is not answered message by message either."""
+
+    def __init__(self, config: BotConfig, clock=time.monotonic):
+        self.config = config
+        self.limit = ChatRateLimit(config.updates_per_minute, 60.0, clock=clock)
+
+    async def __call__(self, handler, event, data):
+        chat_id = chat_id_of(event)
+        verdict = self.limit.check(chat_id)
+        if verdict is Verdict.ALLOW:
+            return await handler(event, data)
+        if verdict is Verdict.REFUSE:
+            text = (
+                f"That is more than {self.config.updates_per_minute} messages a minute, so I skip what this "
+                "chat sends for a little while, without answering. Try again in a minute."
+            )
+            try:
+                await (event.answer(text) if isinstance(event, Message) else event.answer(text, show_alert=True))
+            except TelegramAPIError as error:
+                log.warning("flood notice to chat %s not delivered: %s", chat_id, error)
+        else:
+            log.debug("update from chat %s dropped: over %s a minute", chat_id, self.config.updates_per_minute)
         return None
 
 
@@ -179,15 +209,18 @@ class ChatBot:
     async def show_settings(self, message: Message) -> None:
         settings = self.settings[message.chat.id]
         await message.answer(
-            describe_settings(settings), reply_markup=settings_keyboard(settings, await self.served_models())
+            describe_settings(settings),
+            reply_markup=settings_keyboard(settings, await self.served_models(), self.runner.buttons(message.chat.id)),
         )
 
     async def button(self, query: CallbackQuery) -> None:
-        verb, argument = parse_callback(query.data)
-        if not verb or query.message is None:
+        """A button press; its data must carry the signature of the chat whose message holds the button, so a
+        forged press (hand-made data, another chat's job) does nothing."""
+        chat_id = query.message.chat.id if query.message else None
+        verb, argument = parse_callback(query.data, self.runner.signer, chat_id) if chat_id else ("", "")
+        if not verb:
             await query.answer("This button no longer works; send a new prompt.")
             return
-        chat_id = query.message.chat.id
         if verb == SET:
             await self._change_setting(query, chat_id, argument)
         elif verb == CANCEL:
@@ -217,7 +250,8 @@ class ChatBot:
         await query.answer(changed)
         try:
             await query.message.edit_text(
-                describe_settings(settings), reply_markup=settings_keyboard(settings, await self.served_models())
+                describe_settings(settings),
+                reply_markup=settings_keyboard(settings, await self.served_models(), self.runner.buttons(chat_id)),
             )
         except TelegramAPIError as error:
             log.debug("settings menu not refreshed: %s", error)
@@ -238,9 +272,10 @@ class BotApp:
         self.bot = Bot(config.token, session=AiohttpSession(api=api) if api else AiohttpSession())
         self.flux = AsyncFluxClient(config.flux_url, config.flux_key, poll_interval_s=config.poll_interval_s)
         self.dispatcher = Dispatcher()
-        allow_list = AllowList(config)
-        self.dispatcher.message.outer_middleware(allow_list)
-        self.dispatcher.callback_query.outer_middleware(allow_list)
+        flood_gate, allow_list = FloodGate(config), AllowList(config)
+        for observer in (self.dispatcher.message, self.dispatcher.callback_query):
+            observer.outer_middleware(flood_gate)  # first: a flood gets one answer, allowed chat or not
+            observer.outer_middleware(allow_list)
         self.dispatcher.errors.register(on_error)
         self.dispatcher.include_router(ChatBot(self.bot, self.flux, config).router())
         self.dispatcher.shutdown.register(self.flux.aclose)
@@ -255,7 +290,13 @@ class BotApp:
 
     def webhook_app(self):
         """An aiohttp application taking Telegram's updates at the webhook URL's path; it registers the webhook
-        (with TELEGRAM_WEBHOOK_SECRET, which Telegram sends back and the handler checks) when it starts."""
+        (with TELEGRAM_WEBHOOK_SECRET, which Telegram sends back and the handler checks) when it starts.
+        Without a secret it refuses: anyone who found the URL could post updates as an allowed chat."""
+        if not self.config.webhook_secret:
+            raise ConfigError(
+                "webhook mode needs TELEGRAM_WEBHOOK_SECRET (a random string of letters, digits, _ and -), so that "
+                "updates not sent by Telegram are refused."
+            )
         from aiogram.webhook.aiohttp_server import SimpleRequestHandler, setup_application
         from aiohttp import web
 

@@ -12,6 +12,7 @@ import pytest
 
 from flux_client import AsyncFluxClient, JobFailed
 from flux_client.bot_config import BotConfig
+from flux_client.bot_signing import CallbackSigner
 from flux_client.protocol import image_name
 from flux_client.telegram_bot import HELP, NOT_UNDERSTOOD, PHOTO_WITHOUT_CAPTION, BotApp
 from tests.bot_api_standin import BotApiStandIn, album_photos
@@ -19,6 +20,8 @@ from tests.conftest import free_port
 from tests.serve.conftest import API_KEY
 
 CHAT = 4242
+TOKEN = "123456:TEST-token"
+SIGNER = CallbackSigner.for_token(TOKEN)  # what the bot signs its buttons' data with, for a press made by hand
 JPEG_MAGIC = b"\xff\xd8"
 
 
@@ -27,8 +30,9 @@ async def running_bot(flux_url: str, **settings):
     """The stand-in and the bot polling it, until the block ends."""
     async with BotApiStandIn() as telegram:
         config = BotConfig(
-            token="123456:TEST-token",
+            token=TOKEN,
             flux_url=flux_url,
+            allowed_chats=frozenset({CHAT}),
             flux_key=API_KEY,
             telegram_api_url=telegram.base_url,
             status_edit_interval_s=0.0,
@@ -135,7 +139,9 @@ def test_the_status_message_carries_cancel_and_the_cancel_button_stops_the_job(b
 
             async with AsyncFluxClient(base_url, API_KEY) as flux:
                 long_job = await flux.submit("a red circle", width=1024, height=1024, steps=40)
-                telegram.push_button(CHAT, telegram.message(CHAT, text="status"), f"cancel:{long_job}")
+                telegram.push_button(
+                    CHAT, telegram.message(CHAT, text="status"), SIGNER.sign(CHAT, f"cancel:{long_job}")
+                )
                 await telegram.wait_for(
                     lambda: [c for c in telegram.calls_of("answerCallbackQuery") if "Cancelling" in c.params["text"]]
                 )
@@ -205,11 +211,8 @@ def album_job_ids(telegram: BotApiStandIn) -> list[str]:
         for c in telegram.calls_of("sendMessage")
         if "reply_markup" in c.params
     ]
-    return [
-        rows[0][0]["callback_data"].removeprefix("again:")
-        for rows in keyboards
-        if rows[0][0]["callback_data"].startswith("again:")
-    ]
+    data = [SIGNER.verify(CHAT, rows[0][0]["callback_data"]) or "" for rows in keyboards]
+    return [d.removeprefix("again:") for d in data if d.startswith("again:")]
 
 
 def choose_two_images_per_prompt(telegram: BotApiStandIn):
@@ -247,7 +250,7 @@ def test_a_photo_with_a_caption_is_edited_into_an_album_and_again_edits_the_same
             assert png_size(reference) == (96, 64), "the full-size photo, not the thumbnail"
 
             buttons = telegram.message(CHAT, text="buttons")
-            telegram.push_button(CHAT, buttons, f"again:{job_id}")
+            telegram.push_button(CHAT, buttons, SIGNER.sign(CHAT, f"again:{job_id}"))
             await telegram.wait_for(lambda: len(telegram.calls_of("sendMediaGroup")) == 2)
             again = await flux.job((await telegram.wait_for(lambda: album_job_ids(telegram)[1:]))[0])
             assert [image_name(url) for url in again["references"]] == [image_name(url) for url in job["references"]]
@@ -292,8 +295,9 @@ def test_webhook_mode_registers_its_url_and_takes_only_updates_carrying_the_secr
         async with BotApiStandIn() as telegram:
             port = free_port()
             config = BotConfig(
-                token="123456:TEST-token",
+                token=TOKEN,
                 flux_url=closed_port_url(),
+                allowed_chats=frozenset({CHAT}),
                 telegram_api_url=telegram.base_url,
                 webhook_url="https://bot.example/tg/hook",
                 webhook_listen=("127.0.0.1", port),

@@ -9,8 +9,9 @@ import pytest
 
 from flux_client import config as client_config
 from flux_client.bot_config import BotConfig, ConfigError
-from flux_client.bot_keyboards import apply_setting, parse_callback, settings_keyboard
+from flux_client.bot_keyboards import Buttons, apply_setting, parse_callback, settings_keyboard
 from flux_client.bot_options import ChatSettings, OptionError, parse_prompt, repeat_job, resolve_model
+from flux_client.bot_signing import CallbackSigner
 from flux_client.cli import main as cli_main
 from flux_client.options import parse_lora
 
@@ -128,12 +129,17 @@ def test_again_draws_a_new_seed_and_more_continues_the_seed_series():
     assert (more.seed, more.num_images) == (12, 4)
 
 
+SIGNER = CallbackSigner.for_token("123:abc-DEF")
+CHAT = -100987
+
+
 def test_buttons_fit_telegrams_64_bytes_and_unknown_data_is_ignored():
-    keyboard = settings_keyboard(ChatSettings(), MODELS)
+    keyboard = settings_keyboard(ChatSettings(), MODELS, Buttons(SIGNER, CHAT))
     assert all(len(b.callback_data.encode()) <= 64 for row in keyboard.inline_keyboard for b in row)
     assert keyboard.inline_keyboard[0][0].text == "\u2713 4b", "the current model is ticked"
-    assert parse_callback(f"again:{JOB_ID}") == ("again", JOB_ID)
-    assert parse_callback("rm -rf") == ("", "") and parse_callback(None) == ("", "")
+    assert parse_callback(SIGNER.sign(CHAT, f"again:{JOB_ID}"), SIGNER, CHAT) == ("again", JOB_ID)
+    assert parse_callback(SIGNER.sign(CHAT, "rm -rf"), SIGNER, CHAT) == ("", "")
+    assert parse_callback(None, SIGNER, CHAT) == ("", "")
     settings = ChatSettings()
     assert apply_setting(settings, "n=4") == "images per prompt: 4" and settings.num_images == 4
     with pytest.raises(ValueError):
@@ -142,16 +148,55 @@ def test_buttons_fit_telegrams_64_bytes_and_unknown_data_is_ignored():
 
 def test_bot_config_from_env(monkeypatch):
     monkeypatch.delenv("TELEGRAM_BOT_TOKEN", raising=False)
+    for name in ("TELEGRAM_WEBHOOK_URL", "TELEGRAM_WEBHOOK_SECRET", "TELEGRAM_JOBS_PER_MINUTE"):
+        monkeypatch.delenv(name, raising=False)
     with pytest.raises(ConfigError, match="@BotFather"):
         BotConfig.from_env()
     monkeypatch.setenv("TELEGRAM_BOT_TOKEN", "123:abc-DEF")
     monkeypatch.setenv("TELEGRAM_ALLOWED_CHATS", "12, -100987")
     monkeypatch.setenv("TELEGRAM_API_URL", "http://127.0.0.1:8081")
+    monkeypatch.setenv("TELEGRAM_WEBHOOK_SECRET", "s3cret")
     config = BotConfig.from_env(webhook_url="https://bot.example/hook")
     assert config.allowed_chats == {12, -100987} and config.allows(12) and not config.allows(13)
     assert config.telegram_api_url == "http://127.0.0.1:8081" and config.webhook_url == "https://bot.example/hook"
     monkeypatch.setenv("TELEGRAM_ALLOWED_CHATS", "12,me")
     with pytest.raises(ConfigError, match="TELEGRAM_ALLOWED_CHATS has 'me'"):
         BotConfig.from_env()
-    monkeypatch.setenv("TELEGRAM_ALLOWED_CHATS", "")
-    assert BotConfig.from_env().allows(99), "empty: anyone"
+    monkeypatch.setenv("TELEGRAM_ALLOWED_CHATS", "*")
+    assert BotConfig.from_env().allows(99), "*: anyone, said explicitly"
+    monkeypatch.setenv("TELEGRAM_JOBS_PER_MINUTE", "3")
+    assert BotConfig.from_env().jobs_per_minute == 3
+
+
+@pytest.mark.parametrize("chats", [None, "", " , "])
+def test_bot_config_refuses_an_unset_allow_list_and_says_how_to_allow_anyone(monkeypatch, chats):
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", "123:abc-DEF")
+    if chats is None:
+        monkeypatch.delenv("TELEGRAM_ALLOWED_CHATS", raising=False)
+    else:
+        monkeypatch.setenv("TELEGRAM_ALLOWED_CHATS", chats)
+    with pytest.raises(
+        ConfigError, match=r"TELEGRAM_ALLOWED_CHATS is not set: list the chat ids .* TELEGRAM_ALLOWED_CHATS=\*"
+    ):
+        BotConfig.from_env()
+    with pytest.raises(ConfigError, match="allow_anyone=True"):
+        BotConfig(token="123:abc-DEF")
+
+
+def test_webhook_mode_refuses_to_start_without_a_secret_and_says_how_to_make_one(monkeypatch):
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", "123:abc-DEF")
+    monkeypatch.setenv("TELEGRAM_ALLOWED_CHATS", "12")
+    monkeypatch.delenv("TELEGRAM_WEBHOOK_SECRET", raising=False)
+    monkeypatch.setenv("TELEGRAM_WEBHOOK_URL", "https://bot.example/hook")
+    with pytest.raises(ConfigError, match=r"TELEGRAM_WEBHOOK_SECRET is not set: .*secrets.token_urlsafe"):
+        BotConfig.from_env()
+    with pytest.raises(ConfigError, match="TELEGRAM_WEBHOOK_SECRET is not set"):
+        BotConfig(token="123:abc-DEF", allowed_chats=frozenset({12}), webhook_url="https://bot.example/hook")
+    monkeypatch.setenv("TELEGRAM_WEBHOOK_SECRET", "not a valid secret!")
+    with pytest.raises(ConfigError, match="1-256 letters, digits, _ or -"):
+        BotConfig.from_env()
+    monkeypatch.setenv("TELEGRAM_WEBHOOK_SECRET", "s3cret-token")
+    assert BotConfig.from_env().webhook_secret == "s3cret-token"
+    monkeypatch.delenv("TELEGRAM_WEBHOOK_URL")
+    monkeypatch.delenv("TELEGRAM_WEBHOOK_SECRET")
+    assert BotConfig.from_env().webhook_url is None, "long polling needs no secret"
