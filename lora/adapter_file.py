@@ -85,6 +85,11 @@ def inspect_adapter(path: Path) -> AdapterInfo:
         raise AdapterMismatch(
             f"{file.name} has a malformed safetensors header ({error}); save the adapter with safetensors."
         ) from None
+    if not isinstance(metadata, dict):
+        raise AdapterMismatch(
+            f"{file.name} has {METADATA_KEY!r} metadata that is JSON but not an object (a {type(metadata).__name__}); "
+            f'write it as a JSON object such as {{"base_model": ..., "trigger_word": ...}} (lora.adapter_file.write_metadata).'
+        )
     return AdapterInfo(file, shapes, metadata)
 
 

@@ -14,12 +14,21 @@ from lora.adapter_file import AdapterMismatch, inspect_adapter
 from lora.compat import check_compatible
 from lora.sources import AdapterSources
 
-ADAPTER_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+ADAPTER_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 FORBIDDEN_TAG_PAIRS = ({"person", "nsfw"},)
 
 
 class AdapterError(ValueError):
     """A LoRA that cannot be registered or used as asked; the message says what to change."""
+
+
+def taken(adapter_id: str) -> AdapterError:
+    """The refusal of an id another key registered (also raised by the store when two keys register one
+    new id at the same moment and the other was first)."""
+    return AdapterError(
+        f"LoRA id {adapter_id!r} is registered by another API key; only that key can change it. "
+        "Register your adapter under another id."
+    )
 
 
 class AdapterRegistry:
@@ -50,10 +59,7 @@ class AdapterRegistry:
             raise AdapterError(f"LoRA id {adapter_id!r} must be 1-64 letters, digits, '.', '_' or '-'.")
         existing = self.store.load_lora(adapter_id)
         if existing is not None and existing.get("owner_key_id") != owner_key_id and not is_admin:
-            raise AdapterError(
-                f"LoRA id {adapter_id!r} is registered by another API key; only that key can change it. "
-                "Register your adapter under another id."
-            )
+            raise taken(adapter_id)
         try:
             info = inspect_adapter(self.sources.fetch(source))
         except (ValueError, OSError) as error:
@@ -81,7 +87,7 @@ class AdapterRegistry:
             "registered_at": time.time(),
             "owner_key_id": existing["owner_key_id"] if existing and is_admin else owner_key_id,
         }
-        self.store.save_lora(record)
+        self.store.save_lora(record)  # raises taken() when another key registered this id since the check above
         return record
 
     def registered(self) -> list[dict]:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from deployments.memory import Component, components
 from deployments.registry import VariantSpec, spec_of
 
-GPU_SPEC = re.compile(r"^(\d+)x(\d+(?:\.\d+)?)GB$", re.IGNORECASE)
+GPU_SPEC = re.compile(r"^(\d+)x(\d+(?:\.\d+)?)GB\Z", re.IGNORECASE)
 
 
 class PlanError(ValueError):

@@ -325,3 +325,15 @@ def test_a_key_revoked_in_the_database_is_refused_by_every_replica_at_once(datab
     assert db.revoke_key("alice") == 1
     assert replica_a.identify("alice-key") is None and replica_b.identify("alice-key") is None
     assert replica_a.identify("wrong") is None
+
+
+def test_a_lora_id_another_key_registered_first_is_refused_not_taken_over(database):
+    from lora.registry import AdapterError
+
+    adapters = database.adapters
+    adapters.save_lora({"id": "style", "owner_key_id": KEY_ID, "source": "mine"})
+    with pytest.raises(AdapterError, match="registered by another API key"):
+        adapters.save_lora({"id": "style", "owner_key_id": OTHER_KEY, "source": "theirs"})
+    assert adapters.load_lora("style")["source"] == "mine"
+    adapters.save_lora({"id": "style", "owner_key_id": KEY_ID, "source": "mine, v2"})
+    assert adapters.load_lora("style")["source"] == "mine, v2", "the owner still updates it"

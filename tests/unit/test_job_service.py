@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
+
+import httpx
+from fastapi import FastAPI, Request
 
 from deployments.contracts import GenerationParams
+from serve_apps.api.protocol import GenerateRequest
+from serve_apps.api.routers.deps import submit_job
 from serve_apps.api.views import JobViews
 from serve_apps.config import AppArgs
 from serve_apps.jobs.records import JobRecord
 from serve_apps.jobs.service import JobService
 from serve_apps.security.signing import UrlSigner
-from serve_apps.store import Database
+from serve_apps.store import Database, IdempotencyConflict
 from serve_apps.store.storage import JobStore, new_job_id
 
 
@@ -66,3 +72,38 @@ def test_every_status_but_pending_is_final_content_moderated_included():
     assert record.is_final, "a job whose images were moderated has ended: no worker may write it again"
     record.status = "Pending"
     assert not record.is_final
+
+
+def test_an_idempotency_key_reused_with_another_body_is_422_saying_to_use_a_new_key():
+    class Refusing:
+        async def submit(self, *_args):
+            raise IdempotencyConflict("this Idempotency-Key was used with a different request body; use a new key.")
+
+    app = FastAPI()
+    app.state.services = SimpleNamespace(service=Refusing())
+
+    @app.post("/v1/m")
+    async def route(request: Request, body: GenerateRequest):
+        return await submit_job(request, "m", body, "0123456789ab", "k-1")
+
+    async def call():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
+            return await http.post("/v1/m", json={"prompt": "p"})
+
+    response = asyncio.run(call())
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"][0]
+    assert detail["loc"] == ["header", "idempotency-key"] and "use a new key" in detail["msg"]
+
+
+def test_validation_patterns_refuse_a_trailing_newline():
+    from lora.registry import ADAPTER_ID_PATTERN
+    from serve_apps.plan import GPU_SPEC
+    from serve_apps.store.storage import REFERENCE_NAME_PATTERN, UPLOAD_ID_PATTERN, UPLOAD_KEY_PATTERN, is_job_id
+
+    assert is_job_id("0" * 32) and not is_job_id("0" * 32 + "\n")
+    assert UPLOAD_KEY_PATTERN.match("0" * 12) and not UPLOAD_KEY_PATTERN.match("0" * 12 + "\n")
+    assert not UPLOAD_ID_PATTERN.match("upload_" + "0" * 32 + "\n")
+    assert not REFERENCE_NAME_PATTERN.match("0" * 64 + ".png\n")
+    assert ADAPTER_ID_PATTERN.match("style-1") and not ADAPTER_ID_PATTERN.match("style-1\n")
+    assert not GPU_SPEC.match("2x24GB\n")

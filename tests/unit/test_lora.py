@@ -312,3 +312,19 @@ def test_a_file_that_is_not_safetensors_is_an_adapter_error(tmp_path):
     )
     with pytest.raises(AdapterError, match="not a readable safetensors file"):
         registry.register("fake", str(fake))
+
+
+@pytest.mark.parametrize("metadata", ["[1, 2]", '"a string"', "3"])
+def test_adapter_metadata_that_is_json_but_not_an_object_is_a_mismatch(tmp_path, metadata):
+    import json
+    import struct
+
+    header = {
+        "__metadata__": {"flux_serve": metadata},
+        "x.lora_A.weight": {"dtype": "F32", "shape": [1, 1], "data_offsets": [0, 4]},
+    }
+    encoded = json.dumps(header).encode()
+    file = tmp_path / "odd.safetensors"
+    file.write_bytes(struct.pack("<Q", len(encoded)) + encoded + b"\x00" * 4)
+    with pytest.raises(AdapterMismatch, match="JSON but not an object"):
+        inspect_adapter(file)

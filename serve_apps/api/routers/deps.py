@@ -19,6 +19,7 @@ from serve_apps.jobs.submission import LimitExceeded
 from serve_apps.security.auth import ApiKeys, key_from_headers
 from serve_apps.security.network import BlockedUrl
 from serve_apps.security.signing import UrlSigner
+from serve_apps.store import IdempotencyConflict
 
 MAX_IDEMPOTENCY_KEY_CHARS = 255
 
@@ -121,6 +122,11 @@ async def submit_job(request: Request, model: str, body: GenerateRequest, key_id
         raise unprocessable("loras", str(error)) from None
     except BlockedUrl as blocked:
         raise unprocessable("webhook_url", str(blocked)) from None
+    except IdempotencyConflict as conflict:
+        raise HTTPException(
+            HTTPStatus.UNPROCESSABLE_ENTITY,
+            [{"loc": ["header", "idempotency-key"], "msg": f"Idempotency-Key: {conflict}", "type": "value_error"}],
+        ) from None
     except (InputRejected, InvalidRequestError) as rejected:
         raise unprocessable(rejected.field, rejected.message) from None
     except LimitExceeded as over:
