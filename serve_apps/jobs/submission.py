@@ -13,7 +13,8 @@ from serve_apps.jobs.records import JobRecord, JobStatus, Stage, Webhook
 from serve_apps.jobs.references import InputResolver, ResolvedInputs
 from serve_apps.security.moderation import PromptPolicy
 from serve_apps.security.network import check_public_url_async
-from serve_apps.store import Claim, JobsRepository, request_digest
+from serve_apps.store import Claim, IdempotencyConflict, JobsRepository, request_digest
+from serve_apps.store.schema import jobs as jobs_table
 from serve_apps.store.storage import new_job_id
 
 
@@ -71,7 +72,14 @@ class JobSubmitter:
         A prompt the policy refuses (as it will be encoded: trigger words included) is stored
         already final, Request Moderated, and still counts against the submit rate. Raises
         BlockedUrl for a webhook_url that resolves to a private address, LimitExceeded over a limit,
-        IdempotencyConflict for a reused key with another body."""
+        IdempotencyConflict for a reused key with another body.
+
+        A replay is looked up first, so it gets its job even while the key is at its limits."""
+        body_digest = request_digest(f"{model}\n{request.model_dump_json()}")
+        if idempotency_key:
+            first = await asyncio.to_thread(self.replay_of, key_id, idempotency_key, body_digest)
+            if first is not None:
+                return first, None
         if request.webhook_url:
             await check_public_url_async(request.webhook_url, self.args.network.allowed_private_hosts, "webhook_url")
         inputs = await self.inputs.resolve(request, key_id)  # raises InputRejected naming the field
@@ -93,7 +101,6 @@ class JobSubmitter:
             over = await self.limiter.admit.remote(key_id, record.id)
             if over:
                 raise LimitExceeded(over["reason"], over["retry_after_s"], over["status_code"])
-        body_digest = request_digest(f"{model}\n{request.model_dump_json()}")
         try:
             stored, claim = await asyncio.to_thread(self.jobs.create, record, idempotency_key, body_digest)
         except BaseException:
@@ -102,6 +109,24 @@ class JobSubmitter:
         if stored.id != record.id:
             self.release(record)  # a replay holds no slot of its own
         return stored, claim
+
+    def replay_of(self, key_id: str, idempotency_key: str, body_digest: str) -> JobRecord | None:
+        """The job this key already submitted with this Idempotency-Key (None: a new key), or
+        IdempotencyConflict when it came with another body. (`jobs.create` decides the same for two
+        submits at one moment; this read lets a replay skip the limiter.)"""
+        with self.jobs.engine.connect() as connection:
+            row = connection.execute(
+                jobs_table.select().where(
+                    jobs_table.c.key_id == key_id, jobs_table.c.idempotency_key == request_digest(idempotency_key)
+                )
+            ).one_or_none()
+        if row is None:
+            return None
+        if row.body_digest != body_digest:
+            raise IdempotencyConflict(
+                "this Idempotency-Key was used with a different request body; use a new key for a new request."
+            )
+        return self.jobs._record(row)
 
     def release(self, record: JobRecord) -> None:
         if self.limiter is not None:

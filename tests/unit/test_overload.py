@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from http import HTTPStatus
 
+import pytest
 from ray.serve.exceptions import BackPressureError
 
 from deployments.contracts import DenoiseOutcome, GenerationParams
@@ -112,3 +113,36 @@ def test_when_room_returns_what_the_call_returns():
         return "done"
 
     assert asyncio.run(when_room(call)) == "done" and len(calls) == 2
+
+
+def test_an_idempotent_replay_at_the_keys_limit_gets_its_job(tmp_path):
+    from deployments.contracts import GenerationDefaults
+    from serve_apps.api.protocol import GenerateRequest
+    from serve_apps.jobs.submission import JobSubmitter, LimitExceeded
+    from serve_apps.store import IdempotencyConflict
+
+    limiter = KeyLimiter(concurrent_jobs=1, requests_per_minute=100, lease_s=60, max_queued_jobs=100)
+
+    async def admit(key_id, job_id):
+        return limiter.admit(key_id, job_id)
+
+    args = AppArgs(storage_url=str(tmp_path))
+    submitter = JobSubmitter(
+        Database.open(args.database_url).jobs,
+        {MODEL: GenerationDefaults(steps=4, guidance=1.0, distilled=True)},
+        args,
+        limiter=FakeHandle(admit=admit, release=limiter.release),
+    )
+    request = GenerateRequest(prompt="a cat", width=256, height=256)
+
+    def submit(body, idempotency_key):
+        return asyncio.run(submitter.submit(MODEL, body, "0123456789ab", "", "me", idempotency_key))
+
+    first, claim = submit(request, "k-1")
+    assert claim is not None
+    replay, replay_claim = submit(request, "k-1")
+    assert (replay.id, replay_claim) == (first.id, None), "the key's one slot is the first job's: the replay gets it"
+    with pytest.raises(IdempotencyConflict, match="use a new key"):
+        submit(GenerateRequest(prompt="a dog", width=256, height=256), "k-1")
+    with pytest.raises(LimitExceeded):
+        submit(request, "k-2")
