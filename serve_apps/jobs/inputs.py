@@ -18,7 +18,7 @@ import hashlib
 import io
 import re
 from dataclasses import dataclass
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import httpx
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -31,6 +31,7 @@ UPLOAD_ID = re.compile(r"^upload_[0-9a-f]{32}$")
 DATA_URI = re.compile(r"^data:(?P<type>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[\w.+-]+)*)(?P<b64>;base64)?,", re.I)
 FORMATS = ("PNG", "JPEG", "WEBP")
 REDIRECTS = (301, 302, 303, 307, 308)
+UNCOMPRESSED = ("", "identity")  # Content-Encoding values read as they come; any other is refused, never decoded
 WHITE = (255, 255, 255)
 
 
@@ -124,13 +125,21 @@ async def _fetch(url: str, field: str, limits: InputArgs, allowed_private_hosts:
             except ValueError:  # urllib's own: a bad IPv6 literal, a port out of range
                 raise InputRejected(field, "the image URL is malformed; check it.") from None
             try:
-                headers = {"Accept": "image/*", **target.headers}
+                # the raw bytes are counted against the cap: httpx would decode gzip (even gzip of gzip) first
+                headers = {"Accept": "image/*", "Accept-Encoding": "identity", **target.headers}
                 async with client.stream("GET", target.url, headers=headers, extensions=target.extensions) as response:
                     if response.status_code in REDIRECTS and "location" in response.headers:
                         url = urljoin(url, response.headers["location"])
                         continue
                     if response.status_code != 200:
                         raise InputRejected(field, f"the image URL answered HTTP {response.status_code}; check it.")
+                    encoding = response.headers.get("content-encoding", "").strip().lower()
+                    if encoding not in UNCOMPRESSED:
+                        raise InputRejected(
+                            field,
+                            f"the server at {urlsplit(url).hostname} sent a compressed image (Content-Encoding: "
+                            f"{encoding}); serve it uncompressed.",
+                        )
                     return await _read_capped(response, field, limits.max_bytes)
             except (httpx.HTTPError, httpx.InvalidURL) as error:
                 raise InputRejected(field, f"the image URL could not be fetched ({type(error).__name__}).") from None
@@ -144,11 +153,20 @@ async def _read_capped(response: httpx.Response, field: str, max_bytes: int) -> 
     if declared and declared.isdigit() and int(declared) > max_bytes:
         raise InputRejected(field, too_big(max_bytes))
     body = bytearray()
-    async for chunk in response.aiter_bytes():
+    async for chunk in _raw(response):
         body += chunk
         if len(body) > max_bytes:
             raise InputRejected(field, too_big(max_bytes))
     return bytes(body)
+
+
+async def _raw(response: httpx.Response):
+    """The body as sent, never decoded, so the cap counts what is read (httpx would inflate gzip first)."""
+    if response.is_stream_consumed:  # already in memory: a test transport's `content=` body
+        yield response.content
+        return
+    async for chunk in response.aiter_raw():
+        yield chunk
 
 
 def _open(data: bytes, field: str, max_pixels: int) -> Image.Image:
