@@ -1,8 +1,11 @@
 """Request bodies limited before they are read: a pure ASGI middleware.
 
 Nothing of a body is read until the caller's key is known to be valid, so a stranger cannot make
-a replica take in 32 MB; then a Content-Length over `max_body_bytes` is refused at once, and a body
-without one (chunked) is counted as it streams and refused as soon as it passes the limit. The
+a replica take in 32 MB; then a Content-Length over `max_body_bytes` is refused at once, and every
+body is counted as it streams and refused as soon as it passes the limit, whatever its headers say
+(no Content-Length, Transfer-Encoding in any spelling or list). A request that announces no body (no
+Content-Length or 0, no Transfer-Encoding) is passed on without a key check, and should a body come
+anyway, the key is checked before its first bytes reach the app. The
 refusals are raised as HTTPExceptions from `receive`, inside the route, so the app's own handlers
 answer them in the route's error shape (OpenAI's on the OpenAI routes).
 """
@@ -38,21 +41,29 @@ class BodySizeLimit:
             return await self.app(scope, receive, send)
         headers = Headers(scope=scope)
         declared = headers.get("content-length")
-        if declared in (None, "0") and "chunked" not in headers.get("transfer-encoding", ""):
-            return await self.app(scope, receive, send)  # no body: a GET, or a signed URL opened without a key
+        # A body is announced by a Content-Length above 0 or any Transfer-Encoding (chunked, Chunked, gzip, chunked).
+        announced = declared not in (None, "0") or "transfer-encoding" in headers
         checked = False
         received_bytes = 0
 
-        async def limited_receive() -> Message:
-            nonlocal checked, received_bytes
+        async def check_once() -> None:
+            nonlocal checked
             if not checked:
                 checked = True
                 await asyncio.to_thread(self.check_key, headers)  # keys may be database lookups
                 if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
                     raise too_large(self.max_body_bytes)
+
+        async def limited_receive() -> Message:
+            nonlocal received_bytes
+            if announced:
+                await check_once()
             message = await receive()
             if message["type"] == "http.request":
-                received_bytes += len(message.get("body", b""))
+                body = message.get("body", b"")
+                if body:
+                    await check_once()  # unannounced bytes: no key, no body
+                received_bytes += len(body)
                 if received_bytes > self.max_body_bytes:
                     raise too_large(self.max_body_bytes)
             return message

@@ -108,3 +108,43 @@ def test_check_key_names_both_headers():
     with pytest.raises(HTTPException) as refused:
         check_key(Headers({}), ApiKeys({hash_key(KEY)}))
     assert "x-key" in refused.value.detail
+
+
+@pytest.mark.parametrize("spelling", ["Chunked", "CHUNKED", "gzip, chunked", "chunked"])
+def test_a_streamed_body_is_limited_whatever_the_transfer_encoding_spelling(client, reads, spelling):
+    response = client.post("/v1/echo", content=chunks(8), headers={"x-key": KEY, "transfer-encoding": spelling})
+    assert response.status_code == HTTPStatus.REQUEST_ENTITY_TOO_LARGE, response.text
+    assert "limits.max_body_bytes" in response.json()["detail"]
+    assert reads == []
+
+
+def test_a_body_that_no_header_announces_is_limited_and_needs_the_key():
+    """No Content-Length, no Transfer-Encoding, and a body all the same (a server that passes one on)."""
+    seen: list[int] = []
+
+    async def app(scope, receive, send):
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        seen.append(len(body))
+
+    def refused(key: str) -> HTTPException:
+        async def run():
+            chunk = {"type": "http.request", "body": b"x" * 600, "more_body": True}
+            messages = iter([chunk, chunk, {"type": "http.request", "body": b"", "more_body": False}])
+            limited = BodySizeLimit(
+                app, max_body_bytes=LIMIT_BYTES, check_key=lambda headers: check_key(headers, ApiKeys({hash_key(KEY)}))
+            )
+            scope = {"type": "http", "method": "POST", "path": "/", "headers": [(b"x-key", key.encode())]}
+            await limited(scope, lambda: asyncio.sleep(0, next(messages)), None)
+
+        with pytest.raises(HTTPException) as error:
+            asyncio.run(run())
+        return error.value
+
+    assert refused(KEY).status_code == HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+    assert refused("wrong").status_code == HTTPStatus.UNAUTHORIZED
+    assert seen == []
