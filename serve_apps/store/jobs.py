@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 
 from serve_apps.jobs.records import GENERATE, JobRecord, JobState, JobStatus, Stage
 from serve_apps.store.schema import job_references, jobs
+from serve_apps.store.secret_box import SecretBox, SecretNotOpened
 
 logger = logging.getLogger("flux_serve.database")
 
@@ -54,9 +55,17 @@ def request_digest(body: str) -> str:
 
 
 class JobsRepository:
-    def __init__(self, engine: Engine, record_types: Mapping[str, type[JobState]] | None = None):
-        """`record_types` maps each kind this replica runs to its record type (default: generation only)."""
+    def __init__(
+        self,
+        engine: Engine,
+        record_types: Mapping[str, type[JobState]] | None = None,
+        secret_box: SecretBox | None = None,
+    ):
+        """`record_types` maps each kind this replica runs to its record type (default: generation only);
+        `secret_box` seals webhook secrets at rest (`load_webhook_secret_box(store)`; without it a new
+        secret is written as sent, and one sealed earlier is read and written back sealed)."""
         self.engine = engine
+        self.secret_box = secret_box
         self.record_types = dict(record_types or {GENERATE: JobRecord})
         self._known_kind = jobs.c.kind.in_(list(self.record_types))
 
@@ -77,6 +86,35 @@ class JobsRepository:
             "record": record.model_dump_json(),
         }
 
+    def _row(self, record: JobState) -> dict:
+        """The columns, with the record's webhook secret sealed when this repository has a box."""
+        columns = self._columns(record)
+        if self._to_seal(record):
+            columns["record"] = self._record_json(record)
+        return columns
+
+    def _to_seal(self, record: JobState) -> bool:
+        webhook = record.webhook
+        return self.secret_box is not None and webhook is not None and bool(webhook.secret)
+
+    def _record_json(self, record: JobState) -> str:
+        if not self._to_seal(record):
+            return record.model_dump_json()
+        webhook = record.webhook
+        sealed = webhook.model_copy(update={"secret": self.secret_box.seal(webhook.secret, record.id)})
+        return record.model_copy(update={"webhook": sealed}).model_dump_json()
+
+    def _open_webhook_secret(self, record: JobState) -> None:
+        """A sealed secret opened in place. Without a box, or with another key, it stays sealed, so
+        saving the record again loses nothing (a repository without a box writes it back as read)."""
+        webhook = record.webhook
+        if self.secret_box is None or webhook is None or not webhook.secret:
+            return
+        try:
+            webhook.secret = self.secret_box.open(webhook.secret, record.id)
+        except SecretNotOpened as error:
+            logger.error("%s", error)
+
     def _record(self, row) -> JobState | None:
         """The row's record as its kind's type; None if unreadable or of a kind this replica does not run."""
         record_type = self.record_types.get(row.kind)
@@ -88,6 +126,7 @@ class JobsRepository:
             return None
         record.status, record.stage, record.owner = JobStatus(row.status), Stage(row.stage), row.owner
         record.attempts, record.heartbeat_at, record.updated_at = row.attempts, row.heartbeat_at, row.updated_at
+        self._open_webhook_secret(record)
         return record
 
     # -- create ---------------------------------------------------------------------------
@@ -107,7 +146,7 @@ class JobsRepository:
             "lease_token": 1,
             "idempotency_key": key_digest,
             "body_digest": body_digest,
-            **self._columns(record),
+            **self._row(record),
         }
         named = [{"job_id": record.id, "name": name} for name in record.input_names()]
         try:
@@ -222,7 +261,7 @@ class JobsRepository:
             .where(
                 jobs.c.id == claim.job_id, jobs.c.lease_token == claim.token, jobs.c.status == JobStatus.PENDING.value
             )
-            .values(**self._columns(record))
+            .values(**self._row(record))
         )
         with self.engine.begin() as connection:
             if connection.execute(statement).rowcount != 1:
@@ -291,7 +330,7 @@ class JobsRepository:
         statement = (
             update(jobs)
             .where(jobs.c.id == job_id, jobs.c.status == JobStatus.PENDING.value, jobs.c.stage == Stage.QUEUED.value)
-            .values(**self._columns(record), lease_token=jobs.c.lease_token + 1)
+            .values(**self._row(record), lease_token=jobs.c.lease_token + 1)
         )
         with self.engine.begin() as connection:
             return record if connection.execute(statement).rowcount == 1 else None
@@ -316,7 +355,7 @@ class JobsRepository:
     def update_webhook(self, record: JobState) -> None:
         """After the final status: only the record's webhook deliveries change (no lease needed)."""
         with self.engine.begin() as connection:
-            connection.execute(update(jobs).where(jobs.c.id == record.id).values(record=record.model_dump_json()))
+            connection.execute(update(jobs).where(jobs.c.id == record.id).values(record=self._record_json(record)))
 
     def expired_jobs(self, finished_before: float) -> list[str]:
         """Ids of jobs that ended before `finished_before` (retention)."""

@@ -57,8 +57,23 @@ class JobStore:
         self.local = "file" in self.fs.protocol
         if self.local:
             os.makedirs(self.root, mode=PRIVATE_FOLDER_MODE, exist_ok=True)
+            self._narrow_existing()
         else:
             self.fs.makedirs(self.root, exist_ok=True)
+
+    def _narrow_existing(self) -> None:
+        """A folder made by an older version (0755, its files 0644) becomes private at start: the root
+        and its top folders 0700, which closes every file below to other users without walking them
+        all, and the shared secrets 0600."""
+        os.chmod(self.root, PRIVATE_FOLDER_MODE)
+        for folder in ("jobs", "refs", "uploads", "secrets"):
+            path = f"{self.root}/{folder}"
+            if os.path.isdir(path):
+                os.chmod(path, PRIVATE_FOLDER_MODE)
+        secrets_folder = f"{self.root}/secrets"
+        if os.path.isdir(secrets_folder):
+            for name in os.listdir(secrets_folder):
+                os.chmod(f"{secrets_folder}/{name}", PRIVATE_FILE_MODE)
 
     def _job_dir(self, job_id: str) -> str:
         if not is_job_id(job_id):
