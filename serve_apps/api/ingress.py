@@ -23,6 +23,7 @@ from serve_apps.live import open_channel
 from serve_apps.security.auth import ApiKeys
 from serve_apps.security.signing import UrlSigner, load_signing_key
 from serve_apps.store import Database
+from serve_apps.store.secret_box import load_webhook_secret_box
 from serve_apps.store.storage import JobStore
 
 logger = logging.getLogger("flux_serve.ingress")
@@ -45,6 +46,7 @@ class Ingress:
         }
         defaults = {name: weights.defaults for name, weights in self.weights.items()}
         store = JobStore(self.args.storage_url, self.args.storage_options)
+        db.jobs.secret_box = load_webhook_secret_box(store)  # webhook secrets sealed at rest
         self.signer = UrlSigner(load_signing_key(store), self.args.result_url_ttl_s)
         self.views = JobViews(self.signer)
         self.adapters = AdapterRegistry(
