@@ -33,6 +33,8 @@ FORMATS = ("PNG", "JPEG", "WEBP")
 REDIRECTS = (301, 302, 303, 307, 308)
 UNCOMPRESSED = ("", "identity")  # Content-Encoding values read as they come; any other is refused, never decoded
 WHITE = (255, 255, 255)
+MAX_JPEG_SCANS = 100  # a progressive JPEG has about 10; each scan walks every coefficient again
+NO_LENGTH_MARKERS = frozenset({0x01, *range(0xD0, 0xD8)})  # TEM and RST0-7 stand alone
 
 
 class InputRejected(ValueError):
@@ -188,6 +190,11 @@ def _open(data: bytes, field: str, max_pixels: int) -> Image.Image:
             f"the image declares {width}x{height} = {width * height / 1e6:.1f} megapixels, over the "
             f"{max_pixels / 1e6:g} allowed (inputs.max_pixels); send a smaller image.",
         )
+    if image.format == "JPEG" and (scans := jpeg_scans(data)) > MAX_JPEG_SCANS:  # a scan bomb: seconds per scan
+        raise InputRejected(
+            field,
+            f"the image is a JPEG with {scans} scans (at most {MAX_JPEG_SCANS}); re-save it as a baseline JPEG or PNG.",
+        )
     if image.format == "JPEG" and width * height > 4 * MAX_PIXELS:
         image.draft("RGB", (width // 2, height // 2))  # decode a large JPEG at half scale: a quarter the memory
     try:
@@ -195,6 +202,43 @@ def _open(data: bytes, field: str, max_pixels: int) -> Image.Image:
         return ImageOps.exif_transpose(image)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
         raise InputRejected(field, "the image is truncated or damaged; send the whole file.") from None
+
+
+def jpeg_scans(data: bytes) -> int:
+    """How many scans (SOS markers) a JPEG holds, found as libjpeg finds them: each marker segment skipped by its
+    length, and after each SOS the entropy-coded data, where FF00 is a stuffed byte and FFD0-FFD7 are restarts."""
+    scans, at, end = 0, 2, len(data)  # after SOI
+    while at + 1 < end:
+        if data[at] != 0xFF:  # stray bytes between segments: libjpeg skips to the next FF, and so do we
+            at = data.find(b"\xff", at)
+            if at < 0:
+                break
+            continue
+        marker = data[at + 1]
+        at += 2
+        if marker == 0xFF:  # a fill byte before a marker
+            at -= 1
+        elif marker == 0xD9:  # EOI
+            break
+        elif marker not in NO_LENGTH_MARKERS:
+            at += int.from_bytes(data[at : at + 2], "big")
+            if marker == 0xDA:
+                scans += 1
+                at = _entropy_coded_end(data, at)
+    return scans
+
+
+def _entropy_coded_end(data: bytes, at: int) -> int:
+    """Where the entropy-coded data that starts at `at` ends: at the first marker that is not a restart."""
+    while (at := data.find(b"\xff", at)) >= 0 and at + 1 < len(data):
+        following = data[at + 1]
+        if following == 0x00 or 0xD0 <= following <= 0xD7:
+            at += 2
+        elif following == 0xFF:
+            at += 1
+        else:
+            return at
+    return len(data)
 
 
 def _stored(image: Image.Image) -> DecodedImage:

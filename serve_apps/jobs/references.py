@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from deployments.contracts import ReferenceImage
 from serve_apps.api.protocol import GenerateRequest
 from serve_apps.config import AppArgs
+from serve_apps.jobs.decoding import decode_in_pool
 from serve_apps.jobs.inputs import (
     DecodedImage,
     InputRejected,
@@ -93,13 +94,13 @@ class InputResolver:
         if len(data) > self.limits.max_bytes:
             raise InputRejected(field, too_big(self.limits.max_bytes))
         decode = decode_mask if as_mask else decode_image
-        return await asyncio.to_thread(decode, data, field, self.limits.max_pixels)
+        return await decode_in_pool(decode, data, field, self.limits.max_pixels)
 
     async def upload(self, key_id: str, data: bytes, field: str = "file") -> Upload:
         """Decode and store an uploaded image (as any input is), private to `key_id`; its id works as input_image."""
         if len(data) > self.limits.max_bytes:
             raise InputRejected(field, too_big(self.limits.max_bytes))
-        decoded = await asyncio.to_thread(decode_image, data, field, self.limits.max_pixels)
+        decoded = await decode_in_pool(decode_image, data, field, self.limits.max_pixels)
         upload_id = f"upload_{uuid.uuid4().hex}"
         await asyncio.to_thread(self.store.save_upload, key_id, upload_id, decoded.png)
         return Upload(upload_id, decoded.width, decoded.height, decoded.sha256)
