@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
 import httpx
+import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from deployments.contracts import MAX_PIXELS
@@ -35,6 +36,7 @@ UNCOMPRESSED = ("", "identity")  # Content-Encoding values read as they come; an
 WHITE = (255, 255, 255)
 MAX_JPEG_SCANS = 100  # a progressive JPEG has about 10; each scan walks every coefficient again
 NO_LENGTH_MARKERS = frozenset({0x01, *range(0xD0, 0xD8)})  # TEM and RST0-7 stand alone
+SIXTEEN_BIT_GREY = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # how Pillow opens a 16-bit greyscale PNG
 
 
 class InputRejected(ValueError):
@@ -241,6 +243,19 @@ def _entropy_coded_end(data: bytes, at: int) -> int:
     return len(data)
 
 
+def _eight_bit(image: Image.Image) -> Image.Image:
+    """16-bit greyscale as 8-bit L (value >> 8; converting it would clip every value over 255 to white); its tRNS
+    colour key, if any, kept as alpha (LA). Any other image as it is."""
+    if image.mode not in SIXTEEN_BIT_GREY:
+        return image
+    values = np.asarray(image)
+    grey = Image.fromarray(np.clip(values >> 8, 0, 255).astype(np.uint8), "L")
+    key = image.info.get("transparency")
+    if not isinstance(key, int):
+        return grey
+    return Image.merge("LA", (grey, Image.fromarray(np.where(values == key, 0, 255).astype(np.uint8), "L")))
+
+
 def _stored(image: Image.Image) -> DecodedImage:
     if image.width * image.height > MAX_PIXELS:  # no output is larger; the model sees references at 1 MP
         scale = (MAX_PIXELS / (image.width * image.height)) ** 0.5
@@ -252,9 +267,10 @@ def _stored(image: Image.Image) -> DecodedImage:
 
 
 def decode_image(data: bytes, field: str, max_pixels: int) -> DecodedImage:
-    """Upright (EXIF orientation applied), RGB with any transparency flattened onto white, at most 4 MP."""
-    image = _open(data, field, max_pixels)
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+    """Upright (EXIF orientation applied), RGB with any transparency (alpha or a tRNS colour key) flattened
+    onto white, 16-bit greyscale scaled to 8 bits, at most 4 MP."""
+    image = _eight_bit(_open(data, field, max_pixels))
+    if image.has_transparency_data:
         rgba = image.convert("RGBA")
         image = Image.new("RGB", rgba.size, WHITE)
         image.paste(rgba, mask=rgba.getchannel("A"))
@@ -265,9 +281,10 @@ def decode_image(data: bytes, field: str, max_pixels: int) -> DecodedImage:
 
 def decode_mask(data: bytes, field: str, max_pixels: int) -> DecodedImage:
     """A one-channel mask, 255 where the image is repainted: OpenAI's convention (transparent pixels are
-    edited) when the mask has any transparency, else BFL's and diffusers' (white is edited)."""
-    image = _open(data, field, max_pixels)
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+    edited) when the mask has any transparency, else BFL's and diffusers' (white is edited), decided on the
+    8-bit image (a 16-bit mask scaled to 8 bits first)."""
+    image = _eight_bit(_open(data, field, max_pixels))
+    if image.has_transparency_data:
         alpha = image.convert("RGBA").getchannel("A")
         if alpha.getextrema()[0] < 255:
             return _stored(ImageOps.invert(alpha))

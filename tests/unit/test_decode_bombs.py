@@ -1,4 +1,5 @@
-"""Decoding input images: JPEG scan bombs refused before decoding, decodes in a pool of their own. No Ray, no model."""
+"""Decoding input images: JPEG scan bombs refused before decoding, decodes in a pool of their own, 16-bit
+greyscale and tRNS colour keys made 8-bit RGB (images) or L (masks) correctly. No Ray, no model."""
 
 from __future__ import annotations
 
@@ -92,3 +93,65 @@ def test_decoding_runs_in_its_own_pool_not_the_default_executor(tmp_path, monkey
     assert threads and all(name.startswith("decode") for name in threads)
     decoded = asyncio.run(decode_in_pool(decode_image, encoded(noise((8, 8))), "input_image", MAX_PIXELS))
     assert decoded.image.size == (8, 8)
+
+
+# -- item 11: 16-bit greyscale and tRNS colour keys --------------------------------------------------
+
+
+def grey16(value: int, size=(16, 16), **save) -> bytes:
+    image = Image.fromarray(np.full((size[1], size[0]), value, dtype=np.uint16))
+    assert image.mode == "I;16"
+    return encoded(image, **save)
+
+
+def test_a_dark_16_bit_grey_png_stays_dark_as_an_image():
+    decoded = decode_image(grey16(0x3000), "input_image", MAX_PIXELS).image
+    assert decoded.mode == "RGB" and decoded.getpixel((3, 3)) == (0x30, 0x30, 0x30)
+    assert decode_image(grey16(0xFFFF), "input_image", MAX_PIXELS).image.getpixel((3, 3)) == (255, 255, 255)
+
+
+def test_a_dark_16_bit_grey_mask_stays_dark():
+    mask = decode_mask(grey16(0x3000), "mask", MAX_PIXELS).image
+    assert mask.mode == "L" and mask.getpixel((3, 3)) == 0x30
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        encoded(Image.new("L", (16, 16), 0)),
+        encoded(Image.new("RGB", (16, 16), (0, 0, 0))),
+        grey16(0),
+        grey16(0x00FF),  # dark in 16 bits, though its low byte is 255
+        encoded(Image.new("RGBA", (16, 16), (0, 0, 0, 255))),  # opaque: white is edited, black is kept
+    ],
+    ids=["8-bit", "rgb", "16-bit", "16-bit-dark", "opaque-alpha"],
+)
+def test_an_all_black_mask_repaints_nothing(data):
+    assert decode_mask(data, "mask", MAX_PIXELS).image.getextrema() == (0, 0)
+
+
+def test_a_16_bit_mask_with_a_trns_key_repaints_the_transparent_pixels():
+    array = np.full((16, 16), 0x1000, dtype=np.uint16)
+    array[:, :8] = 0x1234  # the colour key: transparent, so repainted (OpenAI's convention)
+    mask = decode_mask(encoded(Image.fromarray(array), transparency=0x1234), "mask", MAX_PIXELS).image
+    assert mask.getpixel((2, 2)) == 255 and mask.getpixel((12, 2)) == 0
+
+
+def test_trns_colour_keys_are_flattened_onto_white():
+    palette = Image.new("P", (16, 16), 1)
+    palette.putpalette([10, 20, 30, 200, 0, 0])
+    palette.paste(0, (0, 0, 8, 16))
+    decoded = decode_image(encoded(palette, transparency=0), "input_image", MAX_PIXELS).image
+    assert decoded.getpixel((2, 2)) == (255, 255, 255) and decoded.getpixel((12, 2)) == (200, 0, 0)
+    rgb = Image.new("RGB", (16, 16), (1, 2, 3))
+    rgb.paste((90, 90, 90), (8, 0, 16, 16))
+    decoded = decode_image(encoded(rgb, transparency=(1, 2, 3)), "input_image", MAX_PIXELS).image
+    assert decoded.getpixel((2, 2)) == (255, 255, 255) and decoded.getpixel((12, 2)) == (90, 90, 90)
+    grey = Image.new("L", (16, 16), 50)
+    grey.paste(120, (8, 0, 16, 16))
+    decoded = decode_image(encoded(grey, transparency=50), "input_image", MAX_PIXELS).image
+    assert decoded.getpixel((2, 2)) == (255, 255, 255) and decoded.getpixel((12, 2)) == (120, 120, 120)
+    key16 = np.full((16, 16), 0x8000, dtype=np.uint16)
+    key16[:, :8] = 0x1234
+    decoded = decode_image(encoded(Image.fromarray(key16), transparency=0x1234), "input_image", MAX_PIXELS).image
+    assert decoded.getpixel((2, 2)) == (255, 255, 255) and decoded.getpixel((12, 2)) == (128, 128, 128)
