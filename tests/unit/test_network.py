@@ -207,3 +207,14 @@ def test_bfl_signature_is_sent_beside_standard_webhooks():
     assert headers["x-bfl-signature"] == "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
     assert headers["webhook-signature"].startswith("v1,")
     assert "x-bfl-signature" not in signed_headers(None, "j", body)
+
+
+def test_a_webhook_url_with_a_label_over_63_characters_is_refused_at_submit_not_a_crash():
+    """What submit checks: the URL as the request model keeps it (pydantic punycodes, but lets the label through);
+    the BlockedUrl becomes a 422 on webhook_url."""
+    from serve_apps.api.protocol import GenerateRequest
+
+    for host in ("a" * 64 + ".example.com", "ü" * 64 + ".example"):
+        request = GenerateRequest(prompt="a cat", webhook_url=f"https://{host}/hook")
+        with pytest.raises(BlockedUrl, match="the webhook_url has a host label over 63 characters"):
+            check_public_url(request.webhook_url, [], "webhook_url")
