@@ -184,6 +184,24 @@ class LimitArgs(StrictModel):
     max_body_bytes: int = Field(
         32 * 1024 * 1024, ge=1024, description="request bodies larger than this get 413 before they are read"
     )
+    max_streams_per_key: int = Field(
+        32,
+        ge=1,
+        description="event streams (GET /v1/jobs/{id}/events) one key may hold open on one ingress replica; "
+        "over it 429 with Retry-After",
+    )
+    max_streams_per_replica: int = Field(
+        200,
+        ge=1,
+        description="event streams of all keys on one ingress replica, kept under its 256 request slots so submits "
+        "and polls still get in; over it 503 with Retry-After",
+    )
+    stream_max_life_s: float = Field(
+        300,
+        gt=0,
+        description="an event stream ends after this long; the client reconnects with Last-Event-ID, and the "
+        "reconnect checks its key (or signed URL) again, so a revoked key or an expired URL stops there",
+    )
 
 
 class WebhookArgs(StrictModel):

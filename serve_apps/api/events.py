@@ -8,11 +8,14 @@ poll loop. It sends only changes: `queued` {queue_position}, `progress` {step, t
 (Ready) or `error` (Error, Cancelled, Request Moderated) carrying the whole job, and ends. Each event's
 id is derived from the job's state, not counted per connection, so a client that reconnects with
 `Last-Event-ID` (after an ingress restart, say) gets only what it has not seen. Keep-alive comments are
-FastAPI's (every 15 s while nothing is sent).
+FastAPI's (every 15 s while nothing is sent). A stream lives at most `max_life_s` (limits.stream_max_life_s),
+then ends without a final event: the client's reconnect passes the key (or signed URL) check again, so a
+revoked key or an expired URL is not followed forever.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
@@ -69,8 +72,11 @@ async def job_events(
     read_job: Callable[[], Awaitable[dict | None]],
     wait_for_change: Callable[[int], Awaitable[int]],
     last_event_id: int = 0,
+    max_life_s: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> AsyncIterator[JobEvent]:
-    """Events for one job until it ends (or disappears), skipping ids up to `last_event_id`.
+    """Events for one job until it ends (or disappears, or `max_life_s` passes), skipping ids up to
+    `last_event_id`.
 
     `read_job()` returns the job's JSON as `GET /v1/jobs/{id}` shows it (None once it is gone).
     `wait_for_change(version)` returns the job's live version once it is above `version`, or after a
@@ -78,7 +84,8 @@ async def job_events(
     sent is not sent.
     """
     last_sent, version = last_event_id, 0
-    while True:
+    ends_at = None if max_life_s is None else clock() + max_life_s
+    while ends_at is None or clock() < ends_at:
         job = await read_job()
         if job is None:
             return

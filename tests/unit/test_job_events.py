@@ -138,3 +138,22 @@ def test_a_job_that_disappears_ends_the_stream_and_bad_last_event_ids_count_as_n
     events, _ = replay([job(queue_position=0), None])
     assert [event.name for event in events] == [QUEUED]
     assert [parse_last_event_id(value) for value in (None, "", "abc", "-5", "12")] == [0, 0, 0, 0, 12]
+
+
+def test_a_stream_ends_at_its_max_life_while_the_job_still_runs():
+    now = [0.0]
+
+    async def read_job():
+        return job(queue_position=3)
+
+    async def wait_for_change(version: int) -> int:
+        now[0] += 100.0  # each wait lasts 100 s on this clock
+        return version
+
+    async def collect():
+        stream = job_events(read_job, wait_for_change, max_life_s=300, clock=lambda: now[0])
+        return [event async for event in stream]
+
+    events = asyncio.run(asyncio.wait_for(collect(), timeout=5))
+    assert [event.name for event in events] == [QUEUED], "ended at 300 s without a final event: the client reconnects"
+    assert now[0] == 300.0
