@@ -10,8 +10,8 @@ from flux_client import config
 from flux_client.config import DEFAULT_URL
 
 DEFAULT_WEBHOOK_LISTEN = "127.0.0.1:8081"
-TOKEN_SHAPE = re.compile(r"^\d+:[\w-]+$")  # what @BotFather hands out: 123456:ABC-def...
-WEBHOOK_SECRET_SHAPE = re.compile(r"^[A-Za-z0-9_-]{1,256}$")  # what setWebhook's secret_token accepts
+TOKEN_SHAPE = re.compile(r"^\d+:[\w-]+\Z")  # what @BotFather hands out: 123456:ABC-def...
+WEBHOOK_SECRET_SHAPE = re.compile(r"^[A-Za-z0-9_-]{1,256}\Z")  # what setWebhook's secret_token accepts
 ANYONE = "*"  # TELEGRAM_ALLOWED_CHATS=* : every chat may use the bot, said explicitly
 MAKE_A_SECRET = "export TELEGRAM_WEBHOOK_SECRET=$(python -c 'import secrets; print(secrets.token_urlsafe(32))')"
 

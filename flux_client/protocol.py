@@ -13,7 +13,7 @@ DEFAULT_MODEL = "flux-2-klein-4b"
 MAX_INPUT_IMAGES = 4  # BFL's input_image .. input_image_4
 FINAL_EVENTS = ("done", "error")  # their data is the job JSON as GET /v1/jobs/{id} shows it
 
-UPLOAD_ID = re.compile(r"^upload_[0-9a-f]{32}$")  # what POST /v1/uploads answers
+UPLOAD_ID = re.compile(r"^upload_[0-9a-f]{32}\Z")  # what POST /v1/uploads answers
 
 ImageInput = str | Path | bytes  # a file path, the file's bytes, an http(s) URL or an upload id
 

@@ -28,7 +28,7 @@ from deployments.contracts import MAX_PIXELS
 from serve_apps.config import InputArgs
 from serve_apps.security.network import BlockedUrl, check_public_url_async, pin
 
-UPLOAD_ID = re.compile(r"^upload_[0-9a-f]{32}$")
+UPLOAD_ID = re.compile(r"^upload_[0-9a-f]{32}\Z")
 DATA_URI = re.compile(r"^data:(?P<type>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[\w.+-]+)*)(?P<b64>;base64)?,", re.I)
 FORMATS = ("PNG", "JPEG", "WEBP")
 REDIRECTS = (301, 302, 303, 307, 308)
