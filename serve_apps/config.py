@@ -223,7 +223,9 @@ class InputArgs(StrictModel):
     max_references: int = Field(4, ge=1, le=8, description="reference images per request (BFL's klein takes 4)")
     max_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="largest image file, downloaded or sent")
     max_pixels: int = Field(
-        64 * 1024 * 1024, ge=64 * 64, description="largest declared width x height, checked before decoding"
+        16 * 1024 * 1024,
+        ge=64 * 64,
+        description="largest declared width x height, checked before decoding (the model sees at most 4 MP)",
     )
     timeout_s: float = Field(10.0, gt=0, description="whole download of one image URL, redirects included")
     max_redirects: int = Field(3, ge=0, le=10)

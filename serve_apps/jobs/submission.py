@@ -74,40 +74,43 @@ class JobSubmitter:
         BlockedUrl for a webhook_url that resolves to a private address, LimitExceeded over a limit,
         IdempotencyConflict for a reused key with another body.
 
-        A replay is looked up first, so it gets its job even while the key is at its limits."""
+        Order: a replay is looked up first (it gets its job even while the key is at its limits), then the
+        job is admitted, and only then are its input images fetched, decoded and stored."""
         body_digest = request_digest(f"{model}\n{request.model_dump_json()}")
         if idempotency_key:
             first = await asyncio.to_thread(self.replay_of, key_id, idempotency_key, body_digest)
             if first is not None:
                 return first, None
-        if request.webhook_url:
-            await check_public_url_async(request.webhook_url, self.args.network.allowed_private_hosts, "webhook_url")
-        inputs = await self.inputs.resolve(request, key_id)  # raises InputRejected naming the field
-        params, warnings = await asyncio.to_thread(self.params, model, request, inputs)
-        record = JobRecord(
-            id=new_job_id(),
-            model=model,
-            key_id=key_id,
-            base_url=base_url,
-            params=params,
-            owner=owner,
-            warnings=warnings,
-            webhook=Webhook(url=request.webhook_url, secret=request.webhook_secret) if request.webhook_url else None,
-        )
-        refusal = self.policy.refusal(params.prompt) or inputs.refusal
-        if refusal is not None:
-            record.status, record.stage, record.error = JobStatus.REQUEST_MODERATED, Stage.DONE, refusal
-        if self.limiter is not None:
-            over = await self.limiter.admit.remote(key_id, record.id)
-            if over:
-                raise LimitExceeded(over["reason"], over["retry_after_s"], over["status_code"])
+        job_id = new_job_id()
+        await self.admit(key_id, job_id)  # before any fetch, decode or store: a refused submit costs nothing
         try:
+            if request.webhook_url:
+                await check_public_url_async(
+                    request.webhook_url, self.args.network.allowed_private_hosts, "webhook_url"
+                )
+            inputs = await self.inputs.resolve(request, key_id)  # raises InputRejected naming the field
+            params, warnings = await asyncio.to_thread(self.params, model, request, inputs)
+            record = JobRecord(
+                id=job_id,
+                model=model,
+                key_id=key_id,
+                base_url=base_url,
+                params=params,
+                owner=owner,
+                warnings=warnings,
+                webhook=Webhook(url=request.webhook_url, secret=request.webhook_secret)
+                if request.webhook_url
+                else None,
+            )
+            refusal = self.policy.refusal(params.prompt) or inputs.refusal
+            if refusal is not None:
+                record.status, record.stage, record.error = JobStatus.REQUEST_MODERATED, Stage.DONE, refusal
             stored, claim = await asyncio.to_thread(self.jobs.create, record, idempotency_key, body_digest)
         except BaseException:
-            self.release(record)
+            self.release(key_id, job_id)
             raise
-        if stored.id != record.id:
-            self.release(record)  # a replay holds no slot of its own
+        if stored.id != job_id:
+            self.release(key_id, job_id)  # a replay holds no slot of its own
         return stored, claim
 
     def replay_of(self, key_id: str, idempotency_key: str, body_digest: str) -> JobRecord | None:
@@ -128,6 +131,13 @@ class JobSubmitter:
             )
         return self.jobs._record(row)
 
-    def release(self, record: JobRecord) -> None:
+    async def admit(self, key_id: str, job_id: str) -> None:
+        """Take a slot of the key's limits and the global cap for this job; LimitExceeded when there is none."""
         if self.limiter is not None:
-            self.limiter.release.remote(record.key_id, record.id)
+            over = await self.limiter.admit.remote(key_id, job_id)
+            if over:
+                raise LimitExceeded(over["reason"], over["retry_after_s"], over["status_code"])
+
+    def release(self, key_id: str, job_id: str) -> None:
+        if self.limiter is not None:
+            self.limiter.release.remote(key_id, job_id)

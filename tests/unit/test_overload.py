@@ -146,3 +146,32 @@ def test_an_idempotent_replay_at_the_keys_limit_gets_its_job(tmp_path):
         submit(GenerateRequest(prompt="a dog", width=256, height=256), "k-1")
     with pytest.raises(LimitExceeded):
         submit(request, "k-2")
+
+
+def test_a_refused_submit_fetches_decodes_and_stores_nothing(tmp_path):
+    """Admission comes before the input images: a submit over the limits costs no fetch, decode or write."""
+    from deployments.contracts import GenerationDefaults
+    from serve_apps.api.protocol import GenerateRequest
+    from serve_apps.jobs.submission import JobSubmitter, LimitExceeded
+
+    async def refuse(_key_id, _job_id):
+        return {"reason": "over the cap", "retry_after_s": 5, "status_code": HTTPStatus.SERVICE_UNAVAILABLE}
+
+    args = AppArgs(storage_url=str(tmp_path))
+    submitter = JobSubmitter(
+        Database.open(args.database_url).jobs,
+        {MODEL: GenerationDefaults(steps=4, guidance=1.0, distilled=True)},
+        args,
+        limiter=FakeHandle(admit=refuse, release=lambda *_: None),
+    )
+    resolved = []
+
+    async def resolve(request, key_id):
+        resolved.append(key_id)
+        raise AssertionError("inputs resolved for a submit the limiter refused")
+
+    submitter.inputs.resolve = resolve
+    body = GenerateRequest(prompt="edit it", input_image="https://example.com/photo.png")
+    with pytest.raises(LimitExceeded, match="over the cap"):
+        asyncio.run(submitter.submit(MODEL, body, "0123456789ab", "", "me", None))
+    assert resolved == []
