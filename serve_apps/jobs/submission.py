@@ -13,8 +13,7 @@ from serve_apps.jobs.records import JobRecord, JobStatus, Stage, Webhook
 from serve_apps.jobs.references import InputResolver, ResolvedInputs
 from serve_apps.security.moderation import PromptPolicy
 from serve_apps.security.network import check_public_url_async
-from serve_apps.store import Claim, IdempotencyConflict, JobsRepository, request_digest
-from serve_apps.store.schema import jobs as jobs_table
+from serve_apps.store import Claim, JobsRepository, request_digest
 from serve_apps.store.storage import new_job_id
 
 
@@ -78,7 +77,7 @@ class JobSubmitter:
         job is admitted, and only then are its input images fetched, decoded and stored."""
         body_digest = request_digest(f"{model}\n{request.model_dump_json()}")
         if idempotency_key:
-            first = await asyncio.to_thread(self.replay_of, key_id, idempotency_key, body_digest)
+            first = await asyncio.to_thread(self.jobs.idempotent_replay, key_id, idempotency_key, body_digest)
             if first is not None:
                 return first, None
         job_id = new_job_id()
@@ -112,24 +111,6 @@ class JobSubmitter:
         if stored.id != job_id:
             self.release(key_id, job_id)  # a replay holds no slot of its own
         return stored, claim
-
-    def replay_of(self, key_id: str, idempotency_key: str, body_digest: str) -> JobRecord | None:
-        """The job this key already submitted with this Idempotency-Key (None: a new key), or
-        IdempotencyConflict when it came with another body. (`jobs.create` decides the same for two
-        submits at one moment; this read lets a replay skip the limiter.)"""
-        with self.jobs.engine.connect() as connection:
-            row = connection.execute(
-                jobs_table.select().where(
-                    jobs_table.c.key_id == key_id, jobs_table.c.idempotency_key == request_digest(idempotency_key)
-                )
-            ).one_or_none()
-        if row is None:
-            return None
-        if row.body_digest != body_digest:
-            raise IdempotencyConflict(
-                "this Idempotency-Key was used with a different request body; use a new key for a new request."
-            )
-        return self.jobs._record(row)
 
     async def admit(self, key_id: str, job_id: str) -> None:
         """Take a slot of the key's limits and the global cap for this job; LimitExceeded when there is none."""

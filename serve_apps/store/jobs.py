@@ -155,18 +155,26 @@ class JobsRepository:
                 if named:
                     connection.execute(insert(job_references), named)
         except IntegrityError:
-            if key_digest is None:
-                raise
-            with self.engine.connect() as connection:
-                row = connection.execute(
-                    select(jobs).where(jobs.c.key_id == record.key_id, jobs.c.idempotency_key == key_digest)
-                ).one()
-            if row.body_digest != body_digest:
-                raise IdempotencyConflict(
-                    "this Idempotency-Key was used with a different request body; use a new key for a new request."
-                ) from None
-            return self._record(row), None
+            first = None if key_digest is None else self.idempotent_replay(record.key_id, idempotency_key, body_digest)
+            if first is None:
+                raise  # not this key's Idempotency-Key: another constraint
+            return first, None
         return record, Claim(record.id, 1)
+
+    def idempotent_replay(self, key_id: str, idempotency_key: str, body_digest: str | None) -> JobState | None:
+        """The job this key already submitted with this Idempotency-Key (None: the key is new), or
+        IdempotencyConflict when it came with another body."""
+        with self.engine.connect() as connection:
+            row = connection.execute(
+                select(jobs).where(jobs.c.key_id == key_id, jobs.c.idempotency_key == request_digest(idempotency_key))
+            ).one_or_none()
+        if row is None:
+            return None
+        if row.body_digest != body_digest:
+            raise IdempotencyConflict(
+                "this Idempotency-Key was used with a different request body; use a new key for a new request."
+            )
+        return self._record(row)
 
     # -- reads ----------------------------------------------------------------------------
 
