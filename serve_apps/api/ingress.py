@@ -27,6 +27,11 @@ from serve_apps.store.secret_box import load_webhook_secret_box
 from serve_apps.store.storage import JobStore
 
 logger = logging.getLogger("flux_serve.ingress")
+SPEC_FIELDS = ("capabilities", "model")  # in GenerationDefaults for validation; /v1/models says them once
+
+
+def without_spec_fields(items: list[tuple]) -> dict:
+    return {name: value for name, value in items if name not in SPEC_FIELDS}
 
 
 INGRESS_MAX_ONGOING_REQUESTS = 256
@@ -96,7 +101,7 @@ class Ingress:
             weights=model_args.weights,
             emulated=weights.emulated,
             description=weights.description,
-            defaults=asdict(weights.defaults),
+            defaults=asdict(weights.defaults, dict_factory=without_spec_fields),
             replicas={
                 "running": running.get(denoiser_deployment_name(name)),
                 "min": model_args.autoscaling.min_replicas,
