@@ -16,10 +16,37 @@ from lora.sources import AdapterSources
 
 ADAPTER_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 FORBIDDEN_TAG_PAIRS = ({"person", "nsfw"},)
+# what policy reads: the tags a file declares stay, whatever its registrant sends
+SAFETY_TAGS = frozenset().union(*FORBIDDEN_TAG_PAIRS)
 
 
 class AdapterError(ValueError):
     """A LoRA that cannot be registered or used as asked; the message says what to change."""
+
+
+def declared_tags(adapter_id: str, metadata: dict) -> set[str]:
+    """The tags the adapter file declares, lower-case (policy compares lower-case names)."""
+    tags = metadata.get("tags", [])
+    tags = [tags] if isinstance(tags, str) else tags
+    if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
+        raise AdapterError(
+            f"LoRA {adapter_id!r} declares tags that are not a list of strings ({tags!r}); write them in its "
+            'metadata as a JSON list such as ["style", "person"] (lora.adapter_file.write_metadata).'
+        )
+    return normal_tags(tags)
+
+
+def normal_tags(tags: list[str]) -> set[str]:
+    return {tag.strip().lower() for tag in tags if tag.strip()}
+
+
+def registered_tags(adapter_id: str, given: list[str] | None, metadata: dict) -> list[str]:
+    """The registrant's tags, or the file's when none are given; the file's safety tags (person, nsfw)
+    are kept either way, so registering with `tags: []` never lifts the policy a file asked for."""
+    declared = declared_tags(adapter_id, metadata)
+    if given is None:
+        return sorted(declared)
+    return sorted(normal_tags(given) | (declared & SAFETY_TAGS))
 
 
 def taken(adapter_id: str) -> AdapterError:
@@ -80,7 +107,7 @@ class AdapterRegistry:
             "base_model": metadata.get("base_model") or fits[0],
             "trigger_word": trigger_word or metadata.get("trigger_word"),
             "license": license or metadata.get("license"),
-            "tags": sorted(set(tags if tags is not None else metadata.get("tags", []))),
+            "tags": registered_tags(adapter_id, tags, metadata),
             "rank": info.rank,
             "fits": fits,
             "refusals": refusals,
