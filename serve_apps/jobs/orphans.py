@@ -1,7 +1,8 @@
 """Orphans: jobs whose owning replica stopped beating are adopted (retried) or ended, never left Pending.
 
 Adoption takes the lease in one conditional update, so of two replicas that see a job stale
-at once, one runs it and the other leaves it alone.
+at once, one runs it and the other leaves it alone. Staleness is judged in SQL by the database's
+clock, the one heartbeats are stamped with: a replica whose own clock runs ahead adopts no live job.
 """
 
 from __future__ import annotations
@@ -35,25 +36,17 @@ class OrphanSweeper:
         self._sweeper: asyncio.Task | None = None
         self._retention_at = 0.0
 
-    def _stale_before(self) -> float:
-        return time.time() - self.args.jobs.stale_after_s
-
-    def is_stale(self, record: JobState) -> bool:
-        return (
-            record.status == JobStatus.PENDING
-            and record.id not in self.runner.tasks
-            and record.heartbeat_at < self._stale_before()
-        )
-
     async def adopt_if_stale(self, record: JobState) -> JobState:
         """Take over a job whose owner stopped beating: retry it, or end it if out of attempts."""
-        if not self.is_stale(record):
+        if record.status != JobStatus.PENDING or record.id in self.runner.tasks:
             return record
-        token = await asyncio.to_thread(self.jobs.lease_token, record.id)
-        return await self._adopt(record.id, token) or record
+        stale = await asyncio.to_thread(self.jobs.stale_jobs, self.args.jobs.stale_after_s, record.id)
+        if not stale:
+            return record
+        return await self._adopt(*stale[0]) or record
 
     async def _adopt(self, job_id: str, token: int) -> JobState | None:
-        claim = await asyncio.to_thread(self.jobs.adopt, job_id, token, self.replica_id, self._stale_before())
+        claim = await asyncio.to_thread(self.jobs.adopt, job_id, token, self.replica_id, self.args.jobs.stale_after_s)
         if claim is None:
             return None  # another replica won it, or its owner beat again
         record = await asyncio.to_thread(self.jobs.load, job_id)
@@ -67,7 +60,7 @@ class OrphanSweeper:
 
     async def sweep(self) -> None:
         await asyncio.to_thread(self.jobs.quarantine_unreadable)
-        for job_id, token in await asyncio.to_thread(self.jobs.stale_jobs, self._stale_before()):
+        for job_id, token in await asyncio.to_thread(self.jobs.stale_jobs, self.args.jobs.stale_after_s):
             if job_id in self.runner.tasks:
                 continue
             try:

@@ -4,6 +4,9 @@ PostgreSQL for clusters, migrated to the newest revision when it is opened.
 SQLAlchemy's sync engine is called from worker threads (`asyncio.to_thread`), like the store:
 the LoRA registry, the denoiser replicas and the CLI use it from threads too.
 
+Times that replicas compare (heartbeats, staleness, webhook retries) are read from the database's clock
+(`database_now()`), never a replica's own: one whose clock runs ahead would see live jobs as stale.
+
 A SQLite file holds every prompt and webhook: it is made 0600 before SQLite opens it (SQLite gives
 its -wal and -shm the database file's mode), and one made by an older version is narrowed at start.
 """
@@ -13,12 +16,45 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, Float, create_engine, event
+from sqlalchemy.exc import CompileError
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
 
 DATABASE_FILENAME = "flux-serve.db"
 PRIVATE_FILE_MODE = 0o600
 PRIVATE_FOLDER_MODE = 0o700
 SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")
+
+
+class DatabaseNow(FunctionElement):
+    """The database's clock, in seconds since the epoch (a float), evaluated in SQL."""
+
+    type = Float()
+    inherit_cache = True
+
+
+def database_now() -> DatabaseNow:
+    """Now by the one clock every replica shares: use it for any time another replica compares."""
+    return DatabaseNow()
+
+
+@compiles(DatabaseNow, "sqlite")
+def _sqlite_now(_element, _compiler, **_kw) -> str:
+    return "((julianday('now') - 2440587.5) * 86400.0)"  # Julian day of the Unix epoch; millisecond steps
+
+
+@compiles(DatabaseNow, "postgresql")
+def _postgresql_now(_element, _compiler, **_kw) -> str:
+    return "CAST(extract(epoch from clock_timestamp()) AS double precision)"
+
+
+@compiles(DatabaseNow)
+def _other_now(_element, compiler, **_kw) -> str:
+    raise CompileError(
+        f"flux-serve reads the time from SQLite or PostgreSQL, not {compiler.dialect.name}; "
+        "set database_url to a sqlite:/// file or a postgresql:// server."
+    )
 
 
 def default_database_url(storage_url: str) -> str:

@@ -6,6 +6,9 @@ kinds it was given, so one that does not know a newer kind leaves those jobs alo
 Every change of a running job is one conditional UPDATE on (id, status Pending, lease token):
 a replica that lost its lease (the job was adopted, cancelled or finished elsewhere) changes
 nothing, so two replicas never both finish a job and a late write never undoes a final status.
+
+Heartbeats are stamped, and staleness judged, by the database's clock (`database_now()`), so replicas whose
+clocks disagree still agree on which jobs are stale.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from sqlalchemy import Engine, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from serve_apps.jobs.records import GENERATE, JobRecord, JobState, JobStatus, Stage
+from serve_apps.store.engine import database_now
 from serve_apps.store.schema import job_references, jobs
 from serve_apps.store.secret_box import SecretBox, SecretNotOpened
 
@@ -78,7 +82,7 @@ class JobsRepository:
             "stage": record.stage.value,
             "owner": record.owner,
             "attempts": record.attempts,
-            "heartbeat_at": record.heartbeat_at,
+            "heartbeat_at": database_now(),  # any write by the lease holder is a sign of life
             "updated_at": record.updated_at,
             "images": record.output_count(),
             "gpu_seconds": record.usage.gpu_seconds if record.usage else None,
@@ -234,11 +238,16 @@ class JobsRepository:
             for model, count, images, gpu, cost in rows
         }
 
-    def stale_jobs(self, stale_before: float) -> list[tuple[str, int]]:
-        """(id, lease token) of Pending jobs whose owner has not beaten since `stale_before`."""
-        query = select(jobs.c.id, jobs.c.lease_token).where(
-            jobs.c.status == JobStatus.PENDING.value, jobs.c.heartbeat_at < stale_before, self._known_kind
-        )
+    @staticmethod
+    def _stale(stale_after_s: float):
+        """A Pending job whose owner has not beaten for `stale_after_s` by the database's clock."""
+        return (jobs.c.status == JobStatus.PENDING.value) & (jobs.c.heartbeat_at < database_now() - stale_after_s)
+
+    def stale_jobs(self, stale_after_s: float, job_id: str | None = None) -> list[tuple[str, int]]:
+        """(id, lease token) of the stale jobs (or of `job_id` alone, if it is stale)."""
+        query = select(jobs.c.id, jobs.c.lease_token).where(self._stale(stale_after_s), self._known_kind)
+        if job_id is not None:
+            query = query.where(jobs.c.id == job_id)
         with self.engine.connect() as connection:
             return [(row.id, row.lease_token) for row in connection.execute(query)]
 
@@ -283,7 +292,7 @@ class JobsRepository:
             .where(
                 jobs.c.id == claim.job_id, jobs.c.lease_token == claim.token, jobs.c.status == JobStatus.PENDING.value
             )
-            .values(heartbeat_at=time.time())
+            .values(heartbeat_at=database_now())
             .returning(jobs.c.cancel_requested_at)
         )
         with self.engine.begin() as connection:
@@ -308,25 +317,16 @@ class JobsRepository:
             at = connection.execute(select(jobs.c.cancel_requested_at).where(jobs.c.id == job_id)).scalar_one_or_none()
         return at is not None
 
-    def adopt(self, job_id: str, token: int, owner: str, stale_before: float) -> Claim | None:
-        """Take the lease of a stale job atomically: one replica wins, the others get None."""
+    def adopt(self, job_id: str, token: int, owner: str, stale_after_s: float) -> Claim | None:
+        """Take the lease of a job still stale atomically: one replica wins, the others get None."""
         statement = (
             update(jobs)
-            .where(
-                jobs.c.id == job_id,
-                jobs.c.lease_token == token,
-                jobs.c.status == JobStatus.PENDING.value,
-                jobs.c.heartbeat_at < stale_before,
-            )
-            .values(owner=owner, lease_token=token + 1, heartbeat_at=time.time(), stage=Stage.QUEUED.value)
+            .where(jobs.c.id == job_id, jobs.c.lease_token == token, self._stale(stale_after_s))
+            .values(owner=owner, lease_token=token + 1, heartbeat_at=database_now(), stage=Stage.QUEUED.value)
         )
         with self.engine.begin() as connection:
             won = connection.execute(statement).rowcount == 1
         return Claim(job_id, token + 1) if won else None
-
-    def lease_token(self, job_id: str) -> int | None:
-        with self.engine.connect() as connection:
-            return connection.execute(select(jobs.c.lease_token).where(jobs.c.id == job_id)).scalar_one_or_none()
 
     def cancel_if_queued(self, job_id: str, reason: str) -> JobState | None:
         """End a job that has not started encoding yet, whoever owns it; None if it had started or ended."""

@@ -27,6 +27,12 @@ def record(model: str = "m", created_at: float | None = None, key_id: str = KEY_
     return JobRecord(id=new_job_id(), model=model, key_id=key_id, params=params, created_at=when, **fields)
 
 
+def beat_long_ago(db: JobsRepository, job_id: str) -> None:
+    """Heartbeats are stamped by the database's clock: an old one is written in SQL."""
+    with db.engine.begin() as connection:
+        connection.execute(update(jobs).where(jobs.c.id == job_id).values(heartbeat_at=jobs.c.heartbeat_at - 100))
+
+
 @pytest.fixture
 def database(database_url) -> Database:
     return Database.open(database_url)
@@ -48,20 +54,20 @@ def test_a_heartbeat_after_the_final_write_changes_nothing(db):
 
 
 def test_two_replicas_adopting_one_stale_job_one_wins(db):
-    job, _claim = db.create(record(heartbeat_at=time.time() - 100))
-    token = db.lease_token(job.id)
+    job, _claim = db.create(record())
+    beat_long_ago(db, job.id)
+    [(_, token)] = db.stale_jobs(30, job.id)
     with ThreadPoolExecutor(8) as pool:
-        claims = list(
-            pool.map(lambda owner: db.adopt(job.id, token, owner, time.time() - 30), [f"r{i}" for i in range(8)])
-        )
+        claims = list(pool.map(lambda owner: db.adopt(job.id, token, owner, 30), [f"r{i}" for i in range(8)]))
     winners = [claim for claim in claims if claim is not None]
     assert len(winners) == 1
     assert db.load(job.id).owner in {f"r{i}" for i in range(8)}
 
 
 def test_the_old_owner_cannot_write_after_adoption(db):
-    job, old = db.create(record(heartbeat_at=time.time() - 100))
-    new = db.adopt(job.id, old.token, "new-owner", time.time() - 30)
+    job, old = db.create(record())
+    beat_long_ago(db, job.id)
+    new = db.adopt(job.id, old.token, "new-owner", 30)
     job.status, job.stage = JobStatus.READY, Stage.DONE
     with pytest.raises(LeaseLost):
         db.save(old, job)
@@ -87,12 +93,14 @@ def test_concurrent_submits_with_one_idempotency_key_make_one_job(db):
 
 
 def test_an_unreadable_record_is_quarantined_and_the_sweep_goes_on(db):
-    broken, _ = db.create(record(heartbeat_at=time.time() - 100))
-    fine, _ = db.create(record(heartbeat_at=time.time() - 100))
+    broken, _ = db.create(record())
+    fine, _ = db.create(record())
+    beat_long_ago(db, broken.id)
+    beat_long_ago(db, fine.id)
     with db.engine.begin() as connection:
         connection.execute(update(jobs).where(jobs.c.id == broken.id).values(record="{not json"))
     assert db.quarantine_unreadable() == [broken.id]
-    assert [job_id for job_id, _ in db.stale_jobs(time.time() - 30)] == [fine.id]
+    assert [job_id for job_id, _ in db.stale_jobs(30)] == [fine.id]
 
 
 def test_a_queued_job_is_cancelled_once_and_its_owner_loses_the_lease(db):

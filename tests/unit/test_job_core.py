@@ -260,7 +260,7 @@ def test_a_replica_leaves_alone_the_jobs_of_a_kind_it_does_not_run(tmp_path):
     record, _claim = submit(counting)
     generation_only = Database.open(url).jobs
     assert generation_only.load(record.id) is None
-    assert generation_only.stale_jobs(time.time() + 60) == [] and generation_only.quarantine_unreadable() == []
+    assert generation_only.stale_jobs(stale_after_s=-60) == [] and generation_only.quarantine_unreadable() == []
     assert counting.jobs.load(record.id).status == JobStatus.PENDING
     with pytest.raises(ValueError, match="record_types"):
         JobCore(generation_only, counting.store, [CountKind()], counting.runner.args, dict)
