@@ -12,6 +12,11 @@ Starts its own Ray Serve (logical GPUs, the tiny emulated 4B model, batches of o
    once, and waits for every admitted one: all must end Ready, the rest must have had 503/429.
 3. Failover: one slow job undisturbed, then the same job again with the Ingress killed while it
    denoises: when the service answers again, when the job is adopted (attempt 2), when it is Ready.
+
+With `--attacks` it instead replays the attack table (bench/attacks.py, the adversarial suite's) against
+a service that lets loopback through, and prints each attack's answer, time and ingress memory:
+
+    .venv/bin/python -m bench.reliability --attacks
 """
 
 from __future__ import annotations
@@ -24,15 +29,43 @@ import tempfile
 import time
 
 import httpx
-import psutil
 import ray
+
+from bench.attacks import ATTACKS, Target, ingress_rss_bytes, replay, wait_ready
+from bench.bombs import BombServer
 
 KEY = "bench-key"
 MODEL = "flux-2-klein-4b"
-INGRESS_TITLE = "ServeReplica:flux:Ingress"
 SLOW_JOB = {"prompt": "a red circle on a blue background", "width": 512, "height": 512, "steps": 50}
 QUICK_JOB = {"prompt": "a red circle on a blue background", "width": 64, "height": 64}
 MEGABYTE = 2**20
+
+
+def attack_args(storage: str) -> dict:
+    """The attacks' service: loopback reachable (the bomb server), image downloads bounded at 3 s."""
+    return {
+        **app_args(storage, 1000),
+        "network": {"allowed_private_hosts": ["127.0.0.1"]},
+        "inputs": {"timeout_s": 3},
+        "webhooks": {"max_attempts": 1, "timeout_s": 5},
+    }
+
+
+def attacks_run(base_url: str) -> None:
+    """Each attack of the table once, with a line per attack; the table's own verdict in the last column."""
+    with BombServer() as bombs:
+        target = Target(base_url, KEY, bombs)
+        with target.client() as http:
+            wait_ready(http, http.post(f"/v1/{MODEL}", json=QUICK_JOB).json()["id"])  # imports done
+        print(f"{'attack':24} {'status':>6} {'time_s':>7} {'ingress_mb':>10}  right", flush=True)
+        for attack in ATTACKS:
+            outcome = replay(attack, target)
+            answer = outcome.answer
+            growth_mb = outcome.ingress_growth_bytes / MEGABYTE
+            print(
+                f"{attack.name:24} {answer.status:>6} {answer.elapsed_s:7.2f} {growth_mb:+10.1f}  {outcome.right}",
+                flush=True,
+            )
 
 
 def app_args(storage: str, max_queued_jobs: int, stale_after_s: float = 30.0) -> dict:
@@ -49,13 +82,6 @@ def app_args(storage: str, max_queued_jobs: int, stale_after_s: float = 30.0) ->
         },
         "jobs": {"timeout_s": 3600, "stale_after_s": stale_after_s},
     }
-
-
-def ingress_rss_bytes() -> int:
-    for process in psutil.process_iter(["cmdline"]):
-        if INGRESS_TITLE in " ".join(process.info["cmdline"] or []):
-            return process.memory_info().rss
-    raise SystemExit(f"no process titled {INGRESS_TITLE}")
 
 
 async def submit_all(http: httpx.AsyncClient, job: dict, count: int, concurrency: int = 32) -> list[httpx.Response]:
@@ -164,6 +190,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1000, help="jobs queued for the memory reading")
     parser.add_argument("--overload-cap", type=int, default=20, help="limits.max_queued_jobs of the overload run")
     parser.add_argument("--stale-after-s", type=float, default=30.0, help="jobs.stale_after_s of the failover run")
+    parser.add_argument("--attacks", action="store_true", help="replay the attack table instead of the three runs")
     options = parser.parse_args()
 
     from ray import serve
@@ -175,6 +202,11 @@ def main() -> None:
     serve.start(http_options={"host": "127.0.0.1", "port": 18790})
     base_url = "http://127.0.0.1:18790"
     try:
+        if options.attacks:
+            with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as storage:
+                serve.run(build_app(attack_args(storage)), name="flux", route_prefix="/")
+                attacks_run(base_url)
+            return
         with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as storage:  # replicas may still write
             serve.run(build_app(app_args(storage, options.jobs)), name="flux", route_prefix="/")
             print("memory:", asyncio.run(memory_run(base_url, options.jobs)), flush=True)
