@@ -12,6 +12,7 @@ they do not need left out, so emulated and real weights share one code path.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,10 +63,18 @@ def trained_checkpoint() -> Path:
     return TRAINED_CHECKPOINT
 
 
+OFFLINE_PALETTE_NOTE = (
+    "It draws and edits only its own world: its VAE knows 8 colours (red, green, blue, yellow, purple, "
+    "orange, white, black) and decodes any other as the nearest of them, so an uploaded photo comes back "
+    "repainted in that palette even where an edit leaves it alone."
+)
+
+
 def describe_weights(variant: VariantSpec, weights: str) -> ResolvedWeights:
     """What `resolve_weights` would say, without building or loading anything (for the ingress)."""
     if weights == EMULATED_PREFIX:
-        return from_folder(variant, trained_checkpoint())
+        trained = from_folder(variant, trained_checkpoint())
+        return dataclasses.replace(trained, description=f"{trained.description} {OFFLINE_PALETTE_NOTE}")
     if weights == REAL_SIZE:
         description = (
             f"emulated (real size): {variant.name}'s full architecture with random weights, built in "

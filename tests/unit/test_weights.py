@@ -50,3 +50,9 @@ def test_unusable_weights_say_what_to_write(weights):
 def test_folder_without_model_index(tmp_path):
     with pytest.raises(WeightsError, match="model_index.json"):
         resolve_weights(VARIANT, str(tmp_path))
+
+
+def test_the_offline_model_says_it_repaints_photos_in_its_palette():
+    """/v1/models shows this description beside the offline model (issue 26 item 10)."""
+    described = describe_weights(get_variant("flux-2-klein-4b"), "emulated").description
+    assert "8 colours" in described and "repainted" in described
