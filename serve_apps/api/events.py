@@ -1,11 +1,12 @@
 """A job's life as Server-Sent Events, read from the database and the live channel, so any ingress
 replica can serve it.
 
-The stream reads the job (as `GET /v1/jobs/{id}` shows it), sends what changed, then waits on the live
+The job is read (as `GET /v1/jobs/{id}` shows it), what changed is sent, then the reader waits on the live
 channel until the job's live state changes (a progress, a cancel, its end) or REREAD_S passes (what only
 the database knows: a queue position, a stage, an adoption), and reads it again; it never sleeps in a
-poll loop. It sends only changes: `queued` {queue_position}, `progress` {step, total, eta_s}, then one `done`
-(Ready) or `error` (Error, Cancelled, Request Moderated) carrying the whole job, and ends. Each event's
+poll loop; the streams of one job on a replica share that reader (api/job_pollers.py). A stream sends
+only changes: `queued` {queue_position}, `progress` {step, total, eta_s}, then one `done` (Ready) or
+`error` (Error, Cancelled, Request Moderated) carrying the whole job, and ends. Each event's
 id is derived from the job's state, not counted per connection, so a client that reconnects with
 `Last-Event-ID` (after an ingress restart, say) gets only what it has not seen. Keep-alive comments are
 FastAPI's (every 15 s while nothing is sent). A stream lives at most `max_life_s` (limits.stream_max_life_s),
@@ -16,12 +17,13 @@ revoked key or an expired URL is not followed forever.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
+from serve_apps.api.job_pollers import JobPollers, ReadJob, WaitForChange
 from serve_apps.api.protocol import JobStatus
 
-REREAD_S = 0.5  # the longest a stream waits for the live channel before it reads the database again
+REREAD_S = 0.5  # the longest a job's poller waits for the live channel before it reads the database again
 # An event id is attempts * ATTEMPT_SPAN + a rank inside the attempt: queue positions first
 # (nearer the front ranks higher), then denoising steps, then the end. A retried job starts
 # a new span, so its ids stay above everything the first attempt sent.
@@ -69,30 +71,33 @@ def state_event(job: dict) -> JobEvent | None:
 
 
 async def job_events(
-    read_job: Callable[[], Awaitable[dict | None]],
-    wait_for_change: Callable[[int], Awaitable[int]],
+    read_job: ReadJob,
+    wait_for_change: WaitForChange,
     last_event_id: int = 0,
     max_life_s: float | None = None,
     clock: Callable[[], float] = time.monotonic,
+    job_id: str = "",
+    pollers: JobPollers | None = None,
 ) -> AsyncIterator[JobEvent]:
     """Events for one job until it ends (or disappears, or `max_life_s` passes), skipping ids up to
     `last_event_id`.
 
     `read_job()` returns the job's JSON as `GET /v1/jobs/{id}` shows it (None once it is gone).
     `wait_for_change(version)` returns the job's live version once it is above `version`, or after a
-    while with whatever it is. Ids only grow within a stream: a state ranked at or below the last id
-    sent is not sent.
+    while with whatever it is. Streams of one `job_id` given the same `pollers` (the replica's) share one
+    poller, so one read serves them all; without `pollers` the stream polls for itself. Ids only grow within
+    a stream: a state ranked at or below the last id sent is not sent.
     """
-    last_sent, version = last_event_id, 0
+    last_sent = last_event_id
     ends_at = None if max_life_s is None else clock() + max_life_s
-    while ends_at is None or clock() < ends_at:
-        job = await read_job()
-        if job is None:
-            return
-        event = state_event(job)
-        if event is not None and event.id > last_sent:
-            last_sent = event.id
-            yield event
-        if event is not None and event.name in (DONE, ERROR):
-            return
-        version = await wait_for_change(version)
+    with (pollers or JobPollers()).subscribe(job_id, read_job, wait_for_change) as states:
+        while ends_at is None or clock() < ends_at:
+            job = await states.next_state()
+            if job is None:
+                return
+            event = state_event(job)
+            if event is not None and event.id > last_sent:
+                last_sent = event.id
+                yield event
+            if event is not None and event.name in (DONE, ERROR):
+                return

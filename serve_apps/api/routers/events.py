@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from http import HTTPStatus
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
@@ -19,8 +20,9 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel
 
 from serve_apps.api.events import REREAD_S, job_events, parse_last_event_id
+from serve_apps.api.job_pollers import JobPollers
 from serve_apps.api.protocol import ErrorResponse
-from serve_apps.api.routers.deps import ERRORS, own_job, require_key, services
+from serve_apps.api.routers.deps import ERRORS, AppServices, own_job, require_key, services
 from serve_apps.api.stream_slots import StreamRefused, StreamSlots
 from serve_apps.security.auth import key_from_headers
 
@@ -38,15 +40,15 @@ def events_path(job_id: str) -> str:
     return EVENTS_PATH.format(job_id=job_id)
 
 
-async def job_view(request: Request, job_id: str) -> dict | None:
+async def job_view(app_services: AppServices, job_id: str) -> dict | None:
     """The job as `GET /v1/jobs/{id}` shows it (adopting it if its replica stopped), or None."""
-    service = services(request).service
+    service = app_services.service
     record = await service.load(job_id)
     if record is None:
         return None
     record = await service.adopt_if_stale(record)
     progress, position = await service.load_progress(record), await service.queue_position(record)
-    return services(request).views.job(record, progress, position).model_dump(mode="json")
+    return app_services.views.job(record, progress, position).model_dump(mode="json")
 
 
 async def events_access(
@@ -71,6 +73,14 @@ async def events_access(
     if record is None:
         raise HTTPException(HTTPStatus.NOT_FOUND, f"No job {job_id!r}.")
     return record.key_id
+
+
+def job_pollers(request: Request) -> JobPollers:
+    """This replica's job pollers, shared by the streams of each job, made on first use."""
+    state = request.app.state
+    if getattr(state, "job_pollers", None) is None:
+        state.job_pollers = JobPollers()
+    return state.job_pollers
 
 
 def stream_slots(request: Request) -> StreamSlots:
@@ -130,17 +140,23 @@ async def job_events_stream(
 ) -> AsyncIterator[ServerSentEvent]:
     """Server-Sent Events: `queued` {queue_position}, `progress` {step, total}, then `done` or `error`
     (the job as `GET /v1/jobs/{id}` shows it) and the stream ends. Each event has an `id`;
-    reconnect with `Last-Event-ID` to get only what you have not seen. The stream wakes on the live
-    channel's news of the job, and reads the database at least every REREAD_S. It ends after
-    limits.stream_max_life_s even while the job runs: reconnect with `Last-Event-ID` (EventSource does)."""
-    service = services(request).service
+    reconnect with `Last-Event-ID` to get only what you have not seen. The streams of a job on this replica
+    share one reader, which wakes on the live channel's news of the job and reads the database at least
+    every REREAD_S. A stream ends after limits.stream_max_life_s even while the job runs: reconnect with
+    `Last-Event-ID` (EventSource does)."""
+    app_services = services(request)  # not the request: the job's poller may outlive this stream
+    service = app_services.service
     max_life_s = service.args.limits.stream_max_life_s
 
     async def changed(version: int) -> int:
         return await service.wait_for_change(job_id, version, REREAD_S)
 
     async def read() -> dict | None:
-        return await job_view(request, job_id)
+        return await job_view(app_services, job_id)
 
-    async for event in job_events(read, changed, parse_last_event_id(last_event_id), max_life_s):
-        yield ServerSentEvent(event=event.name, id=str(event.id), data=event.data)
+    events = job_events(
+        read, changed, parse_last_event_id(last_event_id), max_life_s, job_id=job_id, pollers=job_pollers(request)
+    )
+    async with aclosing(events):  # closed with this stream, whichever way it ends: the poller counts subscribers
+        async for event in events:
+            yield ServerSentEvent(event=event.name, id=str(event.id), data=event.data)
