@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 
 from serve_apps import metrics
 from serve_apps.config import AppArgs
+from serve_apps.jobs.executors import HEARTBEATS, run_in
 from serve_apps.jobs.kind import JobContext, JobEnds, JobKind, JobSignals
 from serve_apps.jobs.records import JobState, JobStatus, Stage, WebhookDelivery
 from serve_apps.jobs.webhooks import deliver
@@ -118,7 +119,7 @@ class JobRunner:
         while True:
             await asyncio.sleep(self.args.jobs.heartbeat_s)
             try:
-                if await asyncio.to_thread(self.jobs.heartbeat, claim):
+                if await run_in(HEARTBEATS, self.jobs.heartbeat, claim):  # never behind a backlog of other calls
                     await self.signals.cancel_found(claim.job_id)
             except LeaseLost:
                 task = self.tasks.get(claim.job_id)
