@@ -42,16 +42,15 @@ def wait_until_denoising(client, job_id: str, timeout_s: float = 60) -> None:
     raise AssertionError(f"job {job_id} never started denoising")
 
 
-def test_denoiser_killed_mid_job_is_retried_not_left_pending(client):
+def test_denoiser_killed_mid_job_is_retried_and_ends_ready(client):
+    """The README promises recovery: the job's second attempt, on the restarted replica, makes the image."""
     job = submit(client, **LONG_JOB)
     wait_until_denoising(client, job["id"])
     kill_replicas("Denoiser-flux-2-klein-4b")
     result = wait_for_job(client, job["id"], timeout_s=180)
     record = client.get(f"/v1/jobs/{job['id']}").json()
-    assert result["status"] in ("Ready", "Error"), result
-    assert record["attempts"] == 2, record
-    if result["status"] == "Error":
-        assert "worker failed" in result["details"]["error"]
+    assert result["status"] == "Ready", result
+    assert record["attempts"] == 2 and len(record["images"]) == 1, record
 
 
 def without_signatures(result: dict) -> dict:
