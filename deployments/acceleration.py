@@ -9,12 +9,18 @@ a CPU, where compiling costs minutes and FP8 does not exist.
 - a fast VAE decode: bf16, and compiled where compile is on;
 - warm-up at replica start at the sizes in use, so no user request is the one that compiles;
 - the text encoder cut after the last hidden layer the pipeline reads (27 of Qwen3's 36), without LM head.
+
+A speed-up that fails on this GPU or software (no Triton, an FP8 kernel missing, nvJPEG absent) is turned off at
+replica start with one warning saying what failed and which setting turns it off, and the replica starts without
+it (eager at worst): `start_with_fallback`.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -34,10 +40,37 @@ ATTENTION_BACKENDS = {
 }
 FP8_MIN_CAPABILITY = (8, 9)
 RECOMPILE_LIMIT = 64  # each (size, batch) the blocks see is one graph; the default 8 would fall back to eager
+# Each speed-up by name (as `Acceleration.speedups` lists them) and the `acceleration:` settings that turn it off, in
+# the order a failed warm-up blames them: the one likeliest to fail on an unfamiliar GPU or software stack first.
+SPEEDUP_OFF: dict[str, dict] = {
+    "compile": {"compile": False},
+    "fp8": {"quantization": "none"},
+    "fast_decode": {"fast_decode": False},
+    "attention_backend": {"attention_backend": "auto"},
+    "gpu_jpeg": {"gpu_jpeg": False},
+}
+ERROR_CHARS = 300  # of a failure's first line in the warning; an inductor error runs to pages
 
 
 class AccelerationError(ValueError):
     """A speed-up asked for on hardware or software that cannot give it; the message says what to change."""
+
+
+class SpeedupFailed(Exception):
+    """Applying one speed-up raised (the cause is chained); `speedup` names it."""
+
+    def __init__(self, speedup: str):
+        super().__init__(f"{speedup} could not be applied")
+        self.speedup = speedup
+
+
+@contextmanager
+def applying(speedup: str):
+    """Whatever the block raises becomes SpeedupFailed(speedup), so the start can turn that speed-up off."""
+    try:
+        yield
+    except Exception as error:
+        raise SpeedupFailed(speedup) from error
 
 
 @dataclass(frozen=True)
@@ -49,7 +82,7 @@ class Acceleration:
     attention_backend: str = "auto"
     fast_decode: bool | Auto = "auto"
     gpu_jpeg: bool | Auto = "auto"
-    warmup_sizes: tuple[tuple[int, int], ...] | None = None  # None: the native size where compile is on
+    warmup_sizes: tuple[tuple[int, int], ...] | None = None  # None: the native size where any speed-up is on
     truncate_text_encoder: bool = True
     encode_threads: int = 1
     png_compress_level: int = 1
@@ -87,6 +120,21 @@ class Acceleration:
             fast_decode=cuda if self.fast_decode == "auto" else self.fast_decode,
             gpu_jpeg=gpu_jpeg,
         )
+
+    @property
+    def speedups(self) -> tuple[str, ...]:
+        """The speed-ups a resolved acceleration turns on, by name, in SPEEDUP_OFF's order."""
+        on = {
+            "compile": self.compile is True,
+            "fp8": self.quantization == "fp8",
+            "fast_decode": self.fast_decode is True,
+            "attention_backend": self.attention_backend != "auto",
+            "gpu_jpeg": self.gpu_jpeg is True,
+        }
+        return tuple(name for name in SPEEDUP_OFF if on[name])
+
+    def without(self, speedup: str) -> Acceleration:
+        return replace(self, **SPEEDUP_OFF[speedup])
 
     @property
     def label(self) -> str:
@@ -128,21 +176,26 @@ def check_fp8(device: torch.device) -> None:
 def accelerate_denoiser(pipeline, acceleration: Acceleration, device: torch.device) -> None:
     """Apply a resolved `acceleration` to a loaded pipeline's transformer and VAE, in place.
 
-    Order matters: quantize before compiling (the compiled graph must see the FP8 weights).
+    Order matters: quantize before compiling (the compiled graph must see the FP8 weights). A speed-up that raises
+    is reported as SpeedupFailed naming it.
     """
     transformer, vae = pipeline.transformer, pipeline.vae
     backend = ATTENTION_BACKENDS[acceleration.attention_backend]
     if backend is not None:
-        transformer.set_attention_backend(backend)
+        with applying("attention_backend"):
+            transformer.set_attention_backend(backend)
     if acceleration.quantization == "fp8":
-        quantize_fp8(transformer)
+        with applying("fp8"):
+            quantize_fp8(transformer)
     if acceleration.fast_decode and device.type == "cuda" and vae.dtype == torch.float32:
-        vae.to(torch.bfloat16)
+        with applying("fast_decode"):
+            vae.to(torch.bfloat16)
     if acceleration.compile:
-        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
-        transformer.compile_repeated_blocks(fullgraph=True)
-        if acceleration.fast_decode:
-            vae.decoder.compile()
+        with applying("compile"):
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+            transformer.compile_repeated_blocks(fullgraph=True)
+            if acceleration.fast_decode:
+                vae.decoder.compile()
 
 
 def fp8_quantizable(module: torch.nn.Module, name: str) -> bool:
@@ -178,10 +231,11 @@ def quantize_fp8(transformer: torch.nn.Module) -> int:
 
 def warm_up(denoiser, acceleration: Acceleration) -> float:
     """One generation per warm-up size with a zero prompt, so compiling happens now and not in a user's
-    request; returns the seconds it took (0 when nothing is warmed up)."""
+    request, and every speed-up on has run once (JPEG, the default format, goes through gpu_jpeg); returns the
+    seconds it took (0 when nothing is warmed up: no speed-up on, or `warmup_sizes: []`)."""
     sizes = acceleration.warmup_sizes
     if sizes is None:
-        sizes = ((denoiser.defaults.width, denoiser.defaults.height),) if acceleration.compile else ()
+        sizes = ((denoiser.defaults.width, denoiser.defaults.height),) if acceleration.speedups else ()
     if not sizes:
         return 0.0
     from deployments.contracts import DenoiseJob, GenerationParams
@@ -197,6 +251,59 @@ def warm_up(denoiser, acceleration: Acceleration) -> float:
     warmup_s = time.perf_counter() - started
     logger.info("warm-up at %s took %.1f s", ", ".join(f"{w}x{h}" for w, h in sizes), warmup_s)
     return warmup_s
+
+
+def start_with_fallback(denoiser, acceleration: Acceleration) -> tuple[Acceleration, float]:
+    """Apply a resolved `acceleration` to the denoiser's freshly loaded pipeline and warm up; returns what is on and
+    the warm-up's seconds.
+
+    A speed-up that raises while applied is turned off; one that makes warm-up fail is found by turning the speed-ups
+    off one at a time, likeliest first (SPEEDUP_OFF's order). Each one turned off gets one warning, the pipeline is
+    reloaded without it (compile, FP8 and bf16 change the modules in place) and warm-up runs again. So a replica
+    starts, eager at worst, where compile or FP8 does not work; a failure with every speed-up off is the model's own
+    and is raised, as is running out of GPU memory. With `warmup_sizes: []` a compile failure surfaces at the first
+    request instead.
+    """
+    while True:
+        try:
+            denoiser.apply_acceleration(acceleration)
+            return acceleration, warm_up(denoiser, acceleration)
+        except SpeedupFailed as failed:
+            speedup, error, when = failed.speedup, failed.__cause__, "while applying it"
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as failed:
+            if not acceleration.speedups:
+                raise
+            speedup, error, when = acceleration.speedups[0], failed, f"at warm-up with {acceleration.label}"
+        acceleration = acceleration.without(speedup)
+        _warn_turned_off(denoiser, speedup, error, when, acceleration)
+        del error  # its traceback holds the modules the reload replaces
+        if speedup == "compile":
+            torch._dynamo.reset()
+        denoiser.reload_pipeline()
+        gc.collect()
+
+
+def _warn_turned_off(denoiser, speedup: str, error: BaseException, when: str, now: Acceleration) -> None:
+    device = denoiser.device
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+    first_line = (str(error).strip().splitlines() or [""])[0][:ERROR_CHARS]
+    settings = ", ".join(f"{key}: {str(value).lower()}" for key, value in SPEEDUP_OFF[speedup].items())
+    logger.warning(
+        "%s: speed-up %s failed on %s (%s: %s, %s); this replica runs without it (%s). To skip trying it at start, "
+        "set models.%s.acceleration.%s in serve_config.yaml.",
+        denoiser.variant.name,
+        speedup,
+        where,
+        type(error).__name__,
+        first_line,
+        when,
+        now.label,
+        denoiser.variant.name,
+        settings,
+    )
+    logger.debug("%s failed", speedup, exc_info=error)
 
 
 # -- text encoder -----------------------------------------------------------------------------

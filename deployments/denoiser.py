@@ -9,6 +9,7 @@ or inside a batch, on any device.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import inspect
 import threading
@@ -21,7 +22,7 @@ from pathlib import Path
 import torch
 from cachetools import LRUCache
 
-from deployments.acceleration import Acceleration, accelerate_denoiser, warm_up
+from deployments.acceleration import Acceleration, accelerate_denoiser, applying, start_with_fallback
 from deployments.conditioning import Conditioning, ReferenceLoader, group_key, no_references
 from deployments.contracts import AdapterRef, DenoiseJob, GenerationParams, InvalidRequestError
 from deployments.images import ImageEncoder, to_uint8
@@ -172,16 +173,43 @@ class Denoiser:
         self.adapters = AdapterCache(self.pipeline, max_loaded_adapters, adapter_files)
         self.conditioning = Conditioning(self.pipeline, reference_images)
         self._pipeline_lock = threading.Lock()
-        self.acceleration = (acceleration or Acceleration()).resolve(self.device)
-        accelerate_denoiser(self.pipeline, self.acceleration, self.device)
-        self.image_encoder = ImageEncoder(
-            self.acceleration.encode_threads, self.acceleration.png_compress_level, self.acceleration.gpu_jpeg
-        )
-        self.warmup_s = warm_up(self, self.acceleration)
+        self.image_encoder: ImageEncoder | None = None
+        requested = (acceleration or Acceleration()).resolve(self.device)
+        self.acceleration, self.warmup_s = start_with_fallback(self, requested)
 
     @property
     def defaults(self):
         return self.weights.defaults
+
+    @property
+    def active_speedups(self) -> tuple[str, ...]:
+        """The speed-ups this replica really runs with: those asked for (or `auto` on here) that did not fail."""
+        return self.acceleration.speedups
+
+    # -- start ------------------------------------------------------------------------
+
+    def apply_acceleration(self, acceleration: Acceleration) -> None:
+        """The image encoder and the speed-ups on the loaded pipeline; SpeedupFailed names one that raised."""
+        with applying("gpu_jpeg"):
+            self.image_encoder = ImageEncoder(
+                acceleration.encode_threads, acceleration.png_compress_level, acceleration.gpu_jpeg
+            )
+        accelerate_denoiser(self.pipeline, acceleration, self.device)
+
+    def reload_pipeline(self) -> None:
+        """The pipeline fresh from the weights, for a start without a speed-up that failed; the old one is let go
+        first, so the two never share the GPU's memory."""
+        if self.image_encoder is not None:
+            self.image_encoder.close()
+        max_adapters, adapter_files = self.adapters.loaded.maxsize, self.adapters.adapter_files
+        reference_images = self.conditioning.load
+        self.pipeline = self.adapters = self.conditioning = None
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        self.pipeline = load_pipeline(self.weights, self.device, self.dtype, text_encoder=None, tokenizer=None)
+        self.adapters = AdapterCache(self.pipeline, max_adapters, adapter_files)
+        self.conditioning = Conditioning(self.pipeline, reference_images)
 
     # -- validation -------------------------------------------------------------------
 
