@@ -2,7 +2,7 @@
 
 References go through the pipeline's own `image=` conditioning (FLUX.2's reference tokens).
 A mask runs `Flux2KleinInpaintPipeline` built from the same loaded modules, so LoRA adapters
-apply there too. The klein pipeline VAE-encodes `image=` on each call and takes no
+apply there too; the pixels the mask keeps are then the source's, exactly (`keep_unmasked`). The klein pipeline VAE-encodes `image=` on each call and takes no
 precomputed latents there, so what is cached here, by content hash, is the decoded image: a
 forward pass encodes its references once for all of its images.
 """
@@ -12,6 +12,8 @@ from __future__ import annotations
 import io
 from collections.abc import Callable
 
+import numpy as np
+import torch
 from cachetools import LRUCache
 from diffusers import Flux2KleinInpaintPipeline
 from PIL import Image
@@ -20,6 +22,7 @@ from deployments.contracts import GenerationParams, ReferenceImage
 
 ReferenceLoader = Callable[[ReferenceImage], Image.Image]
 REFERENCE_CACHE_SIZE = 16  # decoded images of at most 4 MP: under 200 MB
+KEEP_BELOW = 128  # mask values under this keep the source: diffusers binarizes the mask at 0.5 of 255
 
 
 def stored_references(read: Callable[[str], bytes | None]) -> ReferenceLoader:
@@ -72,8 +75,28 @@ class Conditioning:
         images = [self.image(reference) for reference in params.references]
         if params.mask is None:
             return self.pipeline, {"image": images}
-        size = (params.width, params.height)  # the inpaint pipeline makes its output the image's size
-        extra = {"image": images[0].resize(size), "mask_image": self.image(params.mask).resize(size), "strength": 1.0}
+        source, mask = self._source_and_mask(params)  # the inpaint pipeline makes its output the image's size
+        extra = {"image": source, "mask_image": mask, "strength": 1.0}
         if len(images) > 1:
             extra["image_reference"] = images[1]
         return self.inpaint_pipeline, extra
+
+    def keep_unmasked(self, params: GenerationParams, images: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Decoded uint8 (height, width, 3) images with the pixels the mask keeps put back from the source.
+
+        The pipeline keeps those pixels' latents, but the VAE decoder (its mid-block attention sees the whole
+        image) lets the repainted part tint them, and the VAE does not give back its input exactly; what a user
+        marked as kept must come back as it was sent.
+        """
+        if params.mask is None:
+            return images
+        source, mask = self._source_and_mask(params)
+        device = images[0].device
+        source_pixels = torch.from_numpy(np.array(source.convert("RGB"))).to(device)
+        keep = torch.from_numpy(np.asarray(mask.convert("L")) < KEEP_BELOW).to(device)[..., None]
+        return [torch.where(keep, source_pixels, image) for image in images]
+
+    def _source_and_mask(self, params: GenerationParams) -> tuple[Image.Image, Image.Image]:
+        """The first reference and the mask at the output's size, as the inpaint pipeline is given them."""
+        size = (params.width, params.height)
+        return self.image(params.references[0]).resize(size), self.image(params.mask).resize(size)

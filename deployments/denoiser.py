@@ -363,9 +363,10 @@ class Denoiser:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)  # kernels run ahead of Python: time what they did
         denoised = time.perf_counter()
+        images = self.conditioning.keep_unmasked(first, self.decode(latents))
         encoded = [
             self.image_encoder.submit(pixels, jobs[slot.request_index].params.output_format)
-            for slot, pixels in zip(slots, self.decode(latents))
+            for slot, pixels in zip(slots, images)
         ]
         return PassOutput(started, denoised, encoded)
 
