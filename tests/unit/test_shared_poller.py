@@ -73,12 +73,19 @@ async def follow(scripted: ScriptedJob, pollers: JobPollers | None, received: li
                 return
 
 
-async def play(scripted: ScriptedJob, subscribed) -> None:
-    """Move the job through its life once `subscribed()`, letting every stream take each state."""
-    while not subscribed():
+async def eventually(condition, timeout_s: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "the condition never held"
         await asyncio.sleep(0.002)
+
+
+async def play(scripted: ScriptedJob, subscribed, taken=lambda version: True, pace_s: float = 0.0) -> None:
+    """Move the job through its life once `subscribed()`, each state once `taken(version)` by every stream."""
+    await eventually(subscribed)
     for _ in scripted.life[1:]:
-        await asyncio.sleep(0.02)
+        await eventually(lambda: taken(scripted.version))
+        await asyncio.sleep(pace_s)
         scripted.advance()
 
 
@@ -92,7 +99,10 @@ def test_twenty_streams_of_one_job_read_it_as_often_as_one_and_each_gets_every_e
             poller = pollers.polling.get(JOB_ID)
             return poller is not None and len(poller.subscriptions) == streams
 
-        await asyncio.wait_for(asyncio.gather(play(scripted, subscribed), *followers), timeout=10)
+        def taken(version: int) -> bool:
+            return all(len(mine) == version + 1 for mine in received)
+
+        await asyncio.wait_for(asyncio.gather(play(scripted, subscribed, taken), *followers), timeout=10)
         assert pollers.polling == {}, "the job ended: its poller is gone"
         return scripted.reads, received
 
@@ -116,25 +126,24 @@ def test_a_stream_that_leaves_does_not_stop_the_others_and_the_last_to_leave_sto
         leaver = asyncio.create_task(follow(scripted, pollers, leaving, stop_after=2))
         stayer = asyncio.create_task(follow(scripted, pollers, staying, stop_after=6))
         other = asyncio.create_task(follow(scripted, pollers, last))
-        await asyncio.sleep(0.01)
+        await eventually(lambda: len(last) == 1)
         poller = pollers.polling[JOB_ID]
         for _ in range(5):
             scripted.advance()
-            await asyncio.sleep(0.02)
+            await eventually(lambda: len(last) == scripted.version + 1)
         await asyncio.wait_for(asyncio.gather(leaver, stayer), timeout=5)
         assert len(leaving) == 2 and len(staying) == 6
         assert pollers.polling[JOB_ID] is poller and not poller.task.done(), "one stream is left: the poller goes on"
         scripted.advance()
-        await asyncio.sleep(0.02)
-        assert len(last) == 7, "the stream left alone still gets every change"
+        await eventually(lambda: len(last) == 7)  # the stream left alone still gets every change
         other.cancel()  # the client goes away
         await asyncio.gather(other, return_exceptions=True)
         assert pollers.polling == {}, "the last stream left: the registry forgets the poller at once"
-        await asyncio.sleep(0.01)
+        await eventually(poller.task.done)
         assert poller.task.cancelled()
         reads = scripted.reads
         scripted.advance()
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.05)
         assert scripted.reads == reads, "nobody listens: nothing reads the job"
         return [event.data["queue_position"] for event in last]
 
@@ -147,17 +156,17 @@ def test_a_stream_that_joins_late_starts_from_the_latest_state_without_a_read_of
         scripted, pollers = ScriptedJob(LIFE), JobPollers()
         early, late = [], []
         first = asyncio.create_task(follow(scripted, pollers, early))
+        await eventually(lambda: len(early) == 1)
         for _ in range(3):
-            await asyncio.sleep(0.02)
             scripted.advance()
-        await asyncio.sleep(0.02)
+            await eventually(lambda: len(early) == scripted.version + 1)
         reads = scripted.reads
         second = asyncio.create_task(follow(scripted, pollers, late))
-        await asyncio.sleep(0.02)
+        await eventually(lambda: len(late) == 1)
         assert scripted.reads == reads
         for _ in LIFE[4:]:
             scripted.advance()
-            await asyncio.sleep(0.02)
+            await eventually(lambda: len(early) == scripted.version + 1 and len(late) == scripted.version - 2)
         await asyncio.wait_for(asyncio.gather(first, second), timeout=5)
         return early, late
 
@@ -209,7 +218,8 @@ def test_streams_through_the_router_share_one_poller_per_job():
 
             path = events_router.events_path(JOB_ID)
             streams = [http.get(path, headers={"x-key": KEY}) for _ in range(STREAMS)]
-            *responses, _ = await asyncio.gather(*streams, play(scripted, subscribed))
+            # The responses are whole only at the end: a pace lets every stream take each state first.
+            *responses, _ = await asyncio.gather(*streams, play(scripted, subscribed, pace_s=0.05))
             return responses
 
     responses = asyncio.run(asyncio.wait_for(scenario(), timeout=20))
@@ -234,7 +244,8 @@ def test_a_failed_read_ends_every_stream_of_the_job_and_the_next_stream_polls_af
         assert pollers.polling == {}
         scripted.read = real_read
         received = []
-        await asyncio.wait_for(asyncio.gather(follow(scripted, pollers, received), play(scripted, lambda: True)), 5)
+        playing = play(scripted, lambda: len(received) == 1, lambda version: len(received) == version + 1)
+        await asyncio.wait_for(asyncio.gather(follow(scripted, pollers, received), playing), 5)
         return outcomes, received
 
     outcomes, received = asyncio.run(scenario())
