@@ -197,3 +197,32 @@ def test_at_phone_width_nothing_overflows_sideways(open_page, tmp_path, artifact
     width = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
     assert width[0] <= width[1], f"scrollWidth {width[0]} > innerWidth {width[1]} at 390 px"
     page.screenshot(path=artifacts / "7-phone.png", full_page=True)
+
+
+def test_same_settings_new_seed_and_the_usage_panel(open_page, client):
+    """ "Same settings, new seed" submits the job's request again with only the seed drawn anew; the usage
+    panel shows what /v1/usage says for the key once a job has ended."""
+    page = open_page()
+    enter_key(page)
+    card = generate(page, "a green square on a white background", num_images=1, steps=4, size_px=64)
+    page.wait_for_function("el => el.dataset.imagesShown", arg=card.element_handle(), timeout=TIMEOUT_MS)
+    first_id = card.get_attribute("data-job-id")
+    before = page.locator("#results article.job").count()
+    card.get_by_role("button", name="Same settings, new seed").click()
+    page.wait_for_function(f"document.querySelectorAll('#results article.job').length > {before}", timeout=TIMEOUT_MS)
+    again = page.get_by_role("region", name="Results").locator("article.job").first
+    page.wait_for_function("el => el.dataset.imagesShown", arg=again.element_handle(), timeout=TIMEOUT_MS)
+    first, second = (
+        client.get(f"/v1/jobs/{job_id}").json() for job_id in (first_id, again.get_attribute("data-job-id"))
+    )
+    assert second["id"] != first["id"] and second["seed"] != first["seed"]
+    without_seed = lambda request: {name: value for name, value in request.items() if name != "seed"}  # noqa: E731
+    assert without_seed(second["request"]) == without_seed(first["request"])
+
+    usage = client.get("/v1/usage").json()["total"]
+    page.wait_for_function(
+        "jobs => document.getElementById('usage-text').textContent.startsWith(`${jobs} jobs, `)",
+        arg=usage["jobs"],
+        timeout=TIMEOUT_MS,
+    )
+    assert f"{usage['images']} images" in page.locator("#usage-text").inner_text()
