@@ -61,7 +61,50 @@ def logical_gpus_needed(applications: list[dict]) -> int:
     return max(1, math.ceil(total))
 
 
-def run(config_path: Path, num_gpus: int | None) -> None:
+class StopRequested(Exception):
+    """SIGTERM or SIGINT (Ctrl-C) asked `flux-serve run` to stop."""
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def stop_on_signals() -> None:
+    """From now on SIGTERM and SIGINT raise StopRequested in the main thread, wherever it is (starting or serving).
+    Called again right after ray.init, which puts its own SIGTERM handler in place (a SystemExit(15)) and, under
+    it, absl's failure handler of Ray's core worker."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, request_stop)
+
+
+def request_stop(signum: int, _frame) -> NoReturn:
+    ignore_stop_signals()
+    raise StopRequested(signal.Signals(signum).name)
+
+
+def ignore_stop_signals() -> None:
+    """A second Ctrl-C or SIGTERM while stopping changes nothing. And absl's failure handler, if a SIGTERM reached it
+    (during ray.init), armed a 3 s alarm that aborts the process (SIGABRT, exit 134): a stop takes longer, so it is
+    cancelled."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    signal.alarm(0)
+
+
+def run(config_path: Path, num_gpus: int | None) -> NoReturn:
+    """Serve until SIGTERM or Ctrl-C, then stop in order and exit 0, whenever the signal comes (even mid-start)."""
+    stop_on_signals()
+    try:
+        serve_until_stopped(config_path, num_gpus)
+    except StopRequested as stop:
+        reason = str(stop)
+    except SystemExit as exit_request:
+        if exit_request.code != signal.SIGTERM:
+            raise
+        reason = "SIGTERM"  # during ray.init, whose own handler turns it into SystemExit(15)
+    stop_in_order(reason, config_path)
+
+
+def serve_until_stopped(config_path: Path, num_gpus: int | None) -> NoReturn:
     import ray
     import torch
     import yaml
@@ -79,6 +122,7 @@ def run(config_path: Path, num_gpus: int | None) -> None:
     host, port = http.get("host", "127.0.0.1"), int(http.get("port", 8000))
 
     context = ray.init(num_gpus=gpus, dashboard_host="127.0.0.1", include_dashboard=True)
+    stop_on_signals()
     serve.start(http_options={"host": host, "port": port})
     for application in applications:
         serve.run(
@@ -100,18 +144,53 @@ flux-serve is up.
 Try:
   curl -s -X POST {base}/v1/flux-2-klein-4b -H "x-key: {key}" -H "Content-Type: application/json" \\
        -d '{{"prompt": "a red circle on a blue background"}}'
-Ctrl-C stops it.""",
+Ctrl-C (or SIGTERM) stops it.""",
         flush=True,
     )
-    stop = {"now": False}
-    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
-    try:
-        while not stop["now"]:
-            time.sleep(1)
-    except KeyboardInterrupt:
-        pass
-    serve.shutdown()
+    while True:
+        time.sleep(3600)  # a stop signal raises out of the sleep
+
+
+def stop_in_order(reason: str, config_path: Path) -> NoReturn:
+    """Serve first (its proxies take no new request; its replicas end, the ingress before the model workers),
+    then Ray, then exit 0 at once.
+
+    Jobs in flight stay Pending in the database with their lease: the next start's orphan sweeper adopts them
+    once their heartbeat is jobs.stale_after_s old, and runs them again. `os._exit` skips the interpreter's own
+    teardown: nothing is left to run, and threads Ray's libraries started could still be running there."""
+    ignore_stop_signals()
+    print(f"\n{reason}: stopping flux-serve (a second signal is ignored).", flush=True)
+    import ray
+    from ray import serve
+
+    exit_code = 0
+    if ray.is_initialized():
+        try:
+            serve.shutdown()
+        except Exception as error:  # Ray's shutdown below still ends every replica, only not in order
+            print(f"Serve did not stop in order ({error!r}); stopping Ray anyway.", file=sys.stderr, flush=True)
+            exit_code = 1
     ray.shutdown()
+    print(f"flux-serve stopped.{pending_jobs_note(config_path)}", flush=True)
+    sys.stderr.flush()
+    os._exit(exit_code)
+
+
+def pending_jobs_note(config_path: Path) -> str:
+    """What the next start will find: the jobs left Pending (in flight when Serve stopped), which it adopts."""
+    from serve_apps.store import Database
+
+    try:
+        args = app_args_from(config_path)
+        pending = Database.open(args.database_url).jobs.count_pending()
+    except Exception as error:
+        return f" (the jobs left Pending could not be counted: {error})"
+    if not pending:
+        return ""
+    return (
+        f" {pending} job(s) left Pending: the next start adopts and runs them once their heartbeat is"
+        f" jobs.stale_after_s ({args.jobs.stale_after_s:g} s) old."
+    )
 
 
 def app_args_from(config_path: Path) -> AppArgs:
@@ -225,7 +304,7 @@ def main(argv: list[str] | None = None) -> None:
     retention_parser = commands.add_parser("retention", help="delete finished jobs older than jobs.retention_days")
     retention_parser.add_argument("--dry-run", action="store_true", help="only count what would be deleted")
     history_commands.add_parser(
-        "import-files", help="move job records kept as files by earlier versions into the database"
+        "import-files", help="copy job records kept as files by earlier versions into the database (the files stay)"
     )
     for name, help_text in CLIENT_COMMANDS.items():
         commands.add_parser(name, help=help_text, add_help=False)  # its arguments are the client CLI's to parse
