@@ -1,7 +1,9 @@
 """What an image costs: measured GPU-seconds times a GPU's price per hour.
 
-The price table lives in bench/bench_config.yaml so anyone can put in what they pay; the
-hosted-API reference points sit beside the results so the comparison is in the output.
+The price table is the service's own (deployments/costs.py: the one place the prices and the
+quote's seconds per megapixel-step live, with where each comes from); bench_config.yaml may
+override it with what you pay. The hosted-API reference points sit beside the results so the
+comparison is in the output.
 Seconds measured on one GPU are priced on the others by their peak bf16 throughput (an
 estimate, said so in the output), and not at all on a card whose memory the run outgrew.
 """
@@ -13,6 +15,8 @@ from pathlib import Path
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from deployments.costs import GPUS
 
 SECONDS_PER_HOUR = 3600
 USABLE_MEMORY_SHARE = 0.95  # the CUDA context and allocator fragmentation take the rest
@@ -51,11 +55,25 @@ class GpuPrice(BaseModel):
         return peak_gpu_memory_mb <= self.memory_gb * 1024 * USABLE_MEMORY_SHARE
 
 
+def shipped_gpu_prices() -> dict[str, GpuPrice]:
+    """deployments/costs.py's table, under the bench's column names: what the service prices with by default."""
+    return {
+        gpu.bench_name: GpuPrice(
+            usd_per_hour=gpu.usd_per_hour,
+            bf16_tflops=gpu.bf16_tflops,
+            memory_gb=gpu.memory_gb,
+            device_name_pattern=gpu.device_name_pattern,
+            note=gpu.source,
+        )
+        for gpu in GPUS.values()
+    }
+
+
 class BenchConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     clip_model_path: str | None = None
-    gpu_prices: dict[str, GpuPrice] = Field(min_length=1)
+    gpu_prices: dict[str, GpuPrice] = Field(default_factory=shipped_gpu_prices, min_length=1)
     hosted_reference_usd_per_image: dict[str, float] = {}
 
     def gpu_named(self, device_name: str) -> str | None:

@@ -360,6 +360,7 @@ def main(argv: list[str] | None = None) -> Path:
     rows = build_rows(
         runs,
         config,
+        defaults={name: fact.defaults for name, fact in facts.items()},
         mode=runner.mode,
         weights=args.weights if not args.url else "as served",
         device=device,

@@ -12,7 +12,10 @@ import pyarrow.parquet as pq
 
 from bench.cost import BenchConfig, gpu_seconds_per_image, seconds_on, usd_per_image
 from bench.quality import ClipScorer, psnr_db, shapes_adherence, ssim
-from bench.runners import STAGES, CellRun
+from bench.runners import STAGES, Cell, CellRun
+from deployments.contracts import GenerationDefaults, GenerationParams
+from deployments.registry import VARIANTS
+from serve_apps.jobs.pricing import megapixel_steps
 
 # Every row has these; cost adds `usd_per_image:<GPU>` and `usd_per_1000_images:<GPU>` per priced GPU
 # (null where the run's peak GPU memory does not fit that card).
@@ -36,6 +39,8 @@ COLUMNS = (
     "peak_gpu_memory_mb",
     "gpu_fraction",
     "gpu_seconds_per_image",
+    "gpu_s_per_megapixel_step",
+    "quoted_gpu_s_per_megapixel_step",
     "reference_steps",
     "ssim",
     "psnr_db",
@@ -140,10 +145,26 @@ def _quality(runs: list[CellRun], clip: ClipScorer | None, score_quality: bool) 
     return scores
 
 
+def quoted_gpu_s_per_megapixel_step(variant: str) -> float | None:
+    """The figure the service's price quote uses by default for `variant` (deployments/costs.py), if it has one."""
+    spec = VARIANTS.get(variant)
+    return spec.cost.gpu_s_per_megapixel_step if spec else None
+
+
+def measured_gpu_s_per_megapixel_step(cell: Cell, defaults: GenerationDefaults, gpu_s_per_image: float) -> float:
+    """This cell's GPU-seconds per image over what the quote counts for one (megapixels x passes: with CFG where
+    the model's defaults run it): the quote's figure, as measured here."""
+    params = GenerationParams.with_defaults(
+        defaults, "", width=cell.width, height=cell.height, steps=cell.steps, seed=0, num_images=cell.batch_size
+    )
+    return gpu_s_per_image * cell.batch_size / megapixel_steps(params)
+
+
 def build_rows(
     runs: list[CellRun],
     config: BenchConfig,
     *,
+    defaults: dict[str, GenerationDefaults],
     mode: str,
     weights: str,
     device: str,
@@ -153,7 +174,8 @@ def build_rows(
     score_quality: bool = True,
 ) -> list[dict]:
     """One row per cell; `score_quality=False` for random weights, whose images are noise.
-    `priced_from` is the priced GPU the seconds were measured on, if the device is one."""
+    `priced_from` is the priced GPU the seconds were measured on, if the device is one; `defaults` are each
+    variant's, which decide CFG for the measured seconds per megapixel-step."""
     quality = _quality(runs, clip, score_quality)
     priced_from = config.gpu_named(device_name) if device == "cuda" else None
     measured_on = config.gpu_prices.get(priced_from)
@@ -189,6 +211,10 @@ def build_rows(
             gpu_seconds_per_image=gpu_seconds_per_image(measured_gpu_seconds, 1.0, images),
             **quality[index],
         )
+        row["gpu_s_per_megapixel_step"] = measured_gpu_s_per_megapixel_step(
+            cell, defaults[cell.variant], row["gpu_seconds_per_image"]
+        )
+        row["quoted_gpu_s_per_megapixel_step"] = quoted_gpu_s_per_megapixel_step(cell.variant)
         for gpu, price in config.gpu_prices.items():
             fits = price.fits(row["peak_gpu_memory_mb"])
             cost = usd_per_image(seconds_on(row["gpu_seconds_per_image"], measured_on, price), price) if fits else None
@@ -253,6 +279,16 @@ def _cost_basis(row: dict, config: BenchConfig) -> str:
     )
 
 
+def _quote_basis(row: dict) -> str:
+    """What the GPU-s/MP-step column compares, and on what."""
+    seconds = "GPU-seconds" if row["device"] != "cpu" else "CPU-seconds of this machine (not a GPU's)"
+    return (
+        f"GPU-s/MP-step: this run's {seconds} per megapixel and transformer pass (steps, twice with CFG), the "
+        "figure the submit's price quote multiplies; in brackets the one the service quotes with "
+        "(deployments/costs.py, measured on an H100 at 1024x1024, 4 steps, batch 1)."
+    )
+
+
 def markdown(rows: list[dict], config: BenchConfig, descriptions: dict[str, str], note: str, command: str) -> str:
     first = rows[0]
     lines = [
@@ -284,9 +320,12 @@ def markdown(rows: list[dict], config: BenchConfig, descriptions: dict[str, str]
         "GPU-seconds per image (wall time x GPU fraction) x the GPU's price per hour "
         f"({', '.join(f'{gpu} ${price.hourly_usd:.2f}/h' for gpu, price in config.gpu_prices.items())}).",
         _cost_basis(first, config),
+        _quote_basis(first),
         "",
-        "| variant | steps | batch | size | concurrency | GPU-s/image | " + " | ".join(gpus) + " |",
-        "|---|---|---|---|---|---|" + "---|" * len(gpus),
+        "| variant | steps | batch | size | concurrency | GPU-s/image | GPU-s/MP-step (quoted) | "
+        + " | ".join(gpus)
+        + " |",
+        "|---|---|---|---|---|---|---|" + "---|" * len(gpus),
     ]
     for r in rows:
         costs = " | ".join(
@@ -297,7 +336,8 @@ def markdown(rows: list[dict], config: BenchConfig, descriptions: dict[str, str]
         )
         lines.append(
             f"| {r['variant']} | {r['steps']} | {r['batch_size']} | {r['width']}x{r['height']} | {r['concurrency']} "
-            f"| {fmt_value(r['gpu_seconds_per_image'], 4)} | {costs} |"
+            f"| {fmt_value(r['gpu_seconds_per_image'], 4)} | {fmt_value(r['gpu_s_per_megapixel_step'])} "
+            f"({fmt_value(r['quoted_gpu_s_per_megapixel_step'], 2)}) | {costs} |"
         )
     if config.hosted_reference_usd_per_image:
         lines += [

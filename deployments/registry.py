@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 
 from deployments.contracts import Capabilities
+from deployments.costs import KLEIN_4B_COST, KLEIN_9B_COST, KLEIN_9B_KV_COST, CostFigures
 
 
 class UnknownModelError(ValueError):
@@ -40,14 +41,6 @@ class TextEncoderSpec:
     def embedding_dim(self) -> int:
         """Width of one token embedding: the chosen hidden states stacked side by side."""
         return self.hidden_size * len(self.out_layers)
-
-
-@dataclass(frozen=True)
-class CostFigures:
-    """What the bench measures for a variant on a GPU: it prices a job's quote before it runs."""
-
-    gpu_s_per_megapixel_step: float
-    measured_on: str
 
 
 @dataclass(frozen=True)
@@ -134,7 +127,7 @@ KLEIN_4B_SPEC = VariantSpec(
     capabilities=DISTILLED,
     text_encoder=QWEN3_4B,
     transformer=KLEIN_4B,
-    cost=CostFigures(0.25, "H100, eager bf16 (README's GPU table)"),
+    cost=KLEIN_4B_COST,
 )
 KLEIN_9B_SPEC = replace(
     KLEIN_4B_SPEC,
@@ -144,7 +137,7 @@ KLEIN_9B_SPEC = replace(
     commercial_use=False,
     text_encoder=QWEN3_8B,
     transformer=KLEIN_9B,
-    cost=CostFigures(0.5, "H100, eager bf16 (README's GPU table)"),
+    cost=KLEIN_9B_COST,
 )
 # The Base models: the same transformers, undistilled (50 steps, CFG); per step they cost what theirs do.
 BASE_DEFAULTS = {"default_steps": 50, "default_guidance": 4.0, "capabilities": BASE}
@@ -166,9 +159,7 @@ VARIANTS: dict[str, VariantSpec] = {
             source="black-forest-labs/FLUX.2-klein-9B-KV",
             pipeline_class="Flux2KleinKVPipeline",
             capabilities=KV,
-            cost=CostFigures(
-                0.5, "the 9B's figure; steps after the first skip the references' work (not measured yet)"
-            ),
+            cost=KLEIN_9B_KV_COST,
         ),
     )
 }
