@@ -1,4 +1,5 @@
-"""Orphans: jobs whose owning replica stopped beating are adopted (retried) or ended, never left Pending.
+"""Orphans: jobs whose owning replica stopped beating are adopted (retried) or ended, never left Pending;
+webhook deliveries that are due, wherever they began, are sent on.
 
 Adoption takes the lease in one conditional update, so of two replicas that see a job stale
 at once, one runs it and the other leaves it alone. Staleness is judged in SQL by the database's
@@ -67,6 +68,10 @@ class OrphanSweeper:
                 await self._adopt(job_id, token)
             except Exception:
                 logger.exception("adopting job %s failed; the next sweep tries again", job_id)
+        try:
+            await self.runner.webhooks.start_due()
+        except Exception:
+            logger.exception("looking for due webhooks failed; the next sweep looks again")
 
     def start(self) -> None:
         """Sweep now and then every half stale window (idempotent)."""

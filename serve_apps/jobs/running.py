@@ -17,8 +17,8 @@ from serve_apps import metrics
 from serve_apps.config import AppArgs
 from serve_apps.jobs.executors import HEARTBEATS, run_in
 from serve_apps.jobs.kind import JobContext, JobEnds, JobKind, JobSignals
-from serve_apps.jobs.records import JobState, JobStatus, Stage, WebhookDelivery
-from serve_apps.jobs.webhooks import deliver
+from serve_apps.jobs.records import JobState, JobStatus, Stage
+from serve_apps.jobs.webhooks import WebhookSender
 from serve_apps.store import Claim, JobsRepository, LeaseLost
 
 logger = logging.getLogger("flux_serve.jobs")
@@ -48,7 +48,7 @@ class JobRunner:
         self.signals = signals
         self.kinds = dict(kinds)
         self.args = args
-        self.webhook_payload = webhook_payload
+        self.webhooks = WebhookSender(jobs, args, webhook_payload)
         self.limiter = limiter
         self.tasks: dict[str, asyncio.Task] = {}
         self.in_flight: dict[str, int] = {}
@@ -155,29 +155,10 @@ class JobRunner:
         if self.limiter is not None:
             self.limiter.release.remote(record.key_id, record.id)
         if record.webhook:
-            self._background(self._send_webhook(record))
+            self.webhooks.start(record.id)  # durable: if this replica dies, a sweeper goes on with it
 
     def _background(self, work) -> None:
         """Run without waiting, keeping a reference until done (the event loop keeps only weak ones)."""
         task = asyncio.create_task(work)
         self.background.add(task)
         task.add_done_callback(self.background.discard)
-
-    async def _send_webhook(self, record: JobState) -> None:
-        webhook = record.webhook
-
-        async def remember(attempt: dict) -> None:
-            webhook.deliveries.append(WebhookDelivery(**attempt))
-            await asyncio.to_thread(self.jobs.update_webhook, record.model_copy(deep=True))
-
-        await deliver(
-            webhook.url,
-            self.webhook_payload(record),
-            webhook.secret,
-            webhook_id=record.id,
-            max_attempts=self.args.webhooks.max_attempts,
-            initial_backoff_s=self.args.webhooks.initial_backoff_s,
-            timeout_s=self.args.webhooks.timeout_s,
-            allowed_private_hosts=self.args.network.allowed_private_hosts,
-            on_attempt=remember,
-        )

@@ -1,4 +1,4 @@
-"""Signed webhook delivery with retries, recorded in the job.
+"""Signed webhook delivery with retries, recorded in the job and kept in the database until it ends.
 
 Signatures follow the Standard Webhooks scheme Replicate uses: headers `webhook-id`,
 `webhook-timestamp` and `webhook-signature: v1,<base64 HMAC-SHA256 of "id.timestamp.body">`,
@@ -8,6 +8,11 @@ body>` with the same secret, so receivers written for BFL work unchanged. Failed
 retried with exponential backoff. Each attempt first checks the URL resolves to a public address
 (it may have changed since submit) and connects to that very address; what went wrong is
 recorded by kind only (e.g. ConnectError), so the record is no port scanner.
+
+A delivery is durable (serve_apps/store/webhooks.py): the job's final write makes it due, each attempt
+is claimed in the database before it is sent, and its outcome and the next attempt's time are written
+after. `WebhookSender` sends a job's webhook when it ends and, from the orphan sweeper, any delivery
+that is due, so one whose replica died between attempts goes on elsewhere, within `max_attempts` in all.
 
 A receiver's reply is not needed beyond its status: at most MAX_REPLY_BYTES of it are read, raw (never
 decompressed), and `timeout_s` bounds each attempt as a whole (the address check, connect, send, the answer),
@@ -21,13 +26,22 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import time
+from collections.abc import Awaitable, Callable
 
 import httpx
 
+from serve_apps.config import AppArgs
+from serve_apps.jobs.records import JobState, WebhookDelivery
 from serve_apps.security.network import BlockedUrl, check_public_url_async, pin
+from serve_apps.store import JobsRepository
+from serve_apps.store.webhooks import WebhookDeliveries
+
+logger = logging.getLogger("flux_serve.jobs")
 
 MAX_REPLY_BYTES = 1024  # of a receiver's reply body; the rest is never read
+CLAIM_MARGIN_S = 10.0  # an attempt's claim outlasts its timeout by this (the outcome is written after it)
 
 
 def signature(secret: str, webhook_id: str, timestamp: int, body: bytes) -> str:
@@ -72,6 +86,11 @@ async def _attempt(
     return status_code
 
 
+def backoff_s(initial_backoff_s: float, attempt: int) -> float:
+    """The wait after failed attempt number `attempt`: doubling from `initial_backoff_s`."""
+    return initial_backoff_s * 2 ** (attempt - 1)
+
+
 async def deliver(
     url: str,
     payload: dict,
@@ -82,33 +101,101 @@ async def deliver(
     timeout_s: float,
     allowed_private_hosts: list[str],
     on_attempt=None,
+    first_attempt: int = 1,
+    claim_attempt: Callable[[int], Awaitable[bool]] | None = None,
 ) -> bool:
-    """POST until a 2xx answer or attempts run out; `on_attempt(dict)` records each try.
+    """POST until a 2xx answer or attempts run out; `on_attempt(dict)` records each try, with `retry_in_s`,
+    the wait before the next one (None: there is none).
 
+    `first_attempt` goes on with a delivery whose earlier attempts were made (elsewhere, perhaps);
+    `claim_attempt(n)` is awaited before attempt n, and False stops here (another replica has it).
     A URL that resolves to a private address ends the delivery at once (no retries). Each attempt has
     `timeout_s` in all; no more than MAX_REPLY_BYTES of a reply are read."""
     body = json.dumps(payload).encode()
-    backoff_s = initial_backoff_s
     async with httpx.AsyncClient(timeout=timeout_s, follow_redirects=False) as client:
-        for attempt in range(1, max_attempts + 1):
+        for attempt in range(first_attempt, max_attempts + 1):
+            if claim_attempt is not None and not await claim_attempt(attempt):
+                return False
             started = time.time()
+            retry_in_s = backoff_s(initial_backoff_s, attempt) if attempt < max_attempts else None
             try:
                 headers = signed_headers(secret, webhook_id, body)
                 status_code = await _attempt(client, url, body, headers, allowed_private_hosts, timeout_s)
                 outcome = {"status_code": status_code}
                 delivered = 200 <= status_code < 300
             except BlockedUrl as blocked:
-                if on_attempt:
-                    await on_attempt({"attempt": attempt, "at": started, "delivered": False, "error": str(blocked)})
-                return False
+                outcome, delivered, retry_in_s = {"error": str(blocked)}, False, None
             except (httpx.HTTPError, TimeoutError) as error:
                 outcome = {"error": f"{type(error).__name__}: the delivery failed"}
                 delivered = False
-            if on_attempt:
-                await on_attempt({"attempt": attempt, "at": started, "delivered": delivered, **outcome})
             if delivered:
-                return True
-            if attempt < max_attempts:
-                await asyncio.sleep(backoff_s)
-                backoff_s *= 2
+                retry_in_s = None
+            if on_attempt:
+                await on_attempt(
+                    {"attempt": attempt, "at": started, "delivered": delivered, **outcome, "retry_in_s": retry_in_s}
+                )
+            if retry_in_s is None:
+                return delivered
+            await asyncio.sleep(retry_in_s)
     return False
+
+
+class WebhookSender:
+    """Sends finished jobs' webhooks from their rows in the database, one task per job on this replica."""
+
+    def __init__(self, jobs: JobsRepository, args: AppArgs, payload: Callable[[JobState], dict]):
+        """`payload(record)` is what a webhook sends."""
+        self.jobs = jobs
+        self.deliveries = WebhookDeliveries(jobs)
+        self.args = args
+        self.payload = payload
+        self.tasks: dict[str, asyncio.Task] = {}
+
+    def start(self, job_id: str) -> None:
+        """Send this job's webhook in the background, unless this replica is sending it already."""
+        if job_id in self.tasks:
+            return
+        task = asyncio.create_task(self.send(job_id))
+        self.tasks[job_id] = task
+        task.add_done_callback(lambda _task: self.tasks.pop(job_id, None))
+
+    async def start_due(self) -> None:
+        """Every delivery due now, wherever it began (the sweeper's part: a replica that died between
+        attempts loses no webhook)."""
+        for job_id in await asyncio.to_thread(self.deliveries.due, self.args.webhooks.max_attempts):
+            self.start(job_id)
+
+    async def send(self, job_id: str) -> bool:
+        """Deliver from the attempt after those made, each claimed first; True once a receiver took it."""
+        made = await asyncio.to_thread(self.deliveries.attempts_made, job_id)
+        record = None if made is None else await asyncio.to_thread(self.jobs.load, job_id)
+        if record is None or record.webhook is None:
+            return False  # delivered, given up, or of a kind this replica does not run
+        settings = self.args.webhooks
+        webhook = record.webhook
+
+        async def claim(attempt: int) -> bool:
+            hold_s = settings.timeout_s + CLAIM_MARGIN_S
+            return await asyncio.to_thread(self.deliveries.claim, job_id, attempt, settings.max_attempts, hold_s)
+
+        async def remember(outcome: dict) -> None:
+            retry_in_s = outcome.pop("retry_in_s")
+            webhook.deliveries.append(WebhookDelivery(**outcome))
+            if not await asyncio.to_thread(
+                self.deliveries.record, record.model_copy(deep=True), outcome["attempt"], retry_in_s
+            ):
+                logger.warning("job %s: webhook attempt %d outlived its claim", job_id, outcome["attempt"])
+
+        return await deliver(
+            webhook.url,
+            self.payload(record),
+            webhook.secret,
+            webhook_id=record.id,
+            max_attempts=settings.max_attempts,
+            initial_backoff_s=settings.initial_backoff_s,
+            timeout_s=settings.timeout_s,
+            allowed_private_hosts=self.args.network.allowed_private_hosts,
+            on_attempt=remember,
+            first_attempt=made + 1,
+            claim_attempt=claim,
+        )

@@ -91,17 +91,21 @@ class JobsRepository:
         }
 
     def _row(self, record: JobState) -> dict:
-        """The columns, with the record's webhook secret sealed when this repository has a box."""
+        """The columns, with the record's webhook secret sealed when this repository has a box; the final
+        status makes a webhook not yet tried due (sent by store/webhooks.py's WebhookDeliveries)."""
         columns = self._columns(record)
         if self._to_seal(record):
-            columns["record"] = self._record_json(record)
+            columns["record"] = self.record_json(record)
+        if record.is_final and record.webhook is not None and not record.webhook.deliveries:
+            columns["webhook_next_attempt_at"] = database_now()
         return columns
 
     def _to_seal(self, record: JobState) -> bool:
         webhook = record.webhook
         return self.secret_box is not None and webhook is not None and bool(webhook.secret)
 
-    def _record_json(self, record: JobState) -> str:
+    def record_json(self, record: JobState) -> str:
+        """The record as stored: its webhook secret sealed when this repository has a box."""
         if not self._to_seal(record):
             return record.model_dump_json()
         webhook = record.webhook
@@ -359,11 +363,6 @@ class JobsRepository:
                     .values(status=JobStatus.ERROR.value, stage=Stage.DONE.value, lease_token=jobs.c.lease_token + 1)
                 )
         return bad
-
-    def update_webhook(self, record: JobState) -> None:
-        """After the final status: only the record's webhook deliveries change (no lease needed)."""
-        with self.engine.begin() as connection:
-            connection.execute(update(jobs).where(jobs.c.id == record.id).values(record=self._record_json(record)))
 
     def expired_jobs(self, finished_before: float) -> list[str]:
         """Ids of jobs that ended before `finished_before` (retention)."""

@@ -28,10 +28,14 @@ jobs = Table(
     Column("body_digest", String(64)),
     Column("record", Text, nullable=False),
     Column("cancel_requested_at", Float),  # a cancel outlives the live channel: the heartbeat reads it
+    # a finished job's webhook outlives its replica: attempts made, and when the next is due (NULL: none is)
+    Column("webhook_attempts", Integer, nullable=False, server_default="0"),
+    Column("webhook_next_attempt_at", Float),
     UniqueConstraint("key_id", "idempotency_key", name="uq_jobs_key_idempotency"),
     Index("ix_jobs_key_created", "key_id", "created_at"),
     Index("ix_jobs_status_model_created", "status", "model", "created_at"),
     Index("ix_jobs_status_heartbeat", "status", "heartbeat_at"),
+    Index("ix_jobs_webhook_next_attempt", "webhook_next_attempt_at"),
 )
 
 # which stored input images (refs/<sha256>.png, shared by content) each job names, so retention

@@ -17,6 +17,7 @@ from serve_apps.store import Database, JobsRepository, default_database_url
 from serve_apps.store.schema import jobs
 from serve_apps.store.secret_box import SecretBox, load_webhook_secret_box
 from serve_apps.store.storage import JobStore, new_job_id
+from serve_apps.store.webhooks import WebhookDeliveries
 
 
 @pytest.fixture(autouse=True)
@@ -106,7 +107,7 @@ def test_webhook_secrets_are_sealed_at_rest_and_opened_when_read(tmp_path, monke
     assert "receiver-secret" not in stored_record(database, record.id)
     assert db.load(record.id).webhook.secret == "receiver-secret", "the delivery signs with it"
     db.save(claim, db.load(record.id))
-    db.update_webhook(db.load(record.id))
+    WebhookDeliveries(db).record(db.load(record.id), attempt=0, retry_in_s=None)
     assert "receiver-secret" not in stored_record(database, record.id), "every write seals it again"
     assert db.load(record.id).webhook.secret == "receiver-secret"
     assert mode(tmp_path / "store" / "secrets" / "webhook-secret-key") == 0o600, "kept beside the signing key"
@@ -119,7 +120,7 @@ def test_a_repository_without_the_key_keeps_the_secret_sealed_and_loses_nothing(
     box = SecretBox("the key")
     record, _ = JobsRepository(database.engine, secret_box=box).create(job())
     keyless = database.jobs
-    keyless.update_webhook(keyless.load(record.id))
+    WebhookDeliveries(keyless).record(keyless.load(record.id), attempt=0, retry_in_s=None)
     assert JobsRepository(database.engine, secret_box=box).load(record.id).webhook.secret == "receiver-secret"
     with caplog.at_level(logging.ERROR, logger="flux_serve.database"):
         wrong = JobsRepository(database.engine, secret_box=SecretBox("another key")).load(record.id)
