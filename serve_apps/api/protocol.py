@@ -261,12 +261,19 @@ class LoraRegistration(BaseModel):
     )
     trigger_word: str | None = Field(None, max_length=100)
     license: str | None = Field(None, max_length=100)
-    tags: list[str] | None = Field(None, max_length=16, description="e.g. style, person, nsfw")
+    tags: list[str] | None = Field(
+        None,
+        max_length=16,
+        description="e.g. style, person, nsfw; default: the file's. The file's own person and nsfw tags stay either way",
+    )
 
 
 class LoraInfo(BaseModel):
     id: str
-    source: str
+    source: str | None = Field(
+        None, description="where the file is: a hub repo id for every key; a path or s3:// URL for admin keys only"
+    )
+    yours: bool = Field(False, description="registered by this key: only it (or an admin key) may change it")
     base_model: str
     trigger_word: str | None
     license: str | None
@@ -291,7 +298,9 @@ class ModelInfo(BaseModel):
     source: str = Field(description="where the variant's real weights come from")
     pipeline: str = Field(description="the diffusers pipeline that runs it")
     capabilities: dict
-    weights: str | None = None
+    weights: str | None = Field(
+        None, description="emulated[:size], a hub repo id, or (for admin keys, the path) local or remote checkpoint"
+    )
     emulated: bool | None = None
     description: str
     license: str

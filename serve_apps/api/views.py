@@ -1,21 +1,38 @@
-"""How a job record is shown: to pollers, to BFL clients, in webhooks. Image URLs are signed."""
+"""How a job record is shown: to pollers, to BFL clients, in webhooks. Image URLs are signed.
+
+Also how a LoRA registration and a model are shown: where their files are kept, to admin keys only."""
 
 from __future__ import annotations
 
 from deployments.contracts import ReferenceImage
 from deployments.progress import Progress as LiveProgress
-from serve_apps.api.protocol import GetResultResponse, JobResponse, Progress, ResultPayload
+from serve_apps.api.protocol import GetResultResponse, JobResponse, LoraInfo, ModelInfo, Progress, ResultPayload
 from serve_apps.jobs.records import JobRecord, JobStatus
+from serve_apps.security.redaction import public_source, redact_locations, weights_kind
 from serve_apps.security.signing import UrlSigner
 
 
 def shown_request(record: JobRecord) -> dict:
-    """The params as the API has always shown them: `loras` for the adapters."""
+    """The params as the API has always shown them: `loras` for the adapters (a source only if public)."""
     params = record.params
     shown = {name: getattr(params, name) for name in ("prompt", "width", "height", "steps", "guidance", "seed")}
     shown.update(num_images=params.num_images, output_format=params.output_format)
-    shown["loras"] = [{"id": a.id, "source": a.source, "scale": a.scale} for a in params.adapters]
+    shown["loras"] = [{"id": a.id, "source": public_source(a.source), "scale": a.scale} for a in params.adapters]
     return shown
+
+
+def lora_info(record: dict, key_id: str, is_admin: bool) -> LoraInfo:
+    """A registration as this key sees it: its file's path or bucket only for an admin key."""
+    source = record["source"] if is_admin else public_source(record["source"])
+    return LoraInfo(**{**record, "source": source, "yours": record.get("owner_key_id") == key_id})
+
+
+def model_info(model: ModelInfo, is_admin: bool) -> ModelInfo:
+    """A model as this key sees it: what kind of weights back it, where they are only for an admin key."""
+    if is_admin:
+        return model
+    weights = None if model.weights is None else weights_kind(model.weights)
+    return model.model_copy(update={"weights": weights, "description": redact_locations(model.description)})
 
 
 class JobViews:

@@ -19,6 +19,7 @@ from serve_apps.jobs.executors import HEARTBEATS, run_in
 from serve_apps.jobs.kind import JobContext, JobEnds, JobKind, JobSignals
 from serve_apps.jobs.records import JobState, JobStatus, Stage
 from serve_apps.jobs.webhooks import WebhookSender
+from serve_apps.security.redaction import shown_error
 from serve_apps.store import Claim, JobsRepository, LeaseLost
 
 logger = logging.getLogger("flux_serve.jobs")
@@ -130,10 +131,11 @@ class JobRunner:
                 logger.exception("job %s: heartbeat write failed; retrying at the next beat", claim.job_id)
 
     async def end(self, claim: Claim, record: JobState, status: JobStatus, reason: str | None = None) -> None:
-        """The final write, retried on its own (a failed write never reruns the work)."""
+        """The final write, retried on its own (a failed write never reruns the work). The log keeps the
+        reason whole; the record, which its key and webhook see, without file or storage locations."""
         if reason:
             logger.warning("job %s ended %s: %s", record.id, status.value, reason)
-        record.status, record.stage, record.error = status, Stage.DONE, reason
+        record.status, record.stage, record.error = status, Stage.DONE, shown_error(record.id, reason)
         for attempt in range(1, FINAL_WRITE_ATTEMPTS + 1):
             try:
                 await self.save(claim, record)

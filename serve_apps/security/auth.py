@@ -101,6 +101,10 @@ class ApiKeys:
             return USER
         return self.stored_keys.key_role(candidate) if self.stored_keys is not None else None
 
+    def is_admin(self, headers) -> bool:
+        """Whether the request's key is an admin key (it sees where the server keeps files)."""
+        return self.role(key_from_headers(headers)) == ADMIN
+
     def identify(self, key: str | None) -> str | None:
         """The key's id if it is valid, else None."""
         return key_id(hash_key(key)) if self.role(key) else None

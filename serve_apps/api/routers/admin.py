@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from serve_apps.api.protocol import ModelInfo
 from serve_apps.api.routers.deps import BODY_ERRORS, ERRORS, require_key, services
+from serve_apps.api.views import model_info
 
 router = APIRouter()
 
@@ -27,7 +30,9 @@ async def echo(request: Request, _key: str = Depends(require_key)) -> JSONRespon
 
 @router.get("/v1/models", response_model=list[ModelInfo], tags=["models"], responses=ERRORS)
 async def list_models(request: Request, _key: str = Depends(require_key)) -> list[ModelInfo]:
-    return services(request).describe_models()
+    """The models; what backs each, and for admin keys where its weights are kept."""
+    admin = await asyncio.to_thread(services(request).keys.is_admin, request.headers)
+    return [model_info(model, admin) for model in services(request).describe_models()]
 
 
 @router.get("/v1/usage", tags=["jobs"], responses=ERRORS)
