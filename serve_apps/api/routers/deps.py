@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from http import HTTPStatus
 
@@ -13,6 +12,7 @@ from deployments.registry import VARIANTS
 from lora.registry import AdapterError, AdapterRegistry
 from serve_apps.api.protocol import ErrorResponse, GenerateRequest
 from serve_apps.api.views import JobViews
+from serve_apps.jobs.executors import KEY_CHECKS, run_in
 from serve_apps.jobs.inputs import InputRejected
 from serve_apps.jobs.service import JobService
 from serve_apps.jobs.submission import LimitExceeded
@@ -65,8 +65,9 @@ def services(request: Request) -> AppServices:
 
 
 async def require_key(request: Request) -> str:
-    """The caller's key id; off the event loop, since database keys are looked up on every request."""
-    return await asyncio.to_thread(check_key, request.headers, services(request).keys)
+    """The caller's key id; off the event loop (database keys are looked up on every request), in a pool of
+    its own, so a backlog of other database calls never holds up every request (serve_apps/jobs/executors.py)."""
+    return await run_in(KEY_CHECKS, check_key, request.headers, services(request).keys)
 
 
 def check_key(headers, keys: ApiKeys) -> str:
