@@ -229,6 +229,10 @@ class InputArgs(StrictModel):
     )
     timeout_s: float = Field(10.0, gt=0, description="whole download of one image URL, redirects included")
     max_redirects: int = Field(3, ge=0, le=10)
+    concurrent_images_per_key: int = Field(
+        2, ge=1, description="images one key fetches or decodes at once per ingress replica; more wait up to timeout_s"
+    )
+    concurrent_images_per_replica: int = Field(4, ge=1, description="the same for all keys (4 decode threads)")
 
 
 class SafetyArgs(StrictModel):

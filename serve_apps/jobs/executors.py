@@ -19,8 +19,7 @@ from typing import TypeVar
 # threads start lazily, so a process that never beats or checks a key starts none
 HEARTBEATS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="heartbeat")  # one short UPDATE per job a beat
 KEY_CHECKS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="key-check")  # one keys lookup per request
-DECODE_WORKERS = 4
-DECODES = ThreadPoolExecutor(max_workers=DECODE_WORKERS, thread_name_prefix="decode")  # see jobs/decoding.py
+DECODES = ThreadPoolExecutor(max_workers=4, thread_name_prefix="decode")  # input images (serve_apps/jobs/decoding.py)
 
 T = TypeVar("T")
 

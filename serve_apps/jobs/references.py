@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from deployments.contracts import ReferenceImage
 from serve_apps.api.protocol import GenerateRequest
 from serve_apps.config import AppArgs
-from serve_apps.jobs.decoding import decode_in_pool
+from serve_apps.jobs.decoding import InputTurns, decode_in_pool
 from serve_apps.jobs.inputs import (
     DecodedImage,
+    ImageSource,
     InputRejected,
     decode_image,
     decode_mask,
@@ -55,6 +56,7 @@ class InputResolver:
     def __init__(self, store: JobStore, args: AppArgs, checker: safety.ImageSafetyChecker | None = None):
         self.store = store
         self.limits = args.inputs
+        self.turns = InputTurns(args.inputs.concurrent_images_per_key, args.inputs.concurrent_images_per_replica)
         self.allowed_private_hosts = args.network.allowed_private_hosts
         self.checker = checker
 
@@ -81,6 +83,13 @@ class InputResolver:
 
     async def _decoded(self, field: str, value: str, key_id: str, as_mask: bool = False) -> DecodedImage:
         source = parse_source(field, value, self.limits.max_bytes)
+        async with self.turns.turn(key_id, self.limits.timeout_s):  # the key's fair share of fetch and decode
+            data = await self._fetched(field, source, key_id)
+            decode = decode_mask if as_mask else decode_image
+            return await decode_in_pool(decode, data, field, self.limits.max_pixels)
+
+    async def _fetched(self, field: str, source: ImageSource, key_id: str) -> bytes:
+        """The image's bytes, at most inputs.max_bytes, wherever `source` says they are."""
         if source.kind == "url":
             data = await fetch_image(source.url, field, self.limits, self.allowed_private_hosts)
         elif source.kind == "upload":
@@ -93,14 +102,14 @@ class InputResolver:
             data = source.data
         if len(data) > self.limits.max_bytes:
             raise InputRejected(field, too_big(self.limits.max_bytes))
-        decode = decode_mask if as_mask else decode_image
-        return await decode_in_pool(decode, data, field, self.limits.max_pixels)
+        return data
 
     async def upload(self, key_id: str, data: bytes, field: str = "file") -> Upload:
         """Decode and store an uploaded image (as any input is), private to `key_id`; its id works as input_image."""
         if len(data) > self.limits.max_bytes:
             raise InputRejected(field, too_big(self.limits.max_bytes))
-        decoded = await decode_in_pool(decode_image, data, field, self.limits.max_pixels)
+        async with self.turns.turn(key_id, self.limits.timeout_s):
+            decoded = await decode_in_pool(decode_image, data, field, self.limits.max_pixels)
         upload_id = f"upload_{uuid.uuid4().hex}"
         await asyncio.to_thread(self.store.save_upload, key_id, upload_id, decoded.png)
         return Upload(upload_id, decoded.width, decoded.height, decoded.sha256)

@@ -17,6 +17,15 @@ RETRY_BUSY_S = 2
 RETRY_OVERLOADED_S = 5
 
 
+class OverLimit(Exception):
+    """A refusal to retry later, with what was over: 429 (this key's limit) or 503 (the service's), Retry-After."""
+
+    def __init__(self, reason: str, retry_after_s: int, status_code: int = HTTPStatus.TOO_MANY_REQUESTS):
+        super().__init__(reason)
+        self.retry_after_s = retry_after_s
+        self.status_code = status_code
+
+
 class KeyLimiter:
     def __init__(
         self, concurrent_jobs: int, requests_per_minute: int, lease_s: float, max_queued_jobs: int | None = None

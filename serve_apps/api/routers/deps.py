@@ -17,6 +17,7 @@ from serve_apps.jobs.inputs import InputRejected
 from serve_apps.jobs.service import JobService
 from serve_apps.jobs.submission import LimitExceeded
 from serve_apps.security.auth import ApiKeys, key_from_headers
+from serve_apps.security.limits import OverLimit
 from serve_apps.security.network import BlockedUrl
 from serve_apps.security.signing import UrlSigner
 from serve_apps.store import IdempotencyConflict
@@ -43,7 +44,8 @@ SUBMIT_ERRORS = {
     **BODY_ERRORS,
     HTTPStatus.SERVICE_UNAVAILABLE.value: {
         "model": ErrorResponse,
-        "description": "the service holds limits.max_queued_jobs unfinished jobs; see Retry-After",
+        "description": "the service holds limits.max_queued_jobs unfinished jobs, or is fetching and decoding "
+        "its most input images at once (inputs.concurrent_images_per_replica); see Retry-After",
     },
 }
 
@@ -130,10 +132,15 @@ async def submit_job(request: Request, model: str, body: GenerateRequest, key_id
         ) from None
     except (InputRejected, InvalidRequestError) as rejected:
         raise unprocessable(rejected.field, rejected.message) from None
-    except LimitExceeded as over:
-        what = "Too many requests" if over.status_code == HTTPStatus.TOO_MANY_REQUESTS else "The service is at capacity"
-        raise HTTPException(
-            over.status_code,
-            f"{what}: {over}; retry after {over.retry_after_s} s.",
-            headers={"Retry-After": str(over.retry_after_s)},
-        ) from None
+    except (LimitExceeded, OverLimit) as over:
+        raise over_limit(over) from None
+
+
+def over_limit(over: LimitExceeded | OverLimit) -> HTTPException:
+    """429 (a limit of the key) or 503 (of the service) saying what was over, with Retry-After."""
+    what = "Too many requests" if over.status_code == HTTPStatus.TOO_MANY_REQUESTS else "The service is at capacity"
+    return HTTPException(
+        over.status_code,
+        f"{what}: {over}; retry after {over.retry_after_s} s.",
+        headers={"Retry-After": str(over.retry_after_s)},
+    )
