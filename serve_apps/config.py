@@ -174,7 +174,7 @@ class JobArgs(StrictModel):
 
 
 class LimitArgs(StrictModel):
-    """Per API key (over them a submit gets 429 with Retry-After) and for the whole service."""
+    """Per API key (over them a submit or upload gets 429 with Retry-After) and for the whole service."""
 
     concurrent_jobs_per_key: int = Field(24, ge=1)
     submits_per_minute_per_key: int = Field(600, ge=1)
@@ -183,6 +183,15 @@ class LimitArgs(StrictModel):
     )
     max_body_bytes: int = Field(
         32 * 1024 * 1024, ge=1024, description="request bodies larger than this get 413 before they are read"
+    )
+    uploads_per_minute_per_key: int = Field(
+        60, ge=1, description="POST /v1/uploads a minute, counted apart from submits; over it 429 with Retry-After"
+    )
+    uploads_per_key: int = Field(
+        200, ge=1, description="uploads one key keeps stored (each is deleted jobs.retention_days after it is made)"
+    )
+    upload_bytes_per_key: int = Field(
+        500 * 1024**2, ge=1024**2, description="bytes of one key's stored uploads (as stored, PNG); over either, 429"
     )
     max_streams_per_key: int = Field(
         32,

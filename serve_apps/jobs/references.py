@@ -8,6 +8,8 @@ denoiser (and a retry after a crash) reads exactly what was checked.
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -25,8 +27,10 @@ from serve_apps.jobs.inputs import (
     parse_source,
     too_big,
 )
+from serve_apps.jobs.retention import DAY_S
 from serve_apps.security import safety
-from serve_apps.store.storage import JobStore
+from serve_apps.security.limits import OverLimit
+from serve_apps.store.storage import JobStore, StoredUploads
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,8 @@ class InputResolver:
     def __init__(self, store: JobStore, args: AppArgs, checker: safety.ImageSafetyChecker | None = None):
         self.store = store
         self.limits = args.inputs
+        self.upload_limits = args.limits
+        self.retention_days = args.jobs.retention_days
         self.turns = InputTurns(args.inputs.concurrent_images_per_key, args.inputs.concurrent_images_per_replica)
         self.allowed_private_hosts = args.network.allowed_private_hosts
         self.checker = checker
@@ -104,12 +110,57 @@ class InputResolver:
             raise InputRejected(field, too_big(self.limits.max_bytes))
         return data
 
-    async def upload(self, key_id: str, data: bytes, field: str = "file") -> Upload:
-        """Decode and store an uploaded image (as any input is), private to `key_id`; its id works as input_image."""
+    async def upload(self, key_id: str, data: bytes, limiter=None, field: str = "file") -> Upload:
+        """Decode and store an uploaded image (as any input is), private to `key_id`; its id works as input_image.
+
+        Admitted first by the key's uploads a minute, counted in `limiter` (the KeyLimiter handle every
+        replica shares; None: no rate), then by what the key keeps stored (count and bytes) as storage
+        lists it, checked and written while the key holds one of its turns to decode: uploads of one key
+        that pass the check together are at most inputs.concurrent_images_per_key per ingress replica.
+        Raises OverLimit (429) over a limit, InputRejected for an image it will not take."""
         if len(data) > self.limits.max_bytes:
             raise InputRejected(field, too_big(self.limits.max_bytes))
+        if limiter is not None:
+            over = await limiter.admit_upload.remote(key_id, self.upload_limits.uploads_per_minute_per_key)
+            if over:
+                raise OverLimit(over["reason"], over["retry_after_s"], over["status_code"])
         async with self.turns.turn(key_id, self.limits.timeout_s):
+            stored = await asyncio.to_thread(self.store.stored_uploads, key_id)
+            self._check_quota(stored, 0, field)  # already full: refused before decoding
             decoded = await decode_in_pool(decode_image, data, field, self.limits.max_pixels)
-        upload_id = f"upload_{uuid.uuid4().hex}"
-        await asyncio.to_thread(self.store.save_upload, key_id, upload_id, decoded.png)
+            self._check_quota(stored, len(decoded.png), field)
+            upload_id = f"upload_{uuid.uuid4().hex}"
+            await asyncio.to_thread(self.store.save_upload, key_id, upload_id, decoded.png)
         return Upload(upload_id, decoded.width, decoded.height, decoded.sha256)
+
+    def _check_quota(self, stored: StoredUploads, adding_bytes: int, field: str) -> None:
+        """OverLimit (429, Retry-After: until the key's oldest upload is deleted) when storing `adding_bytes`
+        more would pass limits.uploads_per_key or limits.upload_bytes_per_key; InputRejected for an image
+        that alone is over the bytes a key may keep."""
+        most_bytes = self.upload_limits.upload_bytes_per_key
+        if adding_bytes > most_bytes:
+            raise InputRejected(
+                field,
+                f"stored as PNG the image takes {megabytes(adding_bytes)}, over the {megabytes(most_bytes)} a key "
+                "may keep in uploads (limits.upload_bytes_per_key); send a smaller image.",
+            )
+        if stored.count >= self.upload_limits.uploads_per_key:
+            what = f"this key already keeps {stored.count} uploads, the most allowed (limits.uploads_per_key)"
+        elif stored.total_bytes + adding_bytes > most_bytes:
+            what = (
+                f"this key's uploads already take {megabytes(stored.total_bytes)} of the {megabytes(most_bytes)} "
+                f"allowed (limits.upload_bytes_per_key), and this one needs {megabytes(adding_bytes)}"
+            )
+        else:
+            return
+        expires_in_s = stored.oldest_written_s + self.retention_days * DAY_S - time.time()
+        raise OverLimit(
+            f"{what}; uploads are deleted {self.retention_days:g} days after they are made (jobs.retention_days), "
+            f"this key's oldest in {max(0.0, expires_in_s) / DAY_S:.1f} days; until then send the upload ids you "
+            "have (an id works in any number of requests) or the image itself as base64 or a URL",
+            max(1, math.ceil(expires_in_s)),
+        )
+
+
+def megabytes(size_bytes: int) -> str:
+    return f"{size_bytes / 2**20:.1f} MB"

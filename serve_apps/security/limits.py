@@ -1,5 +1,6 @@
-"""Admission: per key, concurrent jobs and submits per minute (429); for the whole service, unfinished
-jobs (503), so overload is refused at submit instead of queued without bound in front of the models.
+"""Admission: per key, concurrent jobs, submits per minute and uploads per minute (429); for the whole
+service, unfinished jobs (503), so overload is refused at submit instead of queued without bound in front
+of the models.
 
 A plain class, deployed as one small replica by the builder, so every ingress sees the same
 counts. A job's slot is a lease: if the ingress that took it dies without releasing it, the
@@ -36,6 +37,7 @@ class KeyLimiter:
         self.requests_per_minute = requests_per_minute
         self.lease_s = lease_s
         self.requests: dict[str, deque[float]] = defaultdict(deque)
+        self.uploads: dict[str, deque[float]] = defaultdict(deque)
         self.active: dict[str, dict[str, float]] = defaultdict(dict)
 
     @staticmethod
@@ -52,14 +54,8 @@ class KeyLimiter:
         """Register a submit; None if allowed, else {reason, retry_after_s, status_code}."""
         now = time.time() if now is None else now
         recent = self.requests[key_id]
-        while recent and recent[0] <= now - WINDOW_S:
-            recent.popleft()
-        if len(recent) >= self.requests_per_minute:
-            return {
-                "reason": f"more than {self.requests_per_minute} submits in a minute for this key",
-                "retry_after_s": max(1, int(recent[0] + WINDOW_S - now) + 1),
-                "status_code": HTTPStatus.TOO_MANY_REQUESTS,
-            }
+        if over := over_rate(recent, self.requests_per_minute, now):
+            return {**over, "reason": f"more than {self.requests_per_minute} submits in a minute for this key"}
         leases = self.active[key_id]
         for expired in [job for job, expires in leases.items() if expires <= now]:
             del leases[expired]
@@ -79,6 +75,22 @@ class KeyLimiter:
         leases[job_id] = now + self.lease_s
         return None
 
+    def admit_upload(self, key_id: str, uploads_per_minute: int, now: float | None = None) -> dict | None:
+        """Register an upload (POST /v1/uploads, counted apart from submits); None if allowed, else
+        {reason, retry_after_s, status_code}. The rate comes with the call, from the ingress's own
+        limits.uploads_per_minute_per_key; what a key keeps stored is counted in storage."""
+        now = time.time() if now is None else now
+        recent = self.uploads[key_id]
+        if over := over_rate(recent, uploads_per_minute, now):
+            return {
+                **over,
+                "reason": f"more than {uploads_per_minute} uploads in a minute for this key "
+                "(limits.uploads_per_minute_per_key); upload an image once and send its id with every request "
+                "that uses it",
+            }
+        recent.append(now)
+        return None
+
     def release(self, key_id: str, job_id: str) -> None:
         self.active[key_id].pop(job_id, None)
 
@@ -88,3 +100,12 @@ class KeyLimiter:
             for expired in [job for job, expires in leases.items() if expires <= now]:
                 del leases[expired]
         return sum(len(leases) for leases in self.active.values())
+
+
+def over_rate(recent: deque[float], per_minute: int, now: float) -> dict | None:
+    """Drop times older than the window from `recent`; {retry_after_s, status_code} if `per_minute` remain."""
+    while recent and recent[0] <= now - WINDOW_S:
+        recent.popleft()
+    if len(recent) < per_minute:
+        return None
+    return {"retry_after_s": max(1, int(recent[0] + WINDOW_S - now) + 1), "status_code": HTTPStatus.TOO_MANY_REQUESTS}

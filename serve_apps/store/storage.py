@@ -12,6 +12,7 @@ import os
 import re
 import time
 import uuid
+from dataclasses import dataclass
 
 import fsspec
 
@@ -24,6 +25,7 @@ IMAGE_NAME_PATTERN = re.compile(rf"^[0-9]{{1,2}}\.({'|'.join(OUTPUT_FORMATS)})\Z
 REFERENCE_NAME_PATTERN = re.compile(r"^[0-9a-f]{64}\.png\Z")
 UPLOAD_ID_PATTERN = re.compile(r"^upload_[0-9a-f]{32}\Z")
 UPLOAD_KEY_PATTERN = re.compile(r"^[0-9a-f]{12}\Z")
+UPLOAD_FILE_PATTERN = re.compile(r"^upload_[0-9a-f]{32}\.png\Z")
 # a stored reference older than this is written again when a submit sends it, so its age tells
 # retention how long ago a job last named it (retention waits twice this before deleting one)
 REFERENCE_REFRESH_S = 1800.0
@@ -36,6 +38,16 @@ def modified_s(info: dict) -> float:
     if value is None:
         return time.time()
     return value.timestamp() if hasattr(value, "timestamp") else float(value)
+
+
+@dataclass(frozen=True)
+class StoredUploads:
+    """What one key keeps under uploads/: how many files, their bytes, and when the oldest was written
+    (epoch seconds; None when there is none)."""
+
+    count: int = 0
+    total_bytes: int = 0
+    oldest_written_s: float | None = None
 
 
 def new_job_id() -> str:
@@ -150,6 +162,18 @@ class JobStore:
             return self.fs.cat_file(f"{self.root}/uploads/{key_id}/{upload_id}.png")
         except FileNotFoundError:
             return None
+
+    def stored_uploads(self, key_id: str) -> StoredUploads:
+        """What `key_id` keeps stored, listed from storage itself, so every replica counts the same files
+        (one listing: a key holds at most a few hundred)."""
+        folder = f"{self.root}/uploads/{key_id}"
+        if not UPLOAD_KEY_PATTERN.match(key_id) or not self.fs.exists(folder):
+            return StoredUploads()
+        found = self.fs.find(folder, detail=True).items()
+        files = [info for path, info in found if UPLOAD_FILE_PATTERN.match(path.rsplit("/", 1)[1])]
+        if not files:
+            return StoredUploads()
+        return StoredUploads(len(files), sum(int(info["size"]) for info in files), min(map(modified_s, files)))
 
     def delete_uploads_before(self, cutoff_s: float) -> int:
         """Delete uploads last written before `cutoff_s` (epoch seconds); returns how many went. A job
