@@ -9,6 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from deployments.costs import usd_per_gpu_hour
 from deployments.registry import DEFAULT_SERVED, VARIANTS, VariantSpec, get_variant
 
 DEFAULT_STORAGE_URL = os.environ.get("FLUX_SERVE_STORAGE", "~/.local/share/flux-serve")
@@ -300,7 +301,9 @@ class PricingArgs(StrictModel):
     (2026-11) and an RTX 4090 at home at 450 W and $0.15/kWh."""
 
     gpu_type: str = "rtx-4090"
-    usd_per_gpu_hour: dict[str, float] = {"h100": 2.49, "a100": 1.29, "l4": 0.71, "rtx-4090": 0.07}
+    usd_per_gpu_hour: dict[str, float] = Field(
+        default_factory=usd_per_gpu_hour, description="price per GPU-hour by gpu_type (deployments/costs.py cites each)"
+    )
     gpu_s_per_megapixel_step: dict[str, float] = Field(
         default_factory=lambda: {name: spec.cost.gpu_s_per_megapixel_step for name, spec in VARIANTS.items()},
         description="GPU-seconds per megapixel (output and references) per step on gpu_type: the price quoted at submit",

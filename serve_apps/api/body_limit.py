@@ -12,13 +12,14 @@ answer them in the route's error shape (OpenAI's on the OpenAI routes).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from http import HTTPStatus
 
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from serve_apps.jobs.executors import KEY_CHECKS, run_in
 
 
 def too_large(max_body_bytes: int) -> HTTPException:
@@ -50,7 +51,7 @@ class BodySizeLimit:
             nonlocal checked
             if not checked:
                 checked = True
-                await asyncio.to_thread(self.check_key, headers)  # keys may be database lookups
+                await run_in(KEY_CHECKS, self.check_key, headers)  # database lookups, in the key checks' own pool
                 if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
                     raise too_large(self.max_body_bytes)
 

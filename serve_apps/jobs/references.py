@@ -83,6 +83,8 @@ class InputResolver:
         mask = await self._decoded("mask", request.mask, key_id, as_mask=True) if request.mask else None
         images = [image.image for image in decoded]
         refusal = await asyncio.to_thread(safety.refusal, self.checker, images, request.safety_tolerance, "input image")
+        if refusal is not None:  # a flagged input is neither kept nor shown back: the job records only the refusal
+            return ResolvedInputs(refusal=refusal)
         for image in [*decoded, *([mask] if mask else [])]:
             await asyncio.to_thread(self.store.save_reference, image.name, image.png)
         return ResolvedInputs(tuple(as_reference(d) for d in decoded), mask and as_reference(mask), refusal)

@@ -49,11 +49,6 @@ def test_the_bench_prices_each_gpu_as_the_one_table_does():
         assert bench[gpu.bench_name].bf16_tflops == gpu.bf16_tflops and gpu.source
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="serve_apps/config.py's PricingArgs.usd_per_gpu_hour still holds its own literal (rtx-4090 at 0.07); it "
-    "is to default to deployments.costs.usd_per_gpu_hour() (issue 26 item 9): then drop this mark",
-)
 def test_the_service_prices_each_gpu_as_the_one_table_does():
     assert PricingArgs().usd_per_gpu_hour == usd_per_gpu_hour()
 

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from deployments.contracts import DenoiseJob, GenerationDefaults, GenerationParams, InvalidRequestError, ReferenceImage
+from deployments.costs import GPUS, KLEIN_4B_COST
 from deployments.registry import get_variant
 from deployments.weights import describe_weights
 from serve_apps.api.protocol import GenerateRequest
@@ -121,7 +122,8 @@ def test_quote_counts_outputs_references_steps_and_cfg():
     edit_params = GenerationParams(**{**plain.__dict__, "references": (big_ref,)})
     assert megapixels(plain) == (0.0, 1.0) and megapixels(edit_params) == (1.0, 1.0), "references count at 1 MP"
     base = quote_credits(MODEL, plain, pricing)
-    assert base == pytest.approx(0.25 * 4 * 2.49 / 3600 * 100, rel=1e-3)
+    seconds_per_mp_step, h100_usd_per_hour = KLEIN_4B_COST.gpu_s_per_megapixel_step, GPUS["h100"].usd_per_hour
+    assert base == pytest.approx(seconds_per_mp_step * 4 * h100_usd_per_hour / 3600 * 100, rel=1e-3)
     assert quote_credits(MODEL, edit_params, pricing) == pytest.approx(2 * base, rel=1e-3)
     assert quote_credits("unpriced-model", plain, pricing) is None
 

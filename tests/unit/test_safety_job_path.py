@@ -146,11 +146,6 @@ def test_a_flagged_input_image_is_refused_before_any_model_work(tmp_path, encode
     assert result.status == "Request Moderated" and result.result is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="serve_apps/jobs/references.py stores every input before the checker's verdict is used, and the job's "
-    "view signs a URL to it: a flagged input is kept for the job's retention and served back (issue 26 item 5)",
-)
 def test_a_flagged_input_image_is_neither_kept_nor_served_back(tmp_path, encoder):
     service, _model_calls = make_service(tmp_path, FlagsEverything, encoder)
     request = GenerateRequest(prompt="make it blue", input_image=png_base64(), width=64, height=64)
