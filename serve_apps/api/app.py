@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -24,11 +25,17 @@ ROUTERS = (
 )
 
 
+logger = logging.getLogger("flux_serve.app")
+
+
 def create_app(services: AppServices) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
         services.service.start_sweeper()
         yield
+        handed_over = await services.service.core.hand_over()  # a stop: the next sweep anywhere adopts them
+        if handed_over:
+            logger.info("stopping: %d running job(s) handed over for adoption", handed_over)
 
     app = FastAPIOffline(  # /docs and /redoc from assets in the package: they work offline
         title="flux-serve",

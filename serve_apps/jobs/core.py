@@ -53,6 +53,10 @@ class JobCore:
     async def wait(self, job_id: str) -> None:
         await self.runner.wait(job_id)
 
+    async def hand_over(self) -> int:
+        """This replica is stopping: its jobs' leases are given up for adoption."""
+        return await self.runner.hand_over()
+
     async def cancel(self, record: JobState) -> JobState:
         """Ask a job to stop: a queued one ends at once, whoever owns it; a running one at its next step (the
         request is kept in the database and sent on the live channel to the worker)."""

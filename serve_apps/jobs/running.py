@@ -52,6 +52,7 @@ class JobRunner:
         self.webhooks = WebhookSender(jobs, args, webhook_payload)
         self.limiter = limiter
         self.tasks: dict[str, asyncio.Task] = {}
+        self.claims: dict[str, Claim] = {}
         self.in_flight: dict[str, int] = {}
         self.background: set[asyncio.Task] = set()
 
@@ -61,13 +62,25 @@ class JobRunner:
     def start(self, record: JobState, claim: Claim) -> None:
         task = asyncio.create_task(self._run(record, claim))
         self.tasks[record.id] = task
+        self.claims[record.id] = claim
         self._count_in_flight(record.model, +1)
 
         def done(_task) -> None:
             self.tasks.pop(record.id, None)
+            self.claims.pop(record.id, None)
             self._count_in_flight(record.model, -1)
 
         task.add_done_callback(done)
+
+    async def hand_over(self) -> int:
+        """At a stop: stop running this replica's jobs and give their leases up, so another replica (or the next
+        start) adopts them at its next sweep instead of after stale_after_s. How many were handed over."""
+        claims = list(self.claims.values())
+        for task in list(self.tasks.values()):
+            task.cancel()
+        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        released = await asyncio.gather(*(asyncio.to_thread(self.jobs.release, claim) for claim in claims))
+        return sum(released)
 
     async def wait(self, job_id: str) -> None:
         """Until a job this replica runs has ended (the synchronous OpenAI route)."""

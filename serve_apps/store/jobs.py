@@ -192,8 +192,8 @@ class JobsRepository:
         return None if row is None else self._record(row)
 
     def history(self, key_id: str, limit: int, cursor: str | None = None) -> tuple[list[JobState], str | None]:
-        """A key's jobs, newest first, after `cursor`; and the cursor of the next page."""
-        query = select(jobs).where(jobs.c.key_id == key_id)
+        """A key's generation jobs, newest first, after `cursor`; and the cursor of the next page."""
+        query = select(jobs).where(jobs.c.key_id == key_id, jobs.c.kind == GENERATE)
         with self.engine.connect() as connection:
             if cursor:
                 after_id = cursor.partition("_")[2]
@@ -255,6 +255,17 @@ class JobsRepository:
         with self.engine.connect() as connection:
             return [(row.id, row.lease_token) for row in connection.execute(query)]
 
+    def of_kind(self, kind: str, key_id: str) -> list[JobState]:
+        """A key's jobs of one kind (finetunes: at most a quota of them), oldest first."""
+        query = select(jobs).where(jobs.c.kind == kind, jobs.c.key_id == key_id).order_by(jobs.c.created_at)
+        with self.engine.connect() as connection:
+            return [record for record in map(self._record, connection.execute(query)) if record is not None]
+
+    def count_unfinished(self, kind: str) -> int:
+        query = select(func.count()).where(jobs.c.kind == kind, jobs.c.status == JobStatus.PENDING.value)
+        with self.engine.connect() as connection:
+            return int(connection.execute(query).scalar_one())
+
     def count_pending(self) -> int:
         with self.engine.connect() as connection:
             return int(
@@ -287,6 +298,19 @@ class JobsRepository:
         with self.engine.begin() as connection:
             if connection.execute(statement).rowcount != 1:
                 raise LeaseLost(claim.job_id)
+
+    def release(self, claim: Claim) -> bool:
+        """Give the lease up at a stop: the heartbeat is made old, so the next sweep of any replica adopts the
+        job at once instead of after stale_after_s. False when the claim no longer held it."""
+        statement = (
+            update(jobs)
+            .where(
+                jobs.c.id == claim.job_id, jobs.c.lease_token == claim.token, jobs.c.status == JobStatus.PENDING.value
+            )
+            .values(heartbeat_at=0.0)
+        )
+        with self.engine.begin() as connection:
+            return connection.execute(statement).rowcount == 1
 
     def heartbeat(self, claim: Claim) -> bool:
         """Renew the lease only; LeaseLost once another replica took the job or it ended. True when a
