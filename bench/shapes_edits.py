@@ -1,13 +1,17 @@
 """Edits and Russian prompts of the offline default model, measured in-process.
 
-    python -m bench.shapes_edits --seeds 4 --grid docs/edits-grid.png
+    python -m bench.shapes_edits --seeds 4 --grid docs/edits-grid.png     # the validation split
+    python -m bench.shapes_edits --seeds 4 --split test                     # the test split, once
 
 Scores held-out edits (source scene + instruction pairs never trained on; asked attribute,
-untouched attributes kept, shape mask IoU with the expected drawing) and held-out
-text-to-image scenes in English and Russian, through `Flux2KleinPipeline` itself (edits via
-its `image=` argument), and draws a grid: source | instruction | result, in both languages.
-`flux-bench --edits --languages en,ru` gives the same rows (edit_rows, language_rows) per
-variant and step count, in its report.
+untouched attributes kept, both at once (joint), shape mask IoU with the expected drawing),
+each beside what returning the source unchanged (copy) and its background alone (blank)
+score, and held-out text-to-image scenes in English and Russian, through
+`Flux2KleinPipeline` itself (edits via its `image=` argument), and draws a grid: source |
+instruction | result, in both languages. The validation split chose the training stages and
+settings; the test split (training/shapes_test_split.py) chose nothing. `flux-bench --edits
+--languages en,ru` gives the validation rows (edit_rows, language_rows) per variant and step
+count, in its report.
 """
 
 from __future__ import annotations
@@ -19,14 +23,24 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from deployments.weights import TRAINED_CHECKPOINT
-from training.shapes_edits import ATTRIBUTES, Edit, held_out_edits
+from training.shapes_edits import ATTRIBUTES, EDIT_FIGURES, Edit, held_out_edits
 from training.shapes_language import LANGUAGES
-from training.shapes_scoring import edit_images, edit_scores, edit_sources, load, text_to_image_scores
+from training.shapes_scoring import (
+    SOURCE_SEED,
+    edit_baselines,
+    edit_images,
+    edit_scores,
+    edit_sources,
+    load,
+    text_to_image_scores,
+)
+from training.shapes_test_split import FINAL_TEST_FIRST_SEED, FINAL_TEST_SOURCE_SEED, final_test_edits
 from training.shapes_world import Scene, held_out_scenes
 
 TILE_PX = 128
 TEXT_PX = 260
 FONT_PATH = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")  # Cyrillic; Pillow's own font otherwise
+ROW_KEYS = {"asked": "asked", "kept": "kept", "joint": "joint", "iou": "shape_iou"}  # edit figure -> row column
 
 
 def grid_font(size: int = 14) -> ImageFont.ImageFont:
@@ -68,41 +82,59 @@ def held_out(per_attribute: int | None = None, scenes: int | None = None) -> tup
     return chosen, held_out_scenes()[:scenes]
 
 
-def edit_rows(pipeline, settings: dict, edits: list[Edit], seeds: int, languages: list[str]) -> list[dict]:
+def edit_rows(
+    pipeline,
+    settings: dict,
+    edits: list[Edit],
+    seeds: int,
+    languages: list[str],
+    first_seed: int = 0,
+    source_seed: int = SOURCE_SEED,
+    with_baselines: bool = False,
+) -> list[dict]:
     """Per language, one row over all edits and one per attribute: the asked attribute right, the
-    others kept, the shape's mask IoU with the expected drawing (the source's place and size)."""
+    others kept, the shape's mask IoU with the expected drawing (the source's place and size).
+    `with_baselines` adds the joint rate (asked and kept at once) and the copy and blank baselines'
+    asked, kept, joint and shape IoU (`copy_asked`, ...); flux-bench's edit table has no columns for
+    them yet (bench/report.py EDIT_COLUMNS)."""
+    baselines = edit_baselines(edits, source_seed) if with_baselines else {}
     rows = []
     for language in languages:
         started = time.perf_counter()
-        scores = edit_scores(pipeline, settings, edits, seeds, language)
+        scores = edit_scores(pipeline, settings, edits, seeds, language, first_seed, source_seed)
         seconds_per_image = (time.perf_counter() - started) / (len(edits) * seeds)
         for attribute in ("all", *ATTRIBUTES):
             count = sum(1 for edit in edits if attribute in ("all", edit.attribute))
             prefix = "" if attribute == "all" else f"{attribute}/"
             if count:
-                rows.append(
-                    {
-                        "language": language,
-                        "attribute": attribute,
-                        "edits": count,
-                        "seeds": seeds,
-                        "images": count * seeds,
-                        "asked": scores[f"{prefix}asked"],
-                        "kept": scores[f"{prefix}kept"],
-                        "shape_iou": scores[f"{prefix}iou"],
-                        "seconds_per_image": seconds_per_image,
-                    }
-                )
+                row = {
+                    "language": language,
+                    "attribute": attribute,
+                    "edits": count,
+                    "seeds": seeds,
+                    "images": count * seeds,
+                    "asked": scores[f"{prefix}asked"],
+                    "kept": scores[f"{prefix}kept"],
+                    "shape_iou": scores[f"{prefix}iou"],
+                    "seconds_per_image": seconds_per_image,
+                }
+                if with_baselines:
+                    row["joint"] = scores[f"{prefix}joint"]
+                    for name, figures in baselines.items():
+                        row.update({f"{name}_{ROW_KEYS[key]}": figures[f"{prefix}{key}"] for key in EDIT_FIGURES})
+                rows.append(row)
     return rows
 
 
-def language_rows(pipeline, settings: dict, scenes: list[Scene], seeds: int, languages: list[str]) -> list[dict]:
+def language_rows(
+    pipeline, settings: dict, scenes: list[Scene], seeds: int, languages: list[str], first_seed: int = 0
+) -> list[dict]:
     """Text-to-image adherence per prompt language on the held-out scenes, and `all_vs_en`: the
     share with all three attributes right, minus English's (None for English or without it)."""
     rows = []
     for language in languages:
         started = time.perf_counter()
-        scores = text_to_image_scores(pipeline, settings, scenes, seeds, language)
+        scores = text_to_image_scores(pipeline, settings, scenes, seeds, language, first_seed=first_seed)
         rows.append(
             {
                 "language": language,
@@ -119,27 +151,45 @@ def language_rows(pipeline, settings: dict, scenes: list[Scene], seeds: int, lan
     return rows
 
 
+def with_baselines(row: dict, key: str) -> str:
+    """'0.849 (1.000 / 0.000)': the model's figure, then the copy's and the blank's."""
+    return f"{row[key]:.3f} ({row[f'copy_{key}']:.3f} / {row[f'blank_{key}']:.3f})"
+
+
+def split_items(split: str) -> tuple[list[Edit], list[Scene], int, int]:
+    """A split's edits, scenes, first sampling seed and source placement seed."""
+    if split == "test":
+        return final_test_edits(), held_out_scenes(), FINAL_TEST_FIRST_SEED, FINAL_TEST_SOURCE_SEED
+    return (*held_out(), 0, SOURCE_SEED)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, default=TRAINED_CHECKPOINT)
     parser.add_argument("--seeds", type=int, default=4, help="images per held-out item")
+    parser.add_argument("--split", choices=("validation", "test"), default="validation")
     parser.add_argument("--grid", help="write the source | instruction | result grid (PNG) here")
     args = parser.parse_args()
 
     pipeline, settings = load(args.checkpoint)
-    edits, scenes = held_out()
-    print(f"{len(edits)} held-out edits, {len(scenes)} held-out scenes, {args.seeds} seeds each")
-    print("| prompts | asked attribute | untouched kept | shape IoU | seconds |")
-    print("|---|---|---|---|---|")
-    for row in edit_rows(pipeline, settings, edits, args.seeds, list(LANGUAGES)):
-        if row["attribute"] == "all":
-            print(
-                f"| edits, {row['language']} | {row['asked']:.3f} | {row['kept']:.3f} | {row['shape_iou']:.3f} "
-                f"| {row['seconds_per_image'] * row['images']:.0f} |"
-            )
+    edits, scenes, first_seed, source_seed = split_items(args.split)
+    print(
+        f"{args.split} split: {len(edits)} edits, {len(scenes)} scenes, {args.seeds} seeds each "
+        f"(seeds {first_seed}-{first_seed + args.seeds - 1}); in brackets: (copy / blank), the source returned "
+        "unchanged / its background alone"
+    )
+    print("| edits | asked attribute | untouched kept | asked and kept (joint) | shape IoU | seconds |")
+    print("|---|---|---|---|---|---|")
+    rows = edit_rows(pipeline, settings, edits, args.seeds, list(LANGUAGES), first_seed, source_seed, True)
+    for row in rows:
+        print(
+            f"| {row['language']}, {row['attribute']} ({row['edits']}) | {with_baselines(row, 'asked')} "
+            f"| {with_baselines(row, 'kept')} | {with_baselines(row, 'joint')} | {with_baselines(row, 'shape_iou')} "
+            f"| {row['seconds_per_image'] * row['images']:.0f} |"
+        )
     print("| text-to-image | shape colour | background | shape | all three |")
     print("|---|---|---|---|---|")
-    for row in language_rows(pipeline, settings, scenes, args.seeds, list(LANGUAGES)):
+    for row in language_rows(pipeline, settings, scenes, args.seeds, list(LANGUAGES), first_seed):
         print(
             f"| {row['language']} | {row['colour']:.3f} | {row['background']:.3f} | {row['shape']:.3f} "
             f"| {row['all']:.3f} |"

@@ -4,6 +4,11 @@ An edit changes exactly one attribute (the background colour, the shape's colour
 shape class) and keeps the rest, position and size included, so the scorer can check the
 asked attribute, the untouched ones and where the shape sits. Edits only join scenes of
 the text-to-image training split, so the held-out text-to-image triples stay unseen.
+
+Doing nothing scores well on two of those checks: the source returned unchanged keeps every
+untouched attribute and sits where the shape was. So every figure comes with what a copy and
+a blank canvas score on the same edits, and the figure a floor is set on is the joint rate:
+the share of results with the asked attribute right and the others kept, which a copy fails.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from training.shapes_world import (
 )
 
 ATTRIBUTES = ("background", "colour", "shape")
+EDIT_FIGURES = ("asked", "kept", "joint", "iou")
 HELD_OUT_PER_ATTRIBUTE = 16
 HELD_OUT_SEED = 15
 
@@ -95,25 +101,24 @@ def mask_iou(first: Image.Image, second: Image.Image) -> float:
 
 
 def edit_scores(edit: Edit, result: Image.Image, expected: Image.Image) -> dict[str, float]:
-    """Asked attribute right, the other two kept, and the shape's mask IoU with the expected drawing.
+    """Asked attribute right, the other two kept, both at once (joint), and the shape's mask IoU with
+    the expected drawing.
 
     The expected drawing has the source's place and size, so for colour edits its mask is the
     source's; for a class change it is the new shape in the source's box.
     """
     reading = read_image(result)
     target = edit.target
-    kept = [attribute for attribute in ATTRIBUTES if attribute != edit.attribute]
-    return {
-        "asked": float(getattr(reading, edit.attribute) == getattr(target, edit.attribute)),
-        "kept": float(all(getattr(reading, attribute) == getattr(target, attribute) for attribute in kept)),
-        "iou": mask_iou(result, expected),
-    }
+    untouched = [attribute for attribute in ATTRIBUTES if attribute != edit.attribute]
+    asked = float(getattr(reading, edit.attribute) == getattr(target, edit.attribute))
+    kept = float(all(getattr(reading, attribute) == getattr(target, attribute) for attribute in untouched))
+    return {"asked": asked, "kept": kept, "joint": asked * kept, "iou": mask_iou(result, expected)}
 
 
 def edit_adherence(
     edits: list[Edit], results: list[list[Image.Image]], expected: list[Image.Image]
 ) -> dict[str, float]:
-    """Mean scores over all results, overall and per attribute ('asked', 'kept', 'iou', 'colour/asked', ...)."""
+    """Mean scores over all results, overall and per attribute ('asked', 'kept', 'joint', 'iou', 'colour/asked', ...)."""
     rows = [
         (edit.attribute, edit_scores(edit, result, truth))
         for edit, edit_results, truth in zip(edits, results, expected)
@@ -122,7 +127,26 @@ def edit_adherence(
     totals: dict[str, float] = {}
     for group in (None, *ATTRIBUTES):
         chosen = [scores for attribute, scores in rows if group in (None, attribute)]
-        for key in ("asked", "kept", "iou"):
+        for key in EDIT_FIGURES:
             name = key if group is None else f"{group}/{key}"
             totals[name] = float(np.mean([scores[key] for scores in chosen])) if chosen else 0.0
     return totals
+
+
+def blank_canvas(edit: Edit, source: Image.Image) -> Image.Image:
+    """The source with its shape erased: only the source's background colour."""
+    return Image.new("RGB", source.size, COLOURS[edit.source.background])
+
+
+def baseline_adherence(
+    edits: list[Edit], sources: list[Image.Image], expected: list[Image.Image]
+) -> dict[str, dict[str, float]]:
+    """What doing nothing scores on these edits: 'copy' returns the source unchanged, 'blank' its
+    background alone. A copy keeps everything and sits where the shape was, yet never does what was
+    asked, so its joint rate is 0; a model's figures mean something only beside these."""
+    return {
+        "copy": edit_adherence(edits, [[source] for source in sources], expected),
+        "blank": edit_adherence(
+            edits, [[blank_canvas(edit, source)] for edit, source in zip(edits, sources)], expected
+        ),
+    }

@@ -4,7 +4,15 @@ import random
 
 from PIL import ImageFilter
 
-from training.shapes_edits import ATTRIBUTES, draw_pair, edit_adherence, held_out_edits, mask_iou, training_edits
+from training.shapes_edits import (
+    ATTRIBUTES,
+    baseline_adherence,
+    draw_pair,
+    edit_adherence,
+    held_out_edits,
+    mask_iou,
+    training_edits,
+)
 from training.shapes_language import caption, instruction, plain_e
 from training.shapes_world import (
     BUCKETS_PX,
@@ -59,9 +67,9 @@ def test_an_edit_changes_only_what_it_asks_and_keeps_the_place():
     edits = held_out_edits()
     pairs = [draw_pair(edit, rng) for edit in edits]
     perfect = edit_adherence(edits, [[target] for _, target in pairs], [target for _, target in pairs])
-    assert perfect["asked"] == perfect["kept"] == perfect["iou"] == 1.0
+    assert perfect["asked"] == perfect["kept"] == perfect["joint"] == perfect["iou"] == 1.0
     unchanged = edit_adherence(edits, [[source] for source, _ in pairs], [target for _, target in pairs])
-    assert unchanged["asked"] == 0.0 and unchanged["kept"] == 1.0
+    assert unchanged["asked"] == unchanged["joint"] == 0.0 and unchanged["kept"] == 1.0
     for source, target in pairs[:16]:  # background edits: the shape's pixels sit where they did
         assert mask_iou(source, target) == 1.0
 
@@ -87,3 +95,15 @@ def test_instructions_and_russian_captions_take_the_asked_forms():
     assert instruction(circle, "colour", "green", "ru") == "сделай круг зелёным"
     assert instruction(circle, "shape", "square", "ru") == "преврати круг в квадрат"
     assert plain_e("сделай круг зелёным") == "сделай круг зеленым"
+
+
+def test_doing_nothing_keeps_everything_but_its_joint_rate_is_zero():
+    """The copy baseline is the source unchanged: every untouched attribute kept and the shape where it
+    was (IoU 1 except class edits), yet nothing asked is done. The blank has the source's background alone."""
+    edits = held_out_edits()
+    pairs = [draw_pair(edit, random.Random(index)) for index, edit in enumerate(edits)]
+    baselines = baseline_adherence(edits, [source for source, _ in pairs], [target for _, target in pairs])
+    copy, blank = baselines["copy"], baselines["blank"]
+    assert copy["kept"] == 1.0 and copy["asked"] == copy["joint"] == 0.0
+    assert copy["background/iou"] == copy["colour/iou"] == 1.0 > copy["shape/iou"] > 0.3
+    assert all(value == 0.0 for value in blank.values()), blank

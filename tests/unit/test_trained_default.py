@@ -17,12 +17,22 @@ from deployments.weights import TRAINED_CHECKPOINT
 from serve_apps.config import InputArgs
 from serve_apps.jobs.inputs import decode_image
 from serve_apps.jobs.references import as_reference
-from training.shapes_edits import edit_adherence, held_out_edits
+from training.shapes_edits import baseline_adherence, edit_adherence, held_out_edits
 from training.shapes_model import TrainingConfig, train
 from training.shapes_multitask import MultitaskConfig
 from training.shapes_multitask import train as train_multitask
 from training.shapes_scoring import edit_images, edit_sources, load, text_to_image_images, text_to_image_scores
 from training.shapes_world import adherence, draw, held_out_scenes
+
+# Edit floors for a third of the validation edits at one seed (one edit moves a rate by 0.0625): the
+# recorded validation figures at 4 seeds (flux_serve.json held_out_edit_scores: joint EN 0.844, RU 0.844;
+# IoU 0.821, 0.824) less room for one seed, and above what doing nothing scores (held_out_edit_baselines:
+# joint 0.000 for the copy and the blank). IoU is no floor on its own: the copy's is 0.876.
+EDIT_FLOORS = {"joint": 0.6, "iou": 0.6}
+
+
+def meets_edit_floors(scores: dict[str, float]) -> bool:
+    return all(scores[key] >= floor for key, floor in EDIT_FLOORS.items())
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +78,8 @@ def stored_sources(edits) -> tuple[list[ReferenceImage], dict[str, bytes]]:
 
 @pytest.mark.parametrize("language", ["en", "ru"])
 def test_trained_default_edits_held_out_pairs_through_the_serving_workers(trained_workers, language):
-    """A third of the held-out edits, one seed, at the checkpoint's own edit guidance; looser floors than
-    the acceptance figures (README)."""
+    """A third of the held-out edits, one seed, at the checkpoint's own edit guidance; the same floors fail
+    the copy and the blank baselines on these edits."""
     encoder = trained_workers[0]
     edits = held_out_edits()[::3]
     references, files = stored_sources(edits)
@@ -86,8 +96,12 @@ def test_trained_default_edits_held_out_pairs_through_the_serving_workers(traine
     ]
     assert not jobs[0].params.uses_cfg, "the checkpoint edits at its default_edit_guidance (1.0)"
     results = [[Image.open(io.BytesIO(data)).convert("RGB") for data in r.images] for r in denoiser.generate(jobs)]
-    scores = edit_adherence(edits, results, [expected for _source, expected in edit_sources(edits)])
-    assert scores["asked"] >= 0.8 and scores["kept"] >= 0.6 and scores["iou"] >= 0.6, scores
+    pairs = edit_sources(edits)
+    expected = [target for _source, target in pairs]
+    scores = edit_adherence(edits, results, expected)
+    assert meets_edit_floors(scores), scores
+    for name, baseline in baseline_adherence(edits, [source for source, _ in pairs], expected).items():
+        assert not meets_edit_floors(baseline), (name, baseline)
 
 
 def test_trained_default_loads_through_from_pretrained_unchanged():
