@@ -92,6 +92,13 @@ GPUS: dict[str, GpuCost] = {
 }
 
 
+def seconds_on(cost: CostFigures, gpu_type: str) -> float:
+    """A variant's GPU-seconds per megapixel-step on `gpu_type`: measured on one GPU, scaled to another by
+    their dense bf16 peaks (an estimate; the bench measures the real figure where it runs)."""
+    measured, target = GPUS[cost.measured_on], GPUS[gpu_type]
+    return cost.gpu_s_per_megapixel_step * measured.bf16_tflops / target.bf16_tflops
+
+
 def usd_per_gpu_hour() -> dict[str, float]:
     """The default of `pricing.usd_per_gpu_hour`."""
     return {name: gpu.usd_per_hour for name, gpu in GPUS.items()}

@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from deployments.costs import usd_per_gpu_hour
+from deployments.costs import GPUS, seconds_on, usd_per_gpu_hour
 from deployments.registry import DEFAULT_SERVED, VARIANTS, VariantSpec, get_variant
 
 DEFAULT_STORAGE_URL = os.environ.get("FLUX_SERVE_STORAGE", "~/.local/share/flux-serve")
@@ -271,6 +271,30 @@ class ModerationArgs(StrictModel):
         return patterns
 
 
+class TrainingArgs(StrictModel):
+    """Fine-tuning (`POST /v1/finetune`): where trainings run, how many, and what a finetune may hold."""
+
+    enabled: bool = Field(False, description="true: POST /v1/finetune trains; false: it answers 404")
+    worker: str = Field(
+        "training.finetune_worker:FinetuneWorker",
+        description="the trainer class, module:Class, imported only inside its own Ray actor",
+    )
+    num_gpus: float = Field(0.5, ge=0, description="GPU share of one training (a Ray actor of its own)")
+    num_cpus: float = Field(1.0, ge=0)
+    max_unfinished: int = Field(4, ge=1, description="finetunes queued or training, all keys together (503 over)")
+    max_concurrent_per_key: int = Field(1, ge=1, description="finetunes of one key queued or training (429 over)")
+    max_finetunes_per_key: int = Field(20, ge=1, description="finetunes one key keeps (delete one to make room)")
+    min_images: int = Field(1, ge=1)
+    max_images: int = Field(50, ge=1, le=200)
+    max_data_bytes: int = Field(200 * 2**20, ge=1, description="a training set's files together, as unpacked")
+    sample_every: int = Field(50, ge=1, description="steps between sample images (the first comes early)")
+    checkpoint_every: int = Field(50, ge=1, description="steps between checkpoints a retry resumes from")
+    timeout_s: float = Field(6 * 3600.0, gt=0, description="one training attempt's longest run")
+    base_weights: dict[str, str] = Field(
+        {}, description="per served model, the weights of the undistilled base it trains on (default: the spec's)"
+    )
+
+
 class LoraArgs(StrictModel):
     """Where adapters may be registered from, and how many each denoiser replica keeps loaded."""
 
@@ -297,8 +321,8 @@ class LoraArgs(StrictModel):
 
 
 class PricingArgs(StrictModel):
-    """What a GPU-second costs, to price every job. Defaults: on-demand cloud prices per GPU-hour
-    (2026-11) and an RTX 4090 at home at 450 W and $0.15/kWh."""
+    """What a GPU-second costs, to price every job. Defaults: deployments/costs.py's table, which says
+    where each price comes from."""
 
     gpu_type: str = "rtx-4090"
     usd_per_gpu_hour: dict[str, float] = Field(
@@ -306,7 +330,8 @@ class PricingArgs(StrictModel):
     )
     gpu_s_per_megapixel_step: dict[str, float] = Field(
         default_factory=lambda: {name: spec.cost.gpu_s_per_megapixel_step for name, spec in VARIANTS.items()},
-        description="GPU-seconds per megapixel (output and references) per step on gpu_type: the price quoted at submit",
+        description="GPU-seconds per megapixel (output and references) per step on gpu_type: the price quoted at "
+        "submit; by default the spec's measured figure, scaled from the GPU it was measured on by bf16 peak",
     )
 
     @model_validator(mode="after")
@@ -315,6 +340,12 @@ class PricingArgs(StrictModel):
             raise ValueError(
                 f"gpu_type {self.gpu_type!r} has no price in usd_per_gpu_hour {sorted(self.usd_per_gpu_hour)}"
             )
+        if "gpu_s_per_megapixel_step" not in self.model_fields_set and self.gpu_type in GPUS:
+            self.gpu_s_per_megapixel_step = {
+                name: round(seconds_on(spec.cost, self.gpu_type), 4)
+                for name, spec in VARIANTS.items()
+                if spec.cost.gpu_s_per_megapixel_step
+            }
         return self
 
     @property
@@ -336,6 +367,7 @@ class AppArgs(StrictModel):
     safety: SafetyArgs = SafetyArgs()
     moderation: ModerationArgs = ModerationArgs()
     loras: LoraArgs = LoraArgs()
+    training: TrainingArgs = TrainingArgs()
     pricing: PricingArgs = PricingArgs()
     gpu_memory_gb: float | None = Field(
         None, gt=0, description="memory of one GPU; when set, each real-weight denoiser's num_gpus must hold it"
@@ -362,6 +394,17 @@ class AppArgs(StrictModel):
         if not models:
             raise ValueError("configure at least one model")
         return models
+
+    def adapter_sources(self):
+        """Where adapters may come from: `loras`' allowed places plus this service's own finetunes in storage."""
+        finetunes = f"{self.storage_url.rstrip('/')}/finetunes"
+        loras = self.loras
+        if finetunes.startswith("s3://"):
+            loras = loras.model_copy(update={"allowed_s3_prefixes": [*loras.allowed_s3_prefixes, f"{finetunes}/"]})
+        else:
+            local = str(Path(finetunes.removeprefix("file://")).expanduser())
+            loras = loras.model_copy(update={"allowed_roots": [*loras.allowed_roots, local]})
+        return loras.sources(self.storage_options)
 
     def spec(self, name: str) -> VariantSpec:
         """The spec a served model runs, under its served name."""

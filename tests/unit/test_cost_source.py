@@ -11,7 +11,7 @@ from bench import flux_bench
 from bench.cost import load_config
 from bench.report import build_rows, markdown, quoted_gpu_s_per_megapixel_step
 from bench.runners import Cell, CellRun, Sample
-from deployments.costs import GPUS, H100_RUN, RTX_4090_HOME, owned_usd_per_busy_hour, usd_per_gpu_hour
+from deployments.costs import GPUS, H100_RUN, RTX_4090_HOME, owned_usd_per_busy_hour, seconds_on, usd_per_gpu_hour
 from deployments.registry import VARIANTS, get_variant
 from deployments.weights import describe_weights
 from serve_apps.config import PricingArgs
@@ -21,10 +21,18 @@ ROUNDING = 0.05  # the figures keep two digits of what was measured
 
 
 def test_the_bench_and_the_service_quote_the_same_seconds_per_megapixel_step():
-    service = PricingArgs().gpu_s_per_megapixel_step
     for name, spec in VARIANTS.items():
-        assert quoted_gpu_s_per_megapixel_step(name) == service[name] == spec.cost.gpu_s_per_megapixel_step, name
+        measured_on = PricingArgs(gpu_type=spec.cost.measured_on).gpu_s_per_megapixel_step[name]
+        assert quoted_gpu_s_per_megapixel_step(name) == measured_on == spec.cost.gpu_s_per_megapixel_step, name
         assert spec.cost.measured_on in GPUS and spec.cost.source, f"{name}: where its figure comes from"
+
+
+def test_the_quote_on_another_gpu_scales_the_measured_seconds_by_bf16_peak():
+    """H100 seconds priced at an RTX 4090's hourly rate would quote a 4090 six times too cheap."""
+    on_4090 = PricingArgs(gpu_type="rtx-4090").gpu_s_per_megapixel_step[MODEL]
+    cost = get_variant(MODEL).cost
+    assert on_4090 == pytest.approx(seconds_on(cost, "rtx-4090"), abs=1e-4)
+    assert on_4090 == pytest.approx(cost.gpu_s_per_megapixel_step * 989 / 165, abs=1e-3)
 
 
 @pytest.mark.parametrize("variant", ["flux-2-klein-4b", "flux-2-klein-9b"])
