@@ -174,9 +174,8 @@ def main() -> None:
     pipeline, settings = load(args.checkpoint)
     edits, scenes, first_seed, source_seed = split_items(args.split)
     print(
-        f"{args.split} split: {len(edits)} edits, {len(scenes)} scenes, {args.seeds} seeds each "
-        f"(seeds {first_seed}-{first_seed + args.seeds - 1}); in brackets: (copy / blank), the source returned "
-        "unchanged / its background alone"
+        f"{args.split} split: {len(edits)} edits, {len(scenes)} scenes, {args.seeds} samples each (sample i uses "
+        f"seed {first_seed} + i); in brackets: (copy / blank), the source returned unchanged / its background alone"
     )
     print("| edits | asked attribute | untouched kept | asked and kept (joint) | shape IoU | seconds |")
     print("|---|---|---|---|---|---|")

@@ -29,7 +29,18 @@ from training.shapes_world import held_out_scenes, training_scenes
 REPOSITORY = Path(__file__).resolve().parents[2]
 EDIT_FLOORS = {"joint": 0.6, "iou": 0.6}
 RECORDED_JOINT_FLOOR = 0.7
-RECORDED_SPLITS = ("held_out",)  # flux_serve.json key prefixes: the validation split
+# flux_serve.json key prefixes. Scored once, the test split's edits read joint 0.693 in both languages,
+# under the floor set before: a gap the validation split hid, kept visible rather than the floor moved.
+# strict: the day a checkpoint clears it, this fails until the mark goes.
+RECORDED_SPLITS = (
+    "held_out",
+    pytest.param(
+        "held_out_test",
+        marks=pytest.mark.xfail(
+            strict=True, raises=AssertionError, reason="shipped test-split edits: joint 0.693 < 0.7 (validation 0.844)"
+        ),
+    ),
+)
 TEXT_TO_IMAGE_FLOORS = {"colour": 0.85, "background": 0.85, "shape": 0.7, "all": 0.6}
 # The only functions that may read the test split: scoring it on purpose, and the commands that do.
 TEST_SPLIT_READERS = {
