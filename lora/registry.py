@@ -80,8 +80,10 @@ class AdapterRegistry:
         tags: list[str] | None = None,
         owner_key_id: str | None = None,
         is_admin: bool = False,
+        private: bool = False,
     ) -> dict:
-        """Register (or, by its owner or an admin, update) an adapter; another key's id is refused."""
+        """Register (or, by its owner or an admin, update) an adapter; another key's id is refused. A private one
+        (a finetune's) exists only for its owner: other keys neither see nor use it."""
         if not ADAPTER_ID_PATTERN.match(adapter_id):
             raise AdapterError(f"LoRA id {adapter_id!r} must be 1-64 letters, digits, '.', '_' or '-'.")
         existing = self.store.load_lora(adapter_id)
@@ -113,20 +115,21 @@ class AdapterRegistry:
             "refusals": refusals,
             "registered_at": time.time(),
             "owner_key_id": existing["owner_key_id"] if existing and is_admin else owner_key_id,
+            "private": private,
         }
         self.store.save_lora(record)  # raises taken() when another key registered this id since the check above
         return record
 
-    def registered(self) -> list[dict]:
-        """Every registration, by id."""
-        return self.store.list_loras()
+    def registered(self, key_id: str | None = None) -> list[dict]:
+        """Every registration `key_id` may see (others' private ones left out), by id."""
+        return [record for record in self.store.list_loras() if visible(record, key_id)]
 
-    def resolve(self, model: str, requested: list[tuple[str, float]]) -> list[dict]:
+    def resolve(self, model: str, requested: list[tuple[str, float]], key_id: str | None = None) -> list[dict]:
         """The records of a request's adapters, or AdapterError naming the one that cannot be used."""
         records = []
         for adapter_id, _scale in requested:
             record = self.store.load_lora(adapter_id) if ADAPTER_ID_PATTERN.match(adapter_id) else None
-            if record is None:
+            if record is None or not visible(record, key_id):
                 raise AdapterError(
                     f"No LoRA {adapter_id!r} is registered; see GET /v1/loras or POST /v1/loras to add it."
                 )
@@ -142,6 +145,11 @@ class AdapterRegistry:
                     f"Combining an adapter tagged {' with one tagged '.join(sorted(pair))} is refused by policy."
                 )
         return records
+
+
+def visible(record: dict, key_id: str | None) -> bool:
+    """Public registrations are every key's; a private one is its owner's alone."""
+    return not record.get("private") or record.get("owner_key_id") == key_id
 
 
 def trigger_warnings(prompt: str, records: list[dict]) -> list[str]:

@@ -98,7 +98,7 @@ class DenoiserServer:
         self.model = model
         self.num_gpus = model_args.num_gpus
         self.store = JobStore(args.storage_url, args.storage_options)
-        sources = args.loras.sources(args.storage_options)
+        sources = args.adapter_sources()
         self.denoiser = denoiser_class(
             args.spec(model),
             weights=model_args.weights,

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from serve_apps.api.body_limit import BodySizeLimit
-from serve_apps.api.routers import admin, events, generation, images, jobs, loras, openai, page, uploads
+from serve_apps.api.routers import admin, events, finetune, generation, images, jobs, loras, openai, page, uploads
 from serve_apps.api.routers.deps import AppServices, check_key
 
 ROUTERS = (
@@ -21,6 +21,7 @@ ROUTERS = (
     images.router,
     uploads.router,
     openai.router,
+    finetune.router,  # before generation: /v1/{model}-finetuned would match /v1/{model}
     generation.router,
 )
 

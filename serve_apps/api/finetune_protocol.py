@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field, HttpUrl
 from serve_apps.api.protocol import GenerateRequest
 
 MODES = ("general", "character", "style", "product", "edit")
-TRIGGER_WORD_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,31}\Z"
+TRIGGER_WORD_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,31}$"  # pydantic's (Rust) regex: $ is the very end
 
 
 class FinetuneSettings(BaseModel):

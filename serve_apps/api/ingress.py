@@ -18,6 +18,8 @@ from serve_apps.api.protocol import ModelInfo
 from serve_apps.api.routers.deps import AppServices
 from serve_apps.api.views import JobViews
 from serve_apps.config import AppArgs, denoiser_deployment_name
+from serve_apps.jobs.finetune_records import FINETUNE, FinetuneRecord
+from serve_apps.jobs.records import GENERATE, JobRecord
 from serve_apps.jobs.service import JobService
 from serve_apps.live import open_channel
 from serve_apps.security.auth import ApiKeys
@@ -40,7 +42,8 @@ INGRESS_MAX_ONGOING_REQUESTS = 256
 class Ingress:
     def __init__(self, args: AppArgs, encoders: dict, denoisers: dict, limiter):
         self.args = args
-        db = Database.open(self.args.database_url)
+        kinds = {GENERATE: JobRecord, **({FINETUNE: FinetuneRecord} if args.training.enabled else {})}
+        db = Database.open(self.args.database_url, kinds)  # a replica that trains nothing adopts no finetune
         self.keys = ApiKeys.from_environment(self.args.keys_file, db.keys)
         if not self.keys.configured():
             logger.warning(
@@ -54,9 +57,7 @@ class Ingress:
         db.jobs.secret_box = load_webhook_secret_box(store)  # webhook secrets sealed at rest
         self.signer = UrlSigner(load_signing_key(store), self.args.result_url_ttl_s)
         self.views = JobViews(self.signer)
-        self.adapters = AdapterRegistry(
-            db.adapters, self.transformer_shapes, self.args.loras.sources(self.args.storage_options)
-        )
+        self.adapters = AdapterRegistry(db.adapters, self.transformer_shapes, self.args.adapter_sources())
         self.service = JobService(
             db.jobs, store, encoders, denoisers, self.args, defaults, self.views, limiter, self.adapters, open_channel()
         )

@@ -211,7 +211,7 @@ class ResultPayload(BaseModel):
 class GetResultResponse(BaseModel):
     id: str
     status: JobStatus
-    result: ResultPayload | None = None
+    result: ResultPayload | dict | None = Field(None, description="a finetune's: {finetune_id, default_strength}")
     progress: float | None = Field(None, description="0..1 while Pending")
     details: dict | None = None
     preview: dict | None = Field(None, description="BFL's key; no step previews are made yet")

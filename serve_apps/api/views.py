@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from deployments.contracts import ReferenceImage
 from deployments.progress import Progress as LiveProgress
+from serve_apps.api.finetune_views import FinetuneViews
 from serve_apps.api.protocol import GetResultResponse, JobResponse, LoraInfo, ModelInfo, Progress, ResultPayload
+from serve_apps.jobs.finetune_records import FinetuneRecord
 from serve_apps.jobs.records import JobRecord, JobStatus
 from serve_apps.security.redaction import public_source, redact_locations, weights_kind
 from serve_apps.security.signing import UrlSigner
@@ -38,6 +40,7 @@ def model_info(model: ModelInfo, is_admin: bool) -> ModelInfo:
 class JobViews:
     def __init__(self, signer: UrlSigner):
         self.signer = signer
+        self.finetunes = FinetuneViews(signer)
 
     def image_urls(self, record: JobRecord) -> list[str]:
         base = record.base_url.rstrip("/")
@@ -50,6 +53,8 @@ class JobViews:
         self, record: JobRecord, progress: LiveProgress | None = None, queue_position: int | None = None
     ) -> JobResponse:
         """`progress` is the live channel's: transient, so a job may show none."""
+        if isinstance(record, FinetuneRecord):
+            return self.finetunes.job(record, progress, queue_position)
         return JobResponse(
             id=record.id,
             model=record.model,
@@ -80,6 +85,8 @@ class JobViews:
 
     def bfl_result(self, record: JobRecord, progress: LiveProgress | None) -> GetResultResponse:
         """BFL's get_result shape. Cancelled shows as Error, so BFL clients stop polling."""
+        if isinstance(record, FinetuneRecord):
+            return self.finetunes.bfl_result(record, progress)
         if record.status == JobStatus.READY:
             urls = self.image_urls(record)
             params = record.params

@@ -7,17 +7,23 @@ import asyncio
 from deployments.contracts import GenerationDefaults
 from deployments.progress import Progress
 from lora.registry import AdapterRegistry
+from serve_apps.api.finetune_protocol import FinetuneSettings
 from serve_apps.api.protocol import GenerateRequest
 from serve_apps.api.views import JobViews
 from serve_apps.config import AppArgs
 from serve_apps.jobs.core import JobCore
+from serve_apps.jobs.finetune_records import FINETUNE, FinetuneRecord
+from serve_apps.jobs.finetunes import Finetunes
+from serve_apps.jobs.kinds.finetune import FinetuneKind
 from serve_apps.jobs.kinds.generate import GenerateKind
 from serve_apps.jobs.pricing import quote_credits
 from serve_apps.jobs.records import JobRecord
 from serve_apps.jobs.submission import JobSubmitter
+from serve_apps.jobs.trainer_host import TrainerLauncher
 from serve_apps.jobs.usage import usage_summary
 from serve_apps.live import LiveChannel
 from serve_apps.store import JobsRepository
+from serve_apps.store.finetune_files import FinetuneFiles
 from serve_apps.store.storage import JobStore
 
 
@@ -41,8 +47,12 @@ class JobService:
         self.denoisers = denoisers
         self.args = args
         kinds = [GenerateKind(encoders, denoisers, args.pricing)]
+        self.finetunes = Finetunes(jobs, FinetuneFiles(store), args, "", adapters)
+        if args.training.enabled and FINETUNE in jobs.record_types:
+            launcher = TrainerLauncher(args.training.worker, args.training.num_gpus, args.training.num_cpus)
+            kinds.append(FinetuneKind(self.finetunes.files, launcher, self.finetunes.register, args.training.timeout_s))
         self.core = JobCore(jobs, store, kinds, args, views.webhook_payload, limiter, channel)
-        self.replica_id = self.core.replica_id
+        self.replica_id = self.finetunes.replica_id = self.core.replica_id
         self.submitter = JobSubmitter(jobs, defaults, args, limiter, adapters)
 
     # -- reads, off the event loop --------------------------------------------------------
@@ -91,6 +101,13 @@ class JobService:
         record, claim = await self.submitter.submit(model, request, key_id, base_url, self.replica_id, idempotency_key)
         if claim is None:
             return record  # the first job of this Idempotency-Key
+        self.core.start(record, claim)
+        return record
+
+    async def submit_finetune(
+        self, model: str, settings: FinetuneSettings, files: dict[str, bytes], key_id: str, base_url: str
+    ) -> FinetuneRecord:
+        record, claim = await self.finetunes.submit(model, settings, files, key_id, base_url)
         self.core.start(record, claim)
         return record
 

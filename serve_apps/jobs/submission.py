@@ -45,14 +45,15 @@ class JobSubmitter:
         self.inputs = InputResolver.from_args(args)
 
     def params(
-        self, model: str, request: GenerateRequest, inputs: ResolvedInputs = ResolvedInputs()
+        self, model: str, request: GenerateRequest, inputs: ResolvedInputs = ResolvedInputs(), key_id: str | None = None
     ) -> tuple[GenerationParams, list[str]]:
-        """The request's params and its warnings. Raises AdapterError for a LoRA that cannot be used."""
+        """The request's params and its warnings. Raises AdapterError for a LoRA that cannot be used (or that is
+        another key's private one)."""
         prompt, adapters, warnings = request.prompt, (), []
         if request.loras:
             if len(request.loras) > self.args.loras.max_per_request:
                 raise AdapterError(f"at most {self.args.loras.max_per_request} LoRAs per request.")
-            records = self.adapters.resolve(model, [(choice.id, choice.scale) for choice in request.loras])
+            records = self.adapters.resolve(model, [(choice.id, choice.scale) for choice in request.loras], key_id)
             if request.add_trigger_words:
                 prompt = add_trigger_words(prompt, records)
             warnings = trigger_warnings(prompt, records)
@@ -88,7 +89,7 @@ class JobSubmitter:
                     request.webhook_url, self.args.network.allowed_private_hosts, "webhook_url"
                 )
             inputs = await self.inputs.resolve(request, key_id)  # raises InputRejected naming the field
-            params, warnings = await asyncio.to_thread(self.params, model, request, inputs)
+            params, warnings = await asyncio.to_thread(self.params, model, request, inputs, key_id)
             record = JobRecord(
                 id=job_id,
                 model=model,

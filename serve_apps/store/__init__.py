@@ -29,7 +29,7 @@ class Database:
 
     @classmethod
     def open(cls, url: str, record_types: Mapping[str, type[JobState]] | None = None) -> Database:
-        """`record_types`: the job kinds this process runs, by name (default: generation only)."""
+        """`record_types`: the job kinds this process runs, by name (default: every kind)."""
         engine = open_engine(url)
         return cls(engine, JobsRepository(engine, record_types), KeysRepository(engine), AdaptersRepository(engine))
 

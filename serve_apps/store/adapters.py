@@ -3,7 +3,7 @@ decides who may change one; this only keeps them)."""
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from lora.registry import taken
@@ -33,6 +33,10 @@ class AdaptersRepository:
     def load_lora(self, lora_id: str) -> dict | None:
         with self.engine.connect() as connection:
             return connection.execute(select(loras.c.record).where(loras.c.id == lora_id)).scalar_one_or_none()
+
+    def delete_lora(self, lora_id: str) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(delete(loras).where(loras.c.id == lora_id))
 
     def list_loras(self) -> list[dict]:
         with self.engine.connect() as connection:

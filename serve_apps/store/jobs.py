@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from sqlalchemy import Engine, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from serve_apps.jobs.finetune_records import FINETUNE, FinetuneRecord
 from serve_apps.jobs.records import GENERATE, JobRecord, JobState, JobStatus, Stage
 from serve_apps.store.engine import database_now
 from serve_apps.store.schema import job_references, jobs
@@ -50,6 +51,9 @@ class Claim:
     token: int
 
 
+ALL_KINDS = {GENERATE: JobRecord, FINETUNE: FinetuneRecord}
+
+
 def history_cursor(record_created_at: float, job_id: str) -> str:
     return f"{NEWEST_FIRST_BASE_MS - int(record_created_at * 1000):016d}_{job_id}"
 
@@ -65,12 +69,12 @@ class JobsRepository:
         record_types: Mapping[str, type[JobState]] | None = None,
         secret_box: SecretBox | None = None,
     ):
-        """`record_types` maps each kind this replica runs to its record type (default: generation only);
+        """`record_types` maps each kind this replica runs to its record type (default: every kind, ALL_KINDS);
         `secret_box` seals webhook secrets at rest (`load_webhook_secret_box(store)`; without it a new
         secret is written as sent, and one sealed earlier is read and written back sealed)."""
         self.engine = engine
         self.secret_box = secret_box
-        self.record_types = dict(record_types or {GENERATE: JobRecord})
+        self.record_types = dict(record_types or ALL_KINDS)
         self._known_kind = jobs.c.kind.in_(list(self.record_types))
 
     # -- columns kept beside the record, for conditions and queries -----------------------
@@ -389,8 +393,10 @@ class JobsRepository:
         return bad
 
     def expired_jobs(self, finished_before: float) -> list[str]:
-        """Ids of jobs that ended before `finished_before` (retention)."""
-        query = select(jobs.c.id).where(jobs.c.status != JobStatus.PENDING.value, jobs.c.updated_at < finished_before)
+        """Ids of generation jobs that ended before `finished_before` (retention; a finetune stays until deleted)."""
+        query = select(jobs.c.id).where(
+            jobs.c.kind == GENERATE, jobs.c.status != JobStatus.PENDING.value, jobs.c.updated_at < finished_before
+        )
         with self.engine.connect() as connection:
             return list(connection.execute(query).scalars())
 

@@ -70,7 +70,7 @@ def clients():
     app = FastAPI()
     app.state.services = SimpleNamespace(
         keys=ApiKeys({hash_key(ADMIN_KEY)}, stored_keys=users),
-        adapters=SimpleNamespace(registered=lambda: records),
+        adapters=SimpleNamespace(registered=lambda key_id=None: records),
         describe_models=lambda: models,
     )
     app.include_router(loras.router)

@@ -20,6 +20,11 @@ async def submit(
     idempotency_key: str | None = Header(None),
 ) -> SubmitResponse:
     record = await submit_job(request, served_model(request, model), body, key_id, idempotency_key)
+    return submit_response(request, record)
+
+
+def submit_response(request: Request, record) -> SubmitResponse:
+    """The id, polling URL and price of a job just submitted (or replayed)."""
     base = str(request.base_url).rstrip("/")
     input_mp, output_mp = megapixels(record.params)
     return SubmitResponse(

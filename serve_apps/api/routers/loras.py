@@ -17,7 +17,7 @@ router = APIRouter(tags=["loras"], responses=ERRORS)
 @router.get("/v1/loras", response_model=list[LoraInfo])
 async def list_loras(request: Request, key_id: str = Depends(require_key)) -> list[LoraInfo]:
     """Every registered adapter; where its file is kept, for admin keys only."""
-    records = await asyncio.to_thread(services(request).adapters.registered)
+    records = await asyncio.to_thread(services(request).adapters.registered, key_id)
     admin = await asyncio.to_thread(services(request).keys.is_admin, request.headers)
     return [lora_info(record, key_id, admin) for record in records]
 

@@ -23,7 +23,8 @@ from serve_apps.api.openai_protocol import (
     openai_field,
 )
 from serve_apps.api.protocol import GenerateRequest, JobStatus
-from serve_apps.api.routers.deps import require_key, served_model, services, submit_job, unprocessable
+from serve_apps.api.routers.deps import require_key, services, submit_job, unprocessable
+from serve_apps.api.routers.finetune import model_and_finetune
 
 OPENAI_PATHS = ("/v1/images/generations", "/v1/images/edits")
 EDIT_FILES = ("image", "image[]", "mask")
@@ -134,7 +135,7 @@ async def run_to_end(
 ) -> OpenAIImagesResponse:
     """OpenAI's routes answer with the images: submit, wait for the job, return its URLs or base64."""
     service, views = services(request).service, services(request).views
-    model = served_model(request, body.model) if body.model else service.served_models[0]
+    model, generate = await model_and_finetune(request, body.model or service.served_models[0], generate, key_id)
     record = await submit_job(request, model, generate, key_id, None)
     record = await service.wait(record.id, key_id)
     if record.status == JobStatus.REQUEST_MODERATED:
