@@ -50,7 +50,8 @@ class FinetuneExample:
 class FinetuneParams:
     """Every setting of one finetune, decided at submit. `model` is the served model the adapter is for (its
     metadata's base_model, so the denoiser accepts it there); `base_variant` and `weights` are what it trains on
-    (klein Base for a distilled model, or the model itself; on the offline model both are one checkpoint)."""
+    (klein Base for a distilled model, or the model itself; on the offline model both are one checkpoint). The
+    strength sweep after training runs on the served model: `model` with `served_weights`."""
 
     finetune_id: str
     model: str
@@ -68,6 +69,8 @@ class FinetuneParams:
     checkpoint_every: int = 50
     sample_prompts: tuple[str, ...] = ()
     seed: int = 0
+    served_weights: str | None = None  # the served model's weights where they differ from `weights` (real Base
+    # and distilled checkpoints); None: the served model runs `weights` too, as the offline model does
 
     @property
     def rank(self) -> int:

@@ -7,6 +7,8 @@ levels are in [0, 1]; the transformer scales them by 1000 itself.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from diffusers import AutoencoderKLFlux2, Flux2KleinPipeline, Flux2Transformer2DModel
 
@@ -49,6 +51,19 @@ def sample_noise_levels(batch_size: int, generator: torch.Generator) -> torch.Te
     return torch.sigmoid(torch.randn(batch_size, generator=generator))
 
 
+def shift_noise_levels(sigmas: torch.Tensor, scheduler_config: dict, image_tokens: int, steps: int) -> torch.Tensor:
+    """Noise levels moved as the checkpoint's scheduler moves them when it samples `image_tokens` tokens in
+    `steps` steps (klein's resolution-dependent shift, or a fixed `shift`), so a finetune trains where its
+    sampler spends its steps; a scheduler with shift 1 and no dynamic shifting leaves them as they are."""
+    if scheduler_config.get("use_dynamic_shifting"):
+        from diffusers.pipelines.flux2.pipeline_flux2_klein import compute_empirical_mu
+
+        scale = math.exp(compute_empirical_mu(image_tokens, steps))
+    else:
+        scale = float(scheduler_config.get("shift", 1.0))
+    return scale * sigmas / (1 + (scale - 1) * sigmas)
+
+
 def flow_matching_loss(
     transformer: Flux2Transformer2DModel,
     clean_tokens: torch.Tensor,
@@ -58,13 +73,17 @@ def flow_matching_loss(
     generator: torch.Generator,
     reference_tokens: torch.Tensor | None = None,
     reference_ids: torch.Tensor | None = None,
+    noise_levels: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """MSE between the predicted and true velocity (noise - data) at a random noise level.
+    """MSE between the predicted and true velocity (noise - data) at a random noise level (logit-normal unless
+    `noise_levels` are given).
 
     Reference tokens (editing) ride clean after the noisy ones, as the pipeline appends them,
     and only the noisy tokens' prediction is scored.
     """
-    sigmas = sample_noise_levels(clean_tokens.shape[0], generator).to(clean_tokens.device, clean_tokens.dtype)
+    if noise_levels is None:
+        noise_levels = sample_noise_levels(clean_tokens.shape[0], generator)
+    sigmas = noise_levels.to(clean_tokens.device, clean_tokens.dtype)
     noise = torch.randn(clean_tokens.shape, generator=generator).to(clean_tokens.device, clean_tokens.dtype)
     noisy = (1 - sigmas.view(-1, 1, 1)) * clean_tokens + sigmas.view(-1, 1, 1) * noise
     if reference_tokens is not None:

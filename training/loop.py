@@ -10,10 +10,10 @@ tqdm bar of the command lines is one observer (`TqdmObserver`) beside others (a 
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Callable, Iterable
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -21,11 +21,12 @@ from deployments.progress import Cancelled, Progress, StepObserver
 
 
 def cosine_with_warmup(step: int, total: int, warmup: int) -> float:
-    """Linear warmup over `warmup` steps, then a cosine from 1 down to a floor of 0.05."""
+    """Linear warmup over `warmup` steps, then a cosine from 1 down to a floor of 0.05 (a Python float, so the
+    optimizer's and schedule's state load with torch.load(weights_only=True))."""
     if step < warmup:
         return (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
-    return 0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * progress))
+    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def warmup_cosine_schedule(

@@ -1,5 +1,8 @@
 """`flux-lora train`: a LoRA for one klein variant, with diffusers + peft and FLUX's objective.
 
+The adapter sits on the attention and MLP projections and is saved as the finetune worker saves its own
+(training/finetune_lora.py, shared).
+
 The adapter is saved with `Flux2KleinPipeline.save_lora_weights`, so diffusers' own
 `load_lora_weights` reads it back; its base model and trigger word go into the file's
 metadata and a model card README.md ready for the Hugging Face hub. It trains on a CUDA GPU when
@@ -16,24 +19,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from diffusers import Flux2KleinPipeline
-from diffusers.training_utils import cast_training_params
-from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict
 
 from deployments.loading import load_pipeline, pick_device, pick_dtype, resolve_weights
 from deployments.progress import StepObserver
 from deployments.registry import get_variant
-from lora.adapter_file import ADAPTER_FILENAME, write_metadata
+from lora.adapter_file import ADAPTER_FILENAME
 from training.card import model_card
 from training.dataset import load_examples, to_pixels
+from training.finetune_data import with_trigger
+from training.finetune_lora import add_lora, make_optimizer, write_adapter
 from training.flow_matching import flow_matching_loss, images_to_tokens, token_ids
 from training.loop import Observers, TqdmObserver, optimizer_step, run_steps
 
-TARGET_MODULES = (
-    r".*\.(to_q|to_k|to_v|to_out\.0|add_q_proj|add_k_proj|add_v_proj|to_add_out|to_qkv_mlp_proj)$"
-    r"|.*single_transformer_blocks\.\d+\.attn\.to_out$"
-)
 CARD_FILENAME = "README.md"
 
 
@@ -63,10 +61,6 @@ class TrainingResult:
     card_path: Path
     losses: list[float]
     seconds: float
-
-
-def with_trigger(caption: str, trigger_word: str) -> str:
-    return caption if trigger_word.lower() in caption.lower() else f"{trigger_word}, {caption}"
 
 
 def train_lora(
@@ -99,13 +93,8 @@ def train_lora(
         tokens = images_to_tokens(pipeline.vae, pixels.to(device, pipeline.vae.dtype))
 
     transformer = pipeline.transformer
-    transformer.requires_grad_(False)
-    transformer.add_adapter(
-        LoraConfig(r=config.rank, lora_alpha=config.rank, init_lora_weights="gaussian", target_modules=TARGET_MODULES)
-    )
-    cast_training_params(transformer, torch.float32)  # the adapter learns in fp32 over a bf16 base on a GPU
-    trainable = [parameter for parameter in transformer.parameters() if parameter.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate)
+    trainable = add_lora(transformer, config.rank)  # attention and MLPs, in fp32 over a bf16 base on a GPU
+    optimizer = make_optimizer(trainable, config.learning_rate, device)
     side_tokens = config.resolution // pipeline.vae_scale_factor // 2
     batch = min(config.batch_size, len(examples))
     image_ids, text_ids = (ids.to(device) for ids in token_ids(batch, side_tokens, side_tokens, prompt_embeds.shape[1]))
@@ -144,8 +133,7 @@ def save_adapter(out: Path, lora_layers: dict, metadata: dict, card: str) -> Non
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-") as staging:
         staged = Path(staging)
-        Flux2KleinPipeline.save_lora_weights(staged, transformer_lora_layers=lora_layers)
-        write_metadata(staged / ADAPTER_FILENAME, metadata)
+        write_adapter(staged, lora_layers, metadata)
         (staged / CARD_FILENAME).write_text(card)
         for name in (ADAPTER_FILENAME, CARD_FILENAME):
             os.replace(staged / name, out / name)
