@@ -58,6 +58,8 @@ def logical_gpus_needed(applications: list[dict]) -> int:
         total += sum(m.num_gpus * m.autoscaling.max_replicas for m in args.models.values())
         families = {args.spec(model).text_encoder.family for model in args.models}
         total += args.encoder.num_gpus * args.encoder.autoscaling.max_replicas * len(families)
+        if args.training.enabled:
+            total += args.training.num_gpus  # one training at a time beside the models
     return max(1, math.ceil(total))
 
 

@@ -147,7 +147,7 @@ class ModerationArgs(StrictModel):
 class TrainingArgs(StrictModel):
     """Fine-tuning (`POST /v1/finetune`): where trainings run, how many, and what a finetune may hold."""
 
-    enabled: bool = Field(False, description="true: POST /v1/finetune trains; false: it answers 404")
+    enabled: bool = Field(True, description="false: POST /v1/finetune answers 404 and no trainer starts")
     worker: str = Field(
         "training.finetune_worker:FinetuneWorker",
         description="the trainer class, module:Class, imported only inside its own Ray actor",

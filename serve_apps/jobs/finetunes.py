@@ -139,6 +139,7 @@ class Finetunes:
             checkpoint_every=self.args.training.checkpoint_every,
             sample_prompts=sample_prompts,
             seed=secrets.randbelow(2**31),
+            served_weights=weights if base_weights != weights else None,
         )
 
     def base_of(self, model: str, weights: str) -> tuple[str, str]:

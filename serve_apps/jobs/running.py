@@ -107,17 +107,18 @@ class JobRunner:
     async def _attempts(self, record: JobState, claim: Claim) -> tuple[JobStatus, str | None]:
         """Run attempts until one ends the job; the final status and reason (written by the caller)."""
         kind = self.kinds[record.kind]
+        timeout_s = getattr(kind, "timeout_s", None) or self.args.jobs.timeout_s  # a training has its own
         context = JobContext(record.id, self.signals, functools.partial(self.save, claim))
         while True:
             record.attempts += 1
             try:
-                await asyncio.wait_for(kind.run(record, claim, context), timeout=self.args.jobs.timeout_s)
+                await asyncio.wait_for(kind.run(record, claim, context), timeout=timeout_s)
                 return JobStatus.READY, None
             except JobEnds as ended:
                 return ended.status, ended.reason
             except asyncio.TimeoutError:
                 await self.signals.request_cancel(record.id)  # stop the work in the worker too
-                return JobStatus.ERROR, f"timed out after {self.args.jobs.timeout_s:.0f} s"
+                return JobStatus.ERROR, f"timed out after {timeout_s:.0f} s"
             except LeaseLost:
                 raise
             except Exception as error:  # a dead replica, lost actor, or a crash in a worker

@@ -37,6 +37,8 @@ def service_args(storage_url: str, storage_options: dict, lora_root: str) -> dic
         # stale after 20 missed seconds: on a loaded 2-core CI box two replicas' SQLite writes can stall a few seconds
         "jobs": {"timeout_s": 300, "max_attempts": 2, "heartbeat_s": 1, "stale_after_s": 20},
         "inputs": {"max_bytes": 2 * 1024 * 1024, "timeout_s": 3},  # small, so the refusals test fast
+        # trainings take a quarter of a logical GPU, sample and checkpoint often, so a kill mid-run resumes
+        "training": {"num_gpus": 0.25, "num_cpus": 0.5, "sample_every": 4, "checkpoint_every": 4},
     }
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import time
 from http import HTTPStatus
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
@@ -45,6 +46,7 @@ from serve_apps.security.network import BlockedUrl
 
 router = APIRouter(tags=["fine-tuning"], responses=ERRORS)
 FORM_FILES = ("files", "files[]")
+STOP_WAIT_S = 30.0  # how long delete waits for a training finetune to stop
 MULTIPART_SCHEMA = {
     "requestBody": {
         "content": {
@@ -162,7 +164,17 @@ async def delete_finetune(request: Request, body: DeleteFinetune, key_id: str = 
     record = await own_finetune(request, body.finetune_id, key_id)
     service = services(request).service
     if not record.is_final:
-        await service.cancel(record)
+        record = await service.cancel(record)
+        deadline = time.monotonic() + STOP_WAIT_S
+        while not record.is_final and time.monotonic() < deadline:  # it stops at its trainer's next step
+            await asyncio.sleep(0.5)
+            record = await own_finetune(request, body.finetune_id, key_id)
+        if not record.is_final:
+            raise HTTPException(
+                HTTPStatus.CONFLICT,
+                f"Finetune {record.id!r} is still stopping; ask again in a few seconds.",
+                headers={"Retry-After": "5"},
+            )
     await service.finetunes.delete(record)
     return {"finetune_id": record.id, "deleted": True}
 
