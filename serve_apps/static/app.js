@@ -12,7 +12,8 @@ const REFERENCE_FIELDS = ["input_image", "input_image_2", "input_image_3", "inpu
 const $ = (id) => document.getElementById(id);
 // references: the form's reference images, in order, each {name, src, id, ready, owned, used}: `ready` resolves
 // to its upload id (null if the upload failed). jobReferences: job id -> the [{name, src, id}] it was sent with.
-const state = { models: [], running: new Map(), historyCursor: null, references: [], jobReferences: new Map() };
+const state = { models: [], running: new Map(), historyCursor: null, references: [], jobReferences: new Map(),
+  trainFiles: [], finetunePolls: new Set() };
 
 // ---- the API, and its errors in its own words -------------------------------------------
 
@@ -417,13 +418,180 @@ async function loadHistory(cursor) {
 
 const refreshHistory = () => loadHistory(null);
 
+// ---- fine-tuning: train on photos (POST /v1/finetune, multipart), follow it, generate with it -------
+
+const MAX_TRAIN_FILES = 50;
+const FINETUNE_POLL_MS = 1000;
+const SAMPLES_SHOWN = 4;
+
+function addTrainFiles(files) {
+  const images = [...files].filter((file) => !file.type || file.type.startsWith("image/"));
+  const room = MAX_TRAIN_FILES - state.trainFiles.length;
+  if (images.length > room) showMessage(`Up to ${MAX_TRAIN_FILES} photos: ${images.length - Math.max(room, 0)} left out.`);
+  images.slice(0, Math.max(room, 0)).forEach((file) => state.trainFiles.push({ file, src: URL.createObjectURL(file) }));
+  renderTrainFiles();
+}
+
+function removeTrainFile(entry) {
+  URL.revokeObjectURL(entry.src);
+  state.trainFiles = state.trainFiles.filter((other) => other !== entry);
+  renderTrainFiles();
+}
+
+function renderTrainFiles() {
+  const count = state.trainFiles.length;
+  $("train-count").textContent = count ? `${count} photo${count === 1 ? "" : "s"} of ${MAX_TRAIN_FILES}.` : "No photos yet.";
+  $("train-files").disabled = count >= MAX_TRAIN_FILES;
+  $("train-list").replaceChildren(...state.trainFiles.map((entry, index) => {
+    const remove = el("button", { type: "button", className: "remove", textContent: "×", ariaLabel: `Remove photo ${index + 1}` });
+    remove.addEventListener("click", () => removeTrainFile(entry));
+    return el("li", {}, el("img", { src: entry.src, alt: `Photo ${index + 1}: ${entry.file.name}` }), remove);
+  }));
+}
+
+function describeTrainModel() {
+  $("train-model").textContent = $("model").value ? `Trained for ${$("model").value} (the model chosen above).` : "";
+}
+
+async function train(event) {
+  event.preventDefault();
+  showMessage("");
+  if (!state.trainFiles.length) return showMessage(`Add 1 to ${MAX_TRAIN_FILES} photos to train on.`);
+  const form = new FormData();
+  form.append("finetune_comment", $("train-name").value.trim() || $("train-trigger").value.trim() || "finetune");
+  form.append("mode", $("train-mode").value);
+  form.append("trigger_word", $("train-trigger").value.trim() || "TOK");
+  if ($("train-iterations").value.trim()) form.append("iterations", $("train-iterations").value.trim());
+  if ($("model").value) form.append("model", $("model").value);
+  state.trainFiles.forEach(({ file }) => form.append("files", file, file.name || "image.png"));
+  $("train-button").disabled = true;
+  try {
+    await attempt(async () => {
+      const { finetune_id: id } = await api("/v1/finetune", { method: "POST", body: form });
+      state.trainFiles.forEach((entry) => URL.revokeObjectURL(entry.src));
+      state.trainFiles = [];
+      renderTrainFiles();
+      followFinetune(id);
+    });
+  } finally {
+    $("train-button").disabled = false;
+  }
+}
+
+async function loadFinetunes() {
+  const { finetunes } = await api("/v1/my_finetunes");
+  const list = await Promise.all(finetunes.map((id) => api(`/v1/finetune_details?finetune_id=${encodeURIComponent(id)}`)));
+  $("finetune-list").replaceChildren();
+  list.sort((a, b) => a.created_at - b.created_at).forEach(renderFinetune);
+  list.filter((details) => !FINAL.has(details.status)).forEach((details) => followFinetune(details.finetune_id));
+  $("finetunes-empty").hidden = list.length > 0;
+}
+
+function finetuneStatus(details) {
+  if (details.status === "Error" || details.status === "Cancelled") return `${details.status}: ${details.error || "it stopped."}`;
+  if (details.status === "Ready") {
+    return `Ready: use "${details.trigger_word}" in a prompt` +
+      (details.default_strength != null ? `, strength ${details.default_strength}.` : ".");
+  }
+  const progress = details.progress;
+  if (!progress || !progress.total) return "Queued for training…";
+  const eta = progress.eta_s != null ? `, about ${Math.max(0, Math.round(progress.eta_s))} s left` : "";
+  return `Training: step ${progress.step} of ${progress.total}${eta}.`;
+}
+
+function renderFinetune(details) {
+  const id = details.finetune_id;
+  const itemId = `finetune-${id}`;
+  let item = $(itemId);
+  if (!item) {
+    item = el("li", { id: itemId, className: "finetune" });
+    item.dataset.finetuneId = id;
+    $("finetune-list").prepend(item);
+    $("finetunes-empty").hidden = true;
+  }
+  item.dataset.status = details.status;
+  const failed = details.status === "Error" || details.status === "Cancelled";
+  const status = el("p", { className: `status${failed ? " failed" : ""}`, textContent: finetuneStatus(details) });
+  status.setAttribute("aria-live", "polite");
+  const progress = details.progress && details.status === "Pending"
+    ? el("progress", { max: details.progress.total || 1, value: details.progress.step || 0, ariaLabel: `Training progress of ${details.finetune_comment}` })
+    : null;
+  const samples = (details.samples || []).slice(-SAMPLES_SHOWN);
+  const gallery = samples.length ? el("div", { className: "gallery" }, ...samples.map((src, index) =>
+    el("figure", {}, el("img", { src, alt: `Sample ${details.samples.length - samples.length + index + 1} of ${details.finetune_comment}` })))) : null;
+  const actions = el("div", { className: "actions" });
+  if (details.status === "Ready") {
+    const use = el("button", { type: "button", className: "small", textContent: "Generate with it" });
+    use.addEventListener("click", () => attempt(() => generateWithFinetune(details)));
+    actions.append(use);
+  }
+  const remove = el("button", { type: "button", className: "small", textContent: "Delete", ariaLabel: `Delete ${details.finetune_comment}` });
+  remove.addEventListener("click", () => attempt(async () => {
+    remove.disabled = true;
+    try {
+      await api("/v1/delete_finetune", { method: "POST", body: JSON.stringify({ finetune_id: id }) });
+    } finally {
+      remove.disabled = false;
+    }
+    item.remove();
+    $("finetunes-empty").hidden = $("finetune-list").children.length > 0;
+    await loadLoras();
+  }));
+  actions.append(remove);
+  item.replaceChildren(
+    el("p", { className: "name" }, el("strong", { textContent: details.finetune_comment }),
+      ` (${details.mode}, ${details.images} photo${details.images === 1 ? "" : "s"}, ${details.model})`),
+    status, progress, gallery, actions);
+}
+
+async function followFinetune(id) {
+  if (state.finetunePolls.has(id)) return;
+  state.finetunePolls.add(id);
+  const key = $("api-key").value.trim();
+  try {
+    while (key === $("api-key").value.trim()) {
+      const details = await api(`/v1/finetune_details?finetune_id=${encodeURIComponent(id)}`);
+      renderFinetune(details);
+      if (FINAL.has(details.status)) {
+        if (details.status === "Ready") await attempt(loadLoras);
+        return;
+      }
+      await new Promise((resolve) => setTimeout(resolve, FINETUNE_POLL_MS));
+    }
+  } catch (error) {
+    showMessage(error instanceof ApiError ? error.message : String(error));
+  } finally {
+    state.finetunePolls.delete(id);
+  }
+}
+
+async function generateWithFinetune(details) {
+  showMessage("");
+  await loadLoras();
+  const box = $(`lora-${details.finetune_id}`);
+  if (!box) throw new ApiError(`Finetune ${details.finetune_id} is not in this key's LoRA list yet.`);
+  if (state.models.some((model) => model.id === details.model)) {
+    $("model").value = details.model;
+    describeModel();
+    describeTrainModel();
+  }
+  box.checked = true;
+  box.closest(".lora").querySelector(".scale").value = details.default_strength ?? 1;
+  const trigger = details.trigger_word;
+  const prompt = $("prompt").value.trim();
+  if (!new RegExp(`\\b${trigger}\\b`).test(prompt)) $("prompt").value = prompt ? `${trigger} ${prompt}` : `a photo of ${trigger}`;
+  $("generate").scrollIntoView({ behavior: "smooth", block: "start" });
+  $("prompt").focus();
+}
+
 // ---- start -------------------------------------------------------------------------------
 
 async function loadAll() {
   showMessage("");
   if (!$("api-key").value.trim()) return showMessage("Enter your API key: `flux-serve run` prints one.");
   if (await attempt(loadModels)) {
-    await Promise.all([attempt(loadLoras), attempt(refreshHistory), attempt(loadUsage)]);
+    describeTrainModel();
+    await Promise.all([attempt(loadLoras), attempt(refreshHistory), attempt(loadUsage), attempt(loadFinetunes)]);
   }
 }
 
@@ -433,7 +601,7 @@ document.addEventListener("DOMContentLoaded", () => {
     localStorage.setItem(KEY_STORAGE, $("api-key").value.trim());
     loadAll();
   });
-  $("model").addEventListener("change", describeModel);
+  $("model").addEventListener("change", () => { describeModel(); describeTrainModel(); });
   $("generate").addEventListener("submit", generate);
   $("cancel-button").addEventListener("click", cancelRunning);
   $("history-more").addEventListener("click", () => attempt(() => loadHistory(state.historyCursor)));
@@ -448,6 +616,19 @@ document.addEventListener("DOMContentLoaded", () => {
     event.preventDefault();
     zone.classList.remove("over");
     addReferences(event.dataTransfer.files);
+  });
+  $("train-form").addEventListener("submit", train);
+  $("train-files").addEventListener("change", (event) => {
+    addTrainFiles(event.target.files);
+    event.target.value = "";
+  });
+  const trainZone = $("train-drop");
+  trainZone.addEventListener("dragover", (event) => { event.preventDefault(); trainZone.classList.add("over"); });
+  trainZone.addEventListener("dragleave", () => trainZone.classList.remove("over"));
+  trainZone.addEventListener("drop", (event) => {
+    event.preventDefault();
+    trainZone.classList.remove("over");
+    addTrainFiles(event.dataTransfer.files);
   });
   loadAll();
 });

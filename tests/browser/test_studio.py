@@ -50,7 +50,7 @@ def generate(page, prompt: str, num_images: int, steps: int, size_px: int | None
         page.locator("summary").click()
         page.get_by_label("Width").fill(str(size_px))
         page.get_by_label("Height").fill(str(size_px))
-    page.get_by_role("button", name="Generate").click()
+    page.get_by_role("button", name="Generate", exact=True).click()
     page.wait_for_function(f"document.querySelectorAll('#results article.job').length > {before}", timeout=TIMEOUT_MS)
     return page.get_by_role("region", name="Results").locator("article.job").first
 
@@ -99,7 +99,7 @@ def test_a_wrong_key_shows_the_apis_own_message(open_page, base_url, artifacts):
     enter_key(page, "wrong-key")
     page.get_by_role("alert").filter(has_text=expected).wait_for(timeout=TIMEOUT_MS)
     page.get_by_label("Prompt").fill("a red circle")
-    page.get_by_role("button", name="Generate").click()
+    page.get_by_role("button", name="Generate", exact=True).click()
     assert page.get_by_role("alert").inner_text() == expected
     page.screenshot(path=artifacts / "6-wrong-key.png", full_page=True)
 
@@ -226,3 +226,60 @@ def test_same_settings_new_seed_and_the_usage_panel(open_page, client):
         timeout=TIMEOUT_MS,
     )
     assert f"{usage['images']} images" in page.locator("#usage-text").inner_text()
+
+
+def test_train_a_finetune_watch_it_then_generate_with_it(open_page, client, tmp_path, artifacts):
+    """The Train panel: three photos picked, a multipart finetune with 12 iterations, its progress and samples
+    polled to Ready, then "Generate with it" ticks it in the LoRA list and the job carries it."""
+    photos = [png_file(tmp_path / f"photo-{n}.png", (64, 64), (30 + 70 * n, 120, 200 - 60 * n)) for n in range(3)]
+    page = open_page()
+    enter_key(page)
+    page.wait_for_function("document.querySelectorAll('#model option').length > 0", timeout=TIMEOUT_MS)
+    page.get_by_label("Training photos").set_input_files(photos)
+    assert page.locator("#train-list img").count() == 3
+    assert page.locator("#train-count").inner_text().startswith("3 photos")
+    page.get_by_label("Name").fill("browser squares")
+    assert page.get_by_label("Trigger word").input_value() == "TOK"
+    page.get_by_label("Mode").select_option("style")
+    page.get_by_label("Iterations").fill("12")
+    before = page.locator("#finetune-list li").count()
+    page.get_by_role("button", name="Train", exact=True).click()
+    page.wait_for_function(f"document.querySelectorAll('#finetune-list li').length > {before}", timeout=TIMEOUT_MS)
+    item = page.locator("#finetune-list li").first
+    finetune_id = item.get_attribute("data-finetune-id")
+    assert page.locator("#train-list img").count() == 0  # the form is ready for the next one
+    item.locator(".status").filter(has_text="Training").or_(item.locator(".status").filter(has_text="Ready")).wait_for(
+        timeout=TIMEOUT_MS
+    )
+    page.screenshot(path=artifacts / "12-training.png", full_page=True)
+
+    page.locator(f"#finetune-{finetune_id}[data-status=Ready]").wait_for(timeout=4 * TIMEOUT_MS)
+    item = page.locator(f"#finetune-{finetune_id}")
+    item.locator(".gallery img").first.wait_for(timeout=TIMEOUT_MS)
+    page.wait_for_function(
+        "el => [...el.querySelectorAll('.gallery img')].some(img => img.complete && img.naturalWidth > 0)",
+        arg=item.element_handle(),
+        timeout=TIMEOUT_MS,
+    )
+    details = client.get("/v1/finetune_details", params={"finetune_id": finetune_id}).json()
+    assert details["status"] == "Ready" and details["images"] == 3 and details["iterations"] == 12, details
+    page.screenshot(path=artifacts / "13-trained.png", full_page=True)
+
+    item.get_by_role("button", name="Generate with it").click()
+    box = page.locator(f"#lora-{finetune_id}")
+    box.wait_for(timeout=TIMEOUT_MS)
+    page.wait_for_function("el => el.checked", arg=box.element_handle(), timeout=TIMEOUT_MS)
+    assert "TOK" in page.get_by_label("Prompt").input_value()
+    page.get_by_label("Steps").fill("2")
+    page.locator("summary").click()
+    page.get_by_label("Width").fill("64")
+    page.get_by_label("Height").fill("64")
+    page.get_by_role("button", name="Generate", exact=True).click()
+    card = page.get_by_role("region", name="Results").locator("article.job").first
+    card.wait_for(timeout=TIMEOUT_MS)
+    page.wait_for_function("el => el.dataset.imagesShown", arg=card.element_handle(), timeout=TIMEOUT_MS)
+    job = client.get(f"/v1/jobs/{card.get_attribute('data-job-id')}").json()
+    assert job["status"] == "Ready", job
+    assert finetune_id in [lora["id"] for lora in job["request"]["loras"]], job["request"]
+    page.screenshot(path=artifacts / "14-generated-with-finetune.png", full_page=True)
+    client.post("/v1/delete_finetune", json={"finetune_id": finetune_id})
