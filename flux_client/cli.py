@@ -1,4 +1,4 @@
-"""`python -m flux_client generate|telegram`: the client side of the service, over its public HTTP API.
+"""`python -m flux_client generate|finetune|telegram`: the client side of the service, over its public HTTP API.
 
 `flux-serve generate` and `flux-serve telegram` hand over to this command (exec, without importing it).
 """
@@ -6,12 +6,14 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from flux_client import config
 from flux_client.errors import FluxAPIError, FluxError
+from flux_client.finetune import parse_finetune
 from flux_client.options import parse_lora
 from flux_client.progress import JobUpdate
 from flux_client.protocol import DEFAULT_MODEL, MAX_INPUT_IMAGES, is_url
@@ -28,6 +30,18 @@ def lora_argument(text: str) -> tuple[str, float]:
         return parse_lora(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def finetune_argument(text: str) -> tuple[str, float | None]:
+    try:
+        return parse_finetune(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", help=f"the API (default: ${config.URL_ENV}, else {config.DEFAULT_URL})")
+    parser.add_argument("--key", help=f"API key (default: ${config.KEY_ENV}, else {config.local_key_file()})")
 
 
 def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,8 +62,13 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PATH|URL",
         help="an input image to edit (PNG, JPEG or WebP; a file is uploaded first); repeatable, up to 4",
     )
-    parser.add_argument("--url", help=f"the API (default: ${config.URL_ENV}, else {config.DEFAULT_URL})")
-    parser.add_argument("--key", help=f"API key (default: ${config.KEY_ENV}, else {config.local_key_file()})")
+    parser.add_argument(
+        "--finetune",
+        type=finetune_argument,
+        metavar="ID[:STRENGTH]",
+        help="one of your finetunes (POST /v1/{model}-finetuned); STRENGTH 0..2, default: its measured best",
+    )
+    add_connection_arguments(parser)
 
 
 class ProgressBar:
@@ -115,6 +134,8 @@ def run_generate(options: argparse.Namespace) -> int:
                 seed=options.seed,
                 loras=options.lora,
                 images=uploaded(flux, options.image) or None,
+                finetune=options.finetune[0] if options.finetune else None,
+                finetune_strength=options.finetune[1] if options.finetune else None,
             )
             bar = ProgressBar(job_id)
             try:
@@ -129,6 +150,85 @@ def run_generate(options: argparse.Namespace) -> int:
     for path in paths:
         print(path)
     print(f"job {job_id} (seed {job['seed']})")
+    return 0
+
+
+def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="action", required=True)
+    create = actions.add_parser("create", help="train on a folder of images and .txt captions (zipped, sent)")
+    create.add_argument("folder", type=Path, help="images (JPEG, PNG, WebP), each with an optional a.txt caption")
+    create.add_argument("--trigger", default="TOK", help="the word that calls the concept (default TOK)")
+    create.add_argument(
+        "--mode", default="style", choices=("general", "character", "style", "product", "edit"), help="default style"
+    )
+    create.add_argument("--iterations", type=int, help="training steps (10..1000); default: the model's")
+    create.add_argument("--comment", help="a name for it (default: the folder's name)")
+    create.add_argument("--model", help=f"the served model to use it with (default: the server's, {DEFAULT_MODEL})")
+    create.add_argument("--wait", action="store_true", help="follow the training to its end")
+    add_connection_arguments(create)
+    add_connection_arguments(actions.add_parser("list", help="your finetunes' ids"))
+    for action, what in (("show", "its details (JSON)"), ("delete", "stop it if it trains, then remove it")):
+        command = actions.add_parser(action, help=what)
+        command.add_argument("finetune_id", metavar="ID")
+        add_connection_arguments(command)
+
+
+class TrainingBar:
+    """A tqdm bar of a training's percent done."""
+
+    def __init__(self, finetune_id: str):
+        from tqdm import tqdm
+
+        self.bar = tqdm(desc=f"finetune {finetune_id[:8]}", unit="%", total=100, file=sys.stderr, leave=True)
+
+    def __call__(self, update: JobUpdate) -> None:
+        self.bar.n = update.step or 0
+        self.bar.set_postfix_str(update.stage)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def finetune_create(flux: FluxClient, options: argparse.Namespace) -> None:
+    finetune_id = flux.create_finetune(
+        options.folder,
+        options.comment or options.folder.resolve().name,
+        mode=options.mode,
+        trigger_word=options.trigger,
+        iterations=options.iterations,
+        model=options.model,
+    )
+    print(finetune_id)
+    if not options.wait:
+        return
+    bar = TrainingBar(finetune_id)
+    try:
+        result = flux.wait_finetune(finetune_id, on_progress=bar)
+    finally:
+        bar.close()
+    print(f"finetune {finetune_id} Ready (default strength {result.get('default_strength')})")
+
+
+def run_finetune(options: argparse.Namespace) -> int:
+    """create / list / show / delete; exit code 1 with the API's message on failure."""
+    from flux_client.client import FluxClient
+
+    try:
+        with FluxClient(config.api_url(options.url), config.api_key(options.key)) as flux:
+            if options.action == "create":
+                finetune_create(flux, options)
+            elif options.action == "list":
+                for finetune_id in flux.my_finetunes():
+                    print(finetune_id)
+            elif options.action == "show":
+                print(json.dumps(flux.finetune_details(options.finetune_id), indent=2))
+            else:
+                flux.delete_finetune(options.finetune_id)
+                print(f"deleted {options.finetune_id}")
+    except (FluxError, TimeoutError, OSError, ValueError) as error:
+        print(f"flux-serve finetune {options.action}: {error}", file=sys.stderr)
+        return FAILED
     return 0
 
 
@@ -167,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flux_client", description="flux-serve's client commands")
     commands = parser.add_subparsers(dest="command", required=True)
     add_generate_arguments(commands.add_parser("generate", help="generate images and save them"))
+    add_finetune_arguments(commands.add_parser("finetune", help="train, list, show and delete finetunes"))
     add_telegram_arguments(commands.add_parser("telegram", help="run the Telegram bot"))
     options = parser.parse_args(argv)
-    return run_generate(options) if options.command == "generate" else run_telegram(options)
+    run = {"generate": run_generate, "finetune": run_finetune, "telegram": run_telegram}[options.command]
+    return run(options)

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 from flux_client.config import DEFAULT_URL
 from flux_client.errors import FluxAPIError, FluxConnectionError, JobFailed
+from flux_client.finetune import TrainingFiles, failed_finetune, finetune_body, finetune_update, finetuned_body
 from flux_client.progress import PENDING, READY, JobUpdate
 from flux_client.protocol import (
     DEFAULT_MODEL,
@@ -37,6 +38,7 @@ from flux_client.protocol import (
 from flux_client.sse import EventParser
 
 SERVER_ERROR = 500
+FINETUNE_POLL_FACTOR = 4  # wait_finetune polls this much less often than wait: 2 s by default
 
 ProgressCallback = Callable[[JobUpdate], object]
 T = TypeVar("T")
@@ -210,12 +212,24 @@ class Operations:
 
     @operation
     def submit(
-        self, prompt: str, model: str = DEFAULT_MODEL, *, images: list[ImageInput] | None = None, **fields
+        self,
+        prompt: str,
+        model: str = DEFAULT_MODEL,
+        *,
+        images: list[ImageInput] | None = None,
+        finetune: str | None = None,
+        finetune_strength: float | None = None,
+        **fields,
     ) -> Flow[str]:
         """Start a job; returns its id. fields: num_images, aspect_ratio, width, height, steps, seed,
-        loras [(id, scale)], output_format. images: input images (paths, bytes or URLs) for edits."""
+        loras [(id, scale)], output_format. images: input images (paths, bytes or URLs) for edits.
+        finetune: a finetune id of this key (POST /v1/{model}-finetuned), at finetune_strength (None: its
+        measured default)."""
         body = submit_body(prompt, images=images, **fields)
-        return (yield from self._call("POST", f"/v1/{model}", json=body))["id"]
+        if finetune is None:
+            return (yield from self._call("POST", f"/v1/{model}", json=body))["id"]
+        body = finetuned_body(body, finetune, finetune_strength)
+        return (yield from self._call("POST", f"/v1/{model}-finetuned", json=body))["id"]
 
     @operation
     def upload(self, image: str | Path | bytes) -> Flow[str]:
@@ -277,11 +291,19 @@ class Operations:
             return None
         return None
 
-    def _poll(self, watch: _Watch) -> Flow[dict]:
+    def _poll(
+        self,
+        watch: _Watch,
+        path: str | None = None,
+        params: dict | None = None,
+        update: Callable[[dict], JobUpdate] = JobUpdate.from_job,
+        interval_s: float | None = None,
+    ) -> Flow[dict]:
+        """GET path (default: the job) until its status is not Pending, riding out short outages."""
         unreachable_since = None
         while True:
             try:
-                job = yield from self._call("GET", f"/v1/jobs/{watch.job_id}")
+                job = yield from self._call("GET", path or f"/v1/jobs/{watch.job_id}", params=params)
             except (FluxConnectionError, FluxAPIError) as error:
                 if not transient(error):
                     raise
@@ -290,11 +312,66 @@ class Operations:
                     raise
             else:
                 unreachable_since = None
-                yield from watch.report(JobUpdate.from_job(job))
+                yield from watch.report(update(job))
                 if job["status"] != PENDING:
                     return job
             watch.check_deadline()
-            yield Sleep(self.poll_interval_s)
+            yield Sleep(self.poll_interval_s if interval_s is None else interval_s)
+
+    # -- fine-tuning (BFL's finetune API) --
+
+    @operation
+    def create_finetune(
+        self,
+        folder_or_files: TrainingFiles,
+        finetune_comment: str,
+        mode: str = "style",
+        trigger_word: str = "TOK",
+        iterations: int | None = None,
+        **settings,
+    ) -> Flow[str]:
+        """Start training on a folder's images and same-stem .txt captions (or the files given), zipped in
+        memory and sent as base64 JSON; returns the finetune id. mode: general, character, style, product or
+        edit. settings (None: the server's default): learning_rate, captioning, priority, finetune_type,
+        lora_rank, model, webhook_url, webhook_secret."""
+        body = yield Offload(
+            functools.partial(finetune_body, mode=mode, trigger_word=trigger_word, iterations=iterations, **settings),
+            (folder_or_files, finetune_comment),
+        )
+        return (yield from self._call("POST", "/v1/finetune", json=body))["finetune_id"]
+
+    @operation
+    def finetune_details(self, finetune_id: str) -> Flow[dict]:
+        """Its settings, status, progress, sample URLs and default_strength."""
+        return (yield from self._call("GET", "/v1/finetune_details", params={"finetune_id": finetune_id}))
+
+    @operation
+    def my_finetunes(self) -> Flow[list[str]]:
+        """The ids of this key's finetunes."""
+        return (yield from self._call("GET", "/v1/my_finetunes"))["finetunes"]
+
+    @operation
+    def delete_finetune(self, finetune_id: str) -> Flow[dict]:
+        """Stop it if it still trains, then remove it."""
+        return (yield from self._call("POST", "/v1/delete_finetune", json={"finetune_id": finetune_id}))
+
+    @operation
+    def wait_finetune(
+        self,
+        finetune_id: str,
+        on_progress: ProgressCallback | None = None,
+        timeout_s: float = 7200.0,
+        poll_interval_s: float | None = None,
+    ) -> Flow[dict]:
+        """Poll GET /v1/get_result until it is no longer Pending; returns its result {finetune_id,
+        default_strength}. JobFailed if it ended otherwise, TimeoutError after timeout_s. on_progress gets a
+        JobUpdate per change, step/total being percent of the training. poll_interval_s: default, the
+        client's times FINETUNE_POLL_FACTOR (a training takes minutes)."""
+        watch = _Watch(finetune_id, on_progress, timeout_s)
+        answer = yield from self._poll(watch, "/v1/get_result", {"id": finetune_id}, finetune_update, poll_interval_s)
+        if answer["status"] != READY:
+            raise JobFailed(failed_finetune(answer))
+        return answer["result"]
 
     @operation
     def image_bytes(self, job: dict) -> Flow[list[bytes]]:
