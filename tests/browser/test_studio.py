@@ -238,9 +238,9 @@ def test_train_a_finetune_watch_it_then_generate_with_it(open_page, client, tmp_
     page.get_by_label("Training photos").set_input_files(photos)
     assert page.locator("#train-list img").count() == 3
     assert page.locator("#train-count").inner_text().startswith("3 photos")
-    page.get_by_label("Name").fill("browser squares")
+    page.get_by_label("Finetune name").fill("browser squares")
     assert page.get_by_label("Trigger word").input_value() == "TOK"
-    page.get_by_label("Mode").select_option("style")
+    page.get_by_label("Training mode").select_option("style")
     page.get_by_label("Iterations").fill("12")
     before = page.locator("#finetune-list li").count()
     page.get_by_role("button", name="Train", exact=True).click()
