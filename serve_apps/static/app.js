@@ -541,7 +541,7 @@ function renderFinetune(details) {
   item.replaceChildren(
     el("p", { className: "name" }, el("strong", { textContent: details.finetune_comment }),
       ` (${details.mode}, ${details.images} photo${details.images === 1 ? "" : "s"}, ${details.model})`),
-    status, progress, gallery, actions);
+    ...[status, progress, gallery, actions].filter(Boolean));
 }
 
 async function followFinetune(id) {

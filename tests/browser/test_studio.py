@@ -261,6 +261,7 @@ def test_train_a_finetune_watch_it_then_generate_with_it(open_page, client, tmp_
         arg=item.element_handle(),
         timeout=TIMEOUT_MS,
     )
+    assert "null" not in item.inner_text()
     details = client.get("/v1/finetune_details", params={"finetune_id": finetune_id}).json()
     assert details["status"] == "Ready" and details["images"] == 3 and details["iterations"] == 12, details
     page.screenshot(path=artifacts / "13-trained.png", full_page=True)
