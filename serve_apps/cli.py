@@ -1,4 +1,4 @@
-"""`flux-serve`: the server's commands (run, keys, plan, history, retention); `generate` and `telegram` are the
+"""`flux-serve`: the server's commands (run, keys, plan, history, retention); `generate`, `finetune` and `telegram` are the
 client's (flux_client) and are handed to `python -m flux_client` without importing it.
 
 Every heavy import (ray, torch, the builder, the database) is made inside the command that needs it, so
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 CLIENT_COMMANDS = {
     "generate": "generate images through the HTTP API and save them (same as `python -m flux_client generate`)",
     "telegram": "run the Telegram bot (configured by env; see README; needs flux-serve[bot])",
+    "finetune": "train, list, show and delete finetunes through the HTTP API (same as `python -m flux_client finetune`)",
 }
 DEV_KEY_FILE = Path(os.environ.get("FLUX_SERVE_KEY_FILE", Path.home() / ".config" / "flux-serve" / "api-key"))
 RAY_TOKEN_FILE = Path.home() / ".ray" / "auth_token"
