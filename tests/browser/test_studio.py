@@ -283,4 +283,9 @@ def test_train_a_finetune_watch_it_then_generate_with_it(open_page, client, tmp_
     assert job["status"] == "Ready", job
     assert finetune_id in [lora["id"] for lora in job["request"]["loras"]], job["request"]
     page.screenshot(path=artifacts / "14-generated-with-finetune.png", full_page=True)
+    page.set_viewport_size(PHONE)
+    page.get_by_label("Training photos").set_input_files(photos)
+    width = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+    assert width[0] <= width[1], f"scrollWidth {width[0]} > innerWidth {width[1]} at 390 px"
+    page.screenshot(path=artifacts / "15-train-phone.png", full_page=True)
     client.post("/v1/delete_finetune", json={"finetune_id": finetune_id})
