@@ -91,6 +91,10 @@ function describeModel() {
 async function loadLoras() {
   const loras = await api("/v1/loras");
   const box = $("loras");
+  // a reload (a finetune just Ready, a delete) keeps what is ticked and its scale
+  const kept = new Map([...box.querySelectorAll(".lora")]
+    .filter((row) => row.querySelector("input[type=checkbox]").checked)
+    .map((row) => [row.querySelector("input[type=checkbox]").value, row.querySelector(".scale").value]));
   box.querySelectorAll(".lora").forEach((row) => row.remove());
   $("loras-empty").hidden = loras.length > 0;
   for (const lora of loras) {
@@ -100,6 +104,10 @@ async function loadLoras() {
       el("input", { type: "checkbox", id, value: lora.id }),
       el("label", { htmlFor: id, textContent: `${lora.id} (${details.filter(Boolean).join("; ")})` }),
       el("input", { type: "number", min: "-2", max: "2", step: "0.05", value: "1", ariaLabel: `Scale of ${lora.id}`, className: "scale" })));
+    if (kept.has(lora.id)) {
+      $(id).checked = true;
+      $(id).parentElement.querySelector(".scale").value = kept.get(lora.id);
+    }
   }
 }
 

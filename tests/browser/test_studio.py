@@ -270,9 +270,9 @@ def test_train_a_finetune_watch_it_then_generate_with_it(open_page, client, tmp_
     page.screenshot(path=artifacts / "13-trained.png", full_page=True)
 
     item.get_by_role("button", name="Generate with it").click()
-    box = page.locator(f"#lora-{finetune_id}")
-    box.wait_for(timeout=TRAINING_TIMEOUT_MS)
-    page.wait_for_function("el => el.checked", arg=box.element_handle(), timeout=TRAINING_TIMEOUT_MS)
+    page.wait_for_function(
+        f"document.getElementById('lora-{finetune_id}')?.checked === true", timeout=TRAINING_TIMEOUT_MS
+    )
     assert "TOK" in page.get_by_label("Prompt").input_value()
     page.get_by_label("Steps").fill("2")
     page.locator("summary").click()
