@@ -243,14 +243,13 @@ def test_train_a_finetune_watch_it_then_generate_with_it(open_page, client, tmp_
     assert page.get_by_label("Trigger word").input_value() == "TOK"
     page.get_by_label("Training mode").select_option("style")
     page.get_by_label("Iterations").fill("12")
-    before = page.locator("#finetune-list li").count()
     page.get_by_role("button", name="Train", exact=True).click()
-    page.wait_for_function(
-        f"document.querySelectorAll('#finetune-list li').length > {before}", timeout=TRAINING_TIMEOUT_MS
-    )
-    item = page.locator("#finetune-list li").first
+    # the form empties once the finetune is accepted, ready for the next one; the list (which the key's
+    # first load may still be filling) then shows it by name
+    page.wait_for_function("document.querySelectorAll('#train-list img').length === 0", timeout=TRAINING_TIMEOUT_MS)
+    item = page.locator("#finetune-list li").filter(has_text="browser squares")
+    item.wait_for(timeout=TRAINING_TIMEOUT_MS)
     finetune_id = item.get_attribute("data-finetune-id")
-    assert page.locator("#train-list img").count() == 0  # the form is ready for the next one
     item.locator(".status").filter(has_text="Training").or_(item.locator(".status").filter(has_text="Ready")).wait_for(
         timeout=TRAINING_TIMEOUT_MS
     )
