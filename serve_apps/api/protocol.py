@@ -33,6 +33,7 @@ PROMPT_MAX_CHARS = 10_000
 MEGAPIXEL = 1024 * 1024
 REFERENCE_FIELDS = ("input_image", *(f"input_image_{n}" for n in range(2, 9)))  # BFL's names; FLUX.2 [pro] takes 8
 IMAGE_SOURCE = "base64 (bare or a data: URI), an http(s) URL, or an id from POST /v1/uploads"
+MAX_DEADLINE_S = 3600.0
 
 
 def side_from_aspect(aspect_ratio: str, area_px: int = MEGAPIXEL) -> tuple[int, int]:
@@ -58,6 +59,15 @@ def side_from_ratio(width_per_height: float, area_px: int) -> tuple[int, int]:
     while width * height > MAX_PIXELS:  # rounding up may cross the pixel limit: step the longer side down
         width, height = (width - SIDE_MULTIPLE_PX, height) if width >= height else (width, height - SIDE_MULTIPLE_PX)
     return width, height
+
+
+def check_deadline_s(deadline_s: float | None) -> float | None:
+    if deadline_s is not None and not 0 < deadline_s <= MAX_DEADLINE_S:
+        raise ValueError(
+            f"deadline_s {deadline_s:g} must be above 0 and at most {MAX_DEADLINE_S:g} (seconds from submit); "
+            "leave it out to wait as long as the job takes"
+        )
+    return deadline_s
 
 
 class LoraChoice(BaseModel):
@@ -110,6 +120,14 @@ class GenerateRequest(BaseModel):
     input_image_7: str | None = None
     input_image_8: str | None = None
     mask: str | None = Field(None, description="inpainting: white (or transparent) where input_image is repainted")
+    deadline_s: float | None = Field(
+        None, description="seconds from submit you would wait: refused at once (429) if the ETA is longer"
+    )
+
+    @field_validator("deadline_s")
+    @classmethod
+    def _deadline_in_range(cls, deadline_s: float | None) -> float | None:
+        return check_deadline_s(deadline_s)
 
     @field_validator("webhook_url", mode="after")
     @classmethod
@@ -196,6 +214,7 @@ class SubmitResponse(BaseModel):
     cost: float | None = Field(None, description="credits (1 = $0.01), estimated at submit from the GPU price table")
     input_mp: float | None = Field(None, description="megapixels of the input images, as the model sees them")
     output_mp: float | None = Field(None, description="megapixels of all output images")
+    eta_s: float | None = Field(None, description="seconds until Ready, estimated from the queue and measured speed")
 
 
 class ResultPayload(BaseModel):
@@ -230,6 +249,7 @@ class JobResponse(BaseModel):
     stage: str = Field(description="queued, encoding, denoising, done")
     progress: Progress | None = None
     queue_position: int | None = Field(None, description="jobs of this model ahead of this one, while queued")
+    eta_s: float | None = Field(None, description="seconds until Ready, estimated now, while Pending")
     seed: int | None = None
     images: list[str] = []
     timings_s: dict[str, float] = {}

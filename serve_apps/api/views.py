@@ -50,7 +50,11 @@ class JobViews:
         return record.base_url.rstrip("/") + self.signer.sign(f"/v1/references/{reference.name}")
 
     def job(
-        self, record: JobRecord, progress: LiveProgress | None = None, queue_position: int | None = None
+        self,
+        record: JobRecord,
+        progress: LiveProgress | None = None,
+        queue_position: int | None = None,
+        eta_s: float | None = None,
     ) -> JobResponse:
         """`progress` is the live channel's: transient, so a job may show none."""
         if isinstance(record, FinetuneRecord):
@@ -62,6 +66,7 @@ class JobViews:
             stage=record.stage.value,
             progress=Progress(step=progress.step, total=progress.of, eta_s=progress.eta_s) if progress else None,
             queue_position=queue_position,
+            eta_s=eta_s,
             seed=record.params.seed,
             images=self.image_urls(record),
             timings_s=record.timings_s,

@@ -114,6 +114,8 @@ class JobRecord(JobState):
     params: GenerationParams
     images: list[str] = []
     batch: dict[str, int | str] = {}
+    deadline_s: float | None = None  # seconds from created_at its caller would wait; still queued then, it is cancelled
+    submit_eta_s: float | None = None  # the ETA its submit answered
 
     def input_names(self) -> set[str]:
         params = self.params

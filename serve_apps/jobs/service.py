@@ -12,6 +12,7 @@ from serve_apps.api.protocol import GenerateRequest
 from serve_apps.api.views import JobViews
 from serve_apps.config import AppArgs
 from serve_apps.jobs.core import JobCore
+from serve_apps.jobs.estimates import EtaEstimator
 from serve_apps.jobs.finetune_records import FINETUNE, FinetuneRecord
 from serve_apps.jobs.finetunes import Finetunes
 from serve_apps.jobs.kinds.finetune import FinetuneKind
@@ -24,6 +25,7 @@ from serve_apps.jobs.usage import usage_summary
 from serve_apps.live import LiveChannel
 from serve_apps.store import JobsRepository
 from serve_apps.store.finetune_files import FinetuneFiles
+from serve_apps.store.job_stats import JobStats
 from serve_apps.store.storage import JobStore
 
 
@@ -53,7 +55,8 @@ class JobService:
             kinds.append(FinetuneKind(self.finetunes.files, launcher, self.finetunes.register, args.training.timeout_s))
         self.core = JobCore(jobs, store, kinds, args, views.webhook_payload, limiter, channel)
         self.replica_id = self.finetunes.replica_id = self.core.replica_id
-        self.submitter = JobSubmitter(jobs, defaults, args, limiter, adapters)
+        self.eta = EtaEstimator(JobStats(jobs.engine), args, self.core.signals.progress)
+        self.submitter = JobSubmitter(jobs, defaults, args, limiter, adapters, self.eta)
 
     # -- reads, off the event loop --------------------------------------------------------
 
@@ -135,6 +138,10 @@ class JobService:
 
     async def usage(self, key_id: str) -> dict:
         return usage_summary(await asyncio.to_thread(self.jobs.usage, key_id), self.args.pricing)
+
+    async def eta_s(self, record: JobRecord, progress: Progress | None) -> float | None:
+        """Seconds until the job is Ready, estimated now; None once it has ended."""
+        return await self.eta.of_job(record, progress)
 
     async def queue_position(self, record: JobRecord) -> int | None:
         if not record.is_waiting:

@@ -9,6 +9,7 @@ from deployments.contracts import AdapterRef, GenerationDefaults, GenerationPara
 from lora.registry import AdapterError, AdapterRegistry, add_trigger_words, trigger_warnings
 from serve_apps.api.protocol import GenerateRequest
 from serve_apps.config import AppArgs
+from serve_apps.jobs.estimates import EtaEstimator
 from serve_apps.jobs.records import JobRecord, JobStatus, Stage, Webhook
 from serve_apps.jobs.references import InputResolver, ResolvedInputs
 from serve_apps.security.moderation import PromptPolicy
@@ -34,13 +35,16 @@ class JobSubmitter:
         args: AppArgs,
         limiter=None,
         adapters: AdapterRegistry | None = None,
+        eta: EtaEstimator | None = None,
     ):
-        """`defaults` maps a model to its GenerationDefaults; `limiter` is the KeyLimiter handle (None: no limits)."""
+        """`defaults` maps a model to its GenerationDefaults; `limiter` is the KeyLimiter handle (None: no limits);
+        `eta` estimates each job's ETA and refuses one over its deadline_s (None: no ETA)."""
         self.jobs = jobs
         self.defaults = defaults
         self.args = args
         self.limiter = limiter
         self.adapters = adapters
+        self.eta = eta
         self.policy = PromptPolicy(args.moderation.blocked_patterns)
         self.inputs = InputResolver.from_args(args)
 
@@ -101,10 +105,13 @@ class JobSubmitter:
                 webhook=Webhook(url=request.webhook_url, secret=request.webhook_secret)
                 if request.webhook_url
                 else None,
+                deadline_s=request.deadline_s,
             )
             refusal = self.policy.refusal(params.prompt) or inputs.refusal
             if refusal is not None:
                 record.status, record.stage, record.error = JobStatus.REQUEST_MODERATED, Stage.DONE, refusal
+            elif self.eta is not None:  # DeadlineUnmet here: refused before any row or GPU work
+                record.submit_eta_s = await self.eta.at_submit(model, params, request.deadline_s)
             stored, claim = await asyncio.to_thread(self.jobs.create, record, idempotency_key, body_digest)
         except BaseException:
             self.release(key_id, job_id)

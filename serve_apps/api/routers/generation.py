@@ -33,4 +33,5 @@ def submit_response(request: Request, record) -> SubmitResponse:
         cost=services(request).service.quote(record),
         input_mp=input_mp,
         output_mp=output_mp,
+        eta_s=record.submit_eta_s,
     )

@@ -36,9 +36,9 @@ async def list_jobs(
 async def get_job(request: Request, job_id: str, key_id: str = Depends(require_key)) -> JobResponse:
     service = services(request).service
     record = await own_job(request, job_id, key_id)
-    return services(request).views.job(
-        record, await service.load_progress(record), await service.queue_position(record)
-    )
+    progress = await service.load_progress(record)
+    eta_s = await service.eta_s(record, progress)
+    return services(request).views.job(record, progress, await service.queue_position(record), eta_s)
 
 
 @router.post("/v1/jobs/{job_id}/cancel", response_model=JobResponse)

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from serve_apps.api.deadline_refusal import deadline_unmet
 from serve_apps.api.openai_protocol import (
     OpenAIEditRequest,
     OpenAIErrorResponse,
@@ -25,6 +26,7 @@ from serve_apps.api.openai_protocol import (
 from serve_apps.api.protocol import GenerateRequest, JobStatus
 from serve_apps.api.routers.deps import require_key, services, submit_job, unprocessable
 from serve_apps.api.routers.finetune import model_and_finetune
+from serve_apps.jobs.deadlines import DeadlineUnmet
 
 OPENAI_PATHS = ("/v1/images/generations", "/v1/images/edits")
 EDIT_FILES = ("image", "image[]", "mask")
@@ -55,7 +57,11 @@ async def validation_error(request: Request, error: RequestValidationError):
     return await request_validation_exception_handler(request, error)
 
 
-EXCEPTION_HANDLERS = {StarletteHTTPException: http_error, RequestValidationError: validation_error}
+EXCEPTION_HANDLERS = {
+    StarletteHTTPException: http_error,
+    RequestValidationError: validation_error,
+    DeadlineUnmet: deadline_unmet,  # a deadline_s the ETA is over: 429 with what would fit
+}
 OPENAI_ERRORS = {
     status.value: {"model": OpenAIErrorResponse, "description": status.phrase}
     for status in (

@@ -8,6 +8,7 @@ from deployments.contracts import DenoiseJob, DenoiseOutcome, InvalidRequestErro
 from serve_apps import metrics
 from serve_apps.config import PricingArgs
 from serve_apps.jobs.backpressure import when_room
+from serve_apps.jobs.deadlines import unless_queued_past_deadline
 from serve_apps.jobs.kind import JobCancelled, JobContext, JobEnds
 from serve_apps.jobs.records import GENERATE, JobRecord, JobStatus, Stage, Usage
 from serve_apps.store import Claim
@@ -74,5 +75,6 @@ class GenerateKind:
             await context.save(record)
             return await response
 
-        outcome = await when_room(handed_over)  # a full encoder or denoiser queue: the whole call again, later
+        # a full encoder or denoiser queue: the whole call again, later; still queued at its deadline: cancelled
+        outcome = await unless_queued_past_deadline(record, context, when_room(handed_over))
         return outcome, job.submitted_at

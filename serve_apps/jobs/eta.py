@@ -1,0 +1,184 @@
+"""The ETA arithmetic: when a job would be Ready, from the work queued ahead of it on its model and the model's
+running figures (serve_apps/jobs/pace.py); and, for a deadline it cannot meet, the largest request that would.
+
+A small simulation of how the denoiser replicas take work (serve_apps/workers.py, deployments/denoiser.py): waiting
+jobs leave in submit order, in calls of up to `requests_per_call` (batching.max_batch_size), each to the replica
+free first; a call that is not full first waits `batch_wait_s` for more; it runs its passes one after another
+(jobs sharing size, steps, guidance, adapters and references share a pass, up to the images and pixels a pass
+takes) and its jobs end together after its last pass has decoded. Jobs already denoising hold their replica for
+what their live progress says is left. Pure: no clock, no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+from deployments.contracts import MIN_SIDE_PX, GenerationParams
+from serve_apps.jobs.pace import MEGAPIXEL, REFERENCE_AREA_PX, Pace
+
+SQUARE_STEP_PX = 64  # a smaller size that fits is suggested as a square, its side a multiple of this
+
+
+@dataclass(frozen=True)
+class JobWork:
+    """What a job asks of a denoiser, as the estimate counts it. `shared`: what else jobs must share to run in
+    one pass (guidance, adapters, references, mask)."""
+
+    width: int
+    height: int
+    steps: int
+    images: int
+    reference_mp_each: float = 0.0
+    cfg_factor: int = 1
+    shared: tuple = ()
+
+    @property
+    def output_mp_each(self) -> float:
+        return self.width * self.height / MEGAPIXEL
+
+    @property
+    def latent_mp_each(self) -> float:
+        return (self.output_mp_each + self.reference_mp_each) * self.cfg_factor
+
+    @property
+    def group(self) -> tuple:
+        return self.width, self.height, self.steps, self.shared
+
+
+def job_work(params: GenerationParams) -> JobWork:
+    references_px = sum(min(REFERENCE_AREA_PX, ref.width * ref.height) for ref in params.references)
+    adapters = tuple(sorted((adapter.id, adapter.scale) for adapter in params.adapters))
+    shared = (params.guidance, adapters, tuple(ref.sha256 for ref in params.references), params.mask)
+    return JobWork(
+        params.width,
+        params.height,
+        params.steps,
+        params.num_images,
+        references_px / MEGAPIXEL,
+        2 if params.uses_cfg else 1,
+        shared,
+    )
+
+
+@dataclass(frozen=True)
+class Running:
+    """A job denoising now: seconds its pass has left (its live progress), and its pass (the jobs of one share it)."""
+
+    work: JobWork
+    left_s: float
+    pass_key: tuple
+
+
+@dataclass(frozen=True)
+class Serving:
+    """How a model's replicas take work (its deployment's settings). `replicas` 0: scaled to zero."""
+
+    replicas: int
+    requests_per_call: int
+    images_per_pass: int
+    pixels_per_pass: int
+    batch_wait_s: float
+
+    def images_in_pass(self, work: JobWork) -> int:
+        """As deployments/denoiser.py packs them: the image cap, lowered until their pixels fit; at least one."""
+        return max(1, min(self.images_per_pass, self.pixels_per_pass // (work.width * work.height)))
+
+
+@dataclass(frozen=True)
+class Queue:
+    """A model's unfinished jobs ahead of one: those denoising, those waiting (oldest first), and how many more
+    wait past those read (counted at the mean of those read)."""
+
+    running: list[Running] = field(default_factory=list)
+    waiting: list[JobWork] = field(default_factory=list)
+    unread: int = 0
+
+
+def busy_until(running: list[Running], pace: Pace, replicas: int) -> list[float]:
+    """When each replica is free of the passes running now: a pass ends when its slowest job's steps are done and
+    its images decoded. Never more busy replicas than there are."""
+    passes: dict[tuple, list[Running]] = {}
+    for job in running:
+        passes.setdefault(job.pass_key, []).append(job)
+    ends = sorted(
+        (
+            max(job.left_s for job in jobs) + pace.decode.at(sum(j.work.images * j.work.output_mp_each for j in jobs))
+            for jobs in passes.values()
+        ),
+        reverse=True,
+    )[:replicas]
+    return ends + [0.0] * (replicas - len(ends))
+
+
+def call_s(call: list[JobWork], pace: Pace, serving: Serving) -> float:
+    """Seconds one call of these jobs takes: its passes, grouped and packed as the denoiser plans them."""
+    groups: dict[tuple, list[JobWork]] = {}
+    for work in call:
+        groups.setdefault(work.group, []).append(work)
+    total_s = 0.0
+    for works in groups.values():
+        first = works[0]
+        capacity = serving.images_in_pass(first)
+        passes, current = [], 0
+        for work in works:
+            if current and current + work.images > capacity:
+                passes.append(current)
+                current = 0
+            for _ in range(work.images):
+                current += 1
+                if current == capacity:
+                    passes.append(current)
+                    current = 0
+        if current:
+            passes.append(current)
+        total_s += sum(pace.pass_s(n, first.latent_mp_each, first.output_mp_each, first.steps) for n in passes)
+    return total_s
+
+
+def ready_in_s(queue: Queue, own: JobWork, pace: Pace, serving: Serving) -> float:
+    """Seconds from now until a job of `own` work, behind `queue`, would be Ready. It is in the last call, which
+    cannot start before its prompt is encoded."""
+    replicas = max(1, serving.replicas)
+    free = busy_until(queue.running, pace, replicas)
+    if serving.replicas == 0:
+        free = [max(at, pace.cold_start_s) for at in free]
+    if queue.unread:
+        per_job_s = sum(call_s([work], pace, serving) for work in queue.waiting) / max(1, len(queue.waiting))
+        free = [at + queue.unread * per_job_s / replicas for at in free]
+    size = serving.requests_per_call
+    jobs = [*queue.waiting, own]
+    calls = [jobs[start : start + size] for start in range(0, len(jobs), size)]
+    for call in calls:
+        replica = min(range(replicas), key=free.__getitem__)
+        start = free[replica] if call is not calls[-1] else max(free[replica], pace.encode_s)
+        if len(call) < size:
+            start += serving.batch_wait_s
+        free[replica] = start + call_s(call, pace, serving)
+    return free[replica] + pace.overhead_s
+
+
+@dataclass(frozen=True)
+class Fits:
+    """For a deadline a job cannot meet: the largest steps, image count and square side (each changed alone) that
+    would meet it (None: none would), and the ETA of the smallest job, which is what the queue alone costs."""
+
+    steps: int | None
+    num_images: int | None
+    side_px: int | None
+    smallest_eta_s: float
+
+
+def what_fits(queue: Queue, own: JobWork, pace: Pace, serving: Serving, deadline_s: float) -> Fits:
+    def meets(work: JobWork) -> bool:
+        return ready_in_s(queue, work, pace, serving) <= deadline_s
+
+    steps = next((s for s in range(own.steps - 1, 0, -1) if meets(replace(own, steps=s))), None)
+    images = next((n for n in range(own.images - 1, 0, -1) if meets(replace(own, images=n))), None)
+    largest = math.isqrt(own.width * own.height) // SQUARE_STEP_PX * SQUARE_STEP_PX
+    if largest * largest >= own.width * own.height:
+        largest -= SQUARE_STEP_PX
+    sides = range(largest, MIN_SIDE_PX - 1, -SQUARE_STEP_PX)
+    side = next((s for s in sides if meets(replace(own, width=s, height=s))), None)
+    smallest = replace(own, steps=1, images=1, width=MIN_SIDE_PX, height=MIN_SIDE_PX)
+    return Fits(steps, images, side, ready_in_s(queue, smallest, pace, serving))
