@@ -68,6 +68,9 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="ID[:STRENGTH]",
         help="one of your finetunes (POST /v1/{model}-finetuned); STRENGTH 0..2, default: its measured best",
     )
+    parser.add_argument(
+        "--deadline", type=float, metavar="SECONDS", help="refused at once, saying what would fit, if the ETA is longer"
+    )
     add_connection_arguments(parser)
 
 
@@ -125,7 +128,7 @@ def run_generate(options: argparse.Namespace) -> int:
     job_id = None
     try:
         with FluxClient(config.api_url(options.url), config.api_key(options.key)) as flux:
-            job_id = flux.submit(
+            submitted = flux.submit_job(
                 options.prompt,
                 options.model,
                 num_images=options.num_images,
@@ -136,7 +139,11 @@ def run_generate(options: argparse.Namespace) -> int:
                 images=uploaded(flux, options.image) or None,
                 finetune=options.finetune[0] if options.finetune else None,
                 finetune_strength=options.finetune[1] if options.finetune else None,
+                deadline_s=options.deadline,
             )
+            job_id = submitted["id"]
+            if submitted.get("eta_s") is not None:
+                print(f"job {job_id[:8]}: about {submitted['eta_s']:.0f} s", file=sys.stderr)
             bar = ProgressBar(job_id)
             try:
                 job = flux.wait(job_id, on_progress=bar)

@@ -211,25 +211,34 @@ class Operations:
         return (yield Request(method, path, options)).json()
 
     @operation
-    def submit(
+    def submit(self, prompt: str, model: str = DEFAULT_MODEL, **options) -> Flow[str]:
+        """Start a job; returns its id. Options as submit_job's."""
+        return (yield from self._submitted(prompt, model, **options))["id"]
+
+    @operation
+    def submit_job(self, prompt: str, model: str = DEFAULT_MODEL, **options) -> Flow[dict]:
+        """Start a job; returns the submit's answer: id, polling_url, eta_s (seconds until Ready, estimated), cost.
+        Options: num_images, aspect_ratio, width, height, steps, seed, loras [(id, scale)], output_format,
+        deadline_s (a job whose ETA is longer is refused at once: FluxAPIError 429 saying what would fit);
+        images: input images (paths, bytes or URLs) for edits; finetune: a finetune id of this key
+        (POST /v1/{model}-finetuned), at finetune_strength (None: its measured default)."""
+        return (yield from self._submitted(prompt, model, **options))
+
+    def _submitted(
         self,
         prompt: str,
-        model: str = DEFAULT_MODEL,
+        model: str,
         *,
         images: list[ImageInput] | None = None,
         finetune: str | None = None,
         finetune_strength: float | None = None,
         **fields,
-    ) -> Flow[str]:
-        """Start a job; returns its id. fields: num_images, aspect_ratio, width, height, steps, seed,
-        loras [(id, scale)], output_format. images: input images (paths, bytes or URLs) for edits.
-        finetune: a finetune id of this key (POST /v1/{model}-finetuned), at finetune_strength (None: its
-        measured default)."""
+    ) -> Flow[dict]:
         body = submit_body(prompt, images=images, **fields)
         if finetune is None:
-            return (yield from self._call("POST", f"/v1/{model}", json=body))["id"]
+            return (yield from self._call("POST", f"/v1/{model}", json=body))
         body = finetuned_body(body, finetune, finetune_strength)
-        return (yield from self._call("POST", f"/v1/{model}-finetuned", json=body))["id"]
+        return (yield from self._call("POST", f"/v1/{model}-finetuned", json=body))
 
     @operation
     def upload(self, image: str | Path | bytes) -> Flow[str]:

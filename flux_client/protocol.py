@@ -66,8 +66,10 @@ def submit_body(
     loras: list[tuple[str, float]] | None = None,
     output_format: str | None = None,
     images: list[ImageInput] | None = None,
+    deadline_s: float | None = None,
 ) -> dict:
-    """The JSON of POST /v1/{model}; fields left None are left to the server's defaults."""
+    """The JSON of POST /v1/{model}; fields left None are left to the server's defaults. deadline_s: refused at
+    once (429, saying what would fit) when the server's ETA is longer."""
     if images and len(images) > MAX_INPUT_IMAGES:
         raise ValueError(f"at most {MAX_INPUT_IMAGES} input images per request; got {len(images)}.")
     optional = {
@@ -77,6 +79,7 @@ def submit_body(
         "steps": steps,
         "seed": seed,
         "output_format": output_format,
+        "deadline_s": deadline_s,
     }
     body = {"prompt": prompt, "num_images": num_images, **{k: v for k, v in optional.items() if v is not None}}
     if loras:

@@ -275,6 +275,7 @@ async function generate(event) {
       state.jobReferences.set(submitted.id, references.map(({ name, src, id }) => ({ name, src, id })));
     }
     follow(submitted.id, pressed);
+    showEta(submitted.id, submitted.eta_s);
   });
 }
 
@@ -316,6 +317,25 @@ function showProgress(card, step, total) {
   bar.value = step;
   card.querySelector(".status").textContent = `Step ${step} of ${total}`;
   card.dataset.progressSeen ||= String(performance.now());
+}
+
+// "about N s" under a queued job's status, from its submit's eta_s, counting down until its steps show.
+function showEta(jobId, etaS) {
+  const card = $(`job-${jobId}`);
+  if (!card || etaS === null || etaS === undefined) return;
+  const line = el("p", { className: "status eta" });
+  card.querySelector(".status").after(line);
+  const readyAt = performance.now() + etaS * 1000;
+  const tick = () => {
+    if (card.dataset.progressSeen || card.dataset.finishedAt) {
+      clearInterval(timer);
+      line.remove();
+      return;
+    }
+    line.textContent = `about ${Math.max(1, Math.round((readyAt - performance.now()) / 1000))} s`;
+  };
+  const timer = setInterval(tick, 1000);
+  tick();
 }
 
 function follow(jobId, pressedAt) {
