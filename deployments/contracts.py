@@ -10,7 +10,10 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
+
+if TYPE_CHECKING:
+    from deployments.manifest import Manifest  # which imports this module
 
 MIN_SIDE_PX = 64
 MAX_PIXELS = 2048 * 2048  # BFL's limit: 4 megapixels in all, in any shape
@@ -256,3 +259,4 @@ class DenoiseOutcome:
     replica_ready_at: float = 0.0
     cancelled: bool = False
     moderated: str | None = None  # why the safety checker withheld the images (Content Moderated)
+    manifest: Manifest | None = None  # what made the images (deployments/manifest.py), recorded with the job

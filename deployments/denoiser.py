@@ -25,8 +25,10 @@ from cachetools import LRUCache
 from deployments.acceleration import Acceleration, accelerate_denoiser, applying, start_with_fallback
 from deployments.conditioning import Conditioning, ReferenceLoader, group_key, no_references
 from deployments.contracts import AdapterRef, DenoiseJob, GenerationParams, InvalidRequestError
+from deployments.digests import file_sha256
 from deployments.images import ImageEncoder, to_uint8
 from deployments.loading import load_pipeline, pick_device, pick_dtype, resolve_weights
+from deployments.manifest import Manifest, Provenance
 from deployments.progress import Cancelled, StepClock, StepHook, StepObserver
 from deployments.registry import VariantSpec, spec_of
 
@@ -55,6 +57,7 @@ class GenerationResult:
     batch_images: int = 0
     batch_requests: int = 0
     cancelled: bool = False
+    manifest: Manifest | None = None  # what made its images (deployments/manifest.py)
 
 
 class AdapterCache:
@@ -68,6 +71,7 @@ class AdapterCache:
         self.pipeline = pipeline
         self.adapter_files = adapter_files
         self.loaded: LRUCache = LRUCache(maxsize=capacity)
+        self.sha256: dict[str, str] = {}  # each loaded file's digest, by its source, for the manifests
         self.loads = 0
 
     @staticmethod
@@ -90,7 +94,9 @@ class AdapterCache:
             while len(self.loaded) >= self.loaded.maxsize:
                 evicted, _ = self.loaded.popitem()
                 self.pipeline.delete_adapters(self.peft_name(evicted))
-            self.pipeline.load_lora_weights(str(self.adapter_files(adapter)), adapter_name=self.peft_name(key))
+            path = self.adapter_files(adapter)
+            self.sha256[adapter.source] = file_sha256(path)
+            self.pipeline.load_lora_weights(str(path), adapter_name=self.peft_name(key))
             self.loaded[key] = adapter.id
             self.loads += 1
         self.pipeline.enable_lora()
@@ -164,6 +170,8 @@ class Denoiser:
         self.weights = resolve_weights(self.variant, weights)
         self.device = pick_device(device)
         self.dtype = pick_dtype(self.device, dtype)
+        names = (self.variant.name, self.variant.base_name, weights)
+        self.provenance = Provenance(*names, self.weights, self.device.type, str(self.dtype).removeprefix("torch."))
         self.pipeline = load_pipeline(self.weights, self.device, self.dtype, text_encoder=None, tokenizer=None)
         self.max_images_per_forward = max_images_per_forward
         self.max_pixels_per_forward = max_pixels_per_forward
@@ -190,6 +198,7 @@ class Denoiser:
 
     def apply_acceleration(self, acceleration: Acceleration) -> None:
         """The image encoder and the speed-ups on the loaded pipeline; SpeedupFailed names one that raised."""
+        self.acceleration = acceleration  # what the manifests name, warm-up's included
         with applying("gpu_jpeg"):
             self.image_encoder = ImageEncoder(
                 acceleration.encode_threads, acceleration.png_compress_level, acceleration.gpu_jpeg
@@ -285,6 +294,8 @@ class Denoiser:
         for result in results:
             if result.cancelled:
                 result.images = []
+            else:
+                result.manifest = self.manifest(result.params)
         return results, encoding
 
     def _plan_forward_passes(self, params: list[GenerationParams]) -> list[list[_Slot]]:
@@ -365,10 +376,16 @@ class Denoiser:
         denoised = time.perf_counter()
         images = self.conditioning.keep_unmasked(first, self.decode(latents))
         encoded = [
-            self.image_encoder.submit(pixels, jobs[slot.request_index].params.output_format)
+            self.image_encoder.submit(pixels, params.output_format, self.manifest(params, slot.image_index).to_json())
             for slot, pixels in zip(slots, images)
+            for params in [jobs[slot.request_index].params]
         ]
         return PassOutput(started, denoised, encoded)
+
+    def manifest(self, params: GenerationParams, image: int | None = None) -> Manifest:
+        """What makes this request's images (one image's, given its index): in each file and in the job record."""
+        job = self.provenance.manifest(params, self.adapters.sha256, self.active_speedups)
+        return job if image is None else job.for_image(image)
 
     def decode(self, latents: torch.Tensor) -> list[torch.Tensor]:
         """VAE decode of unpatchified latents (what the pipeline returns for output_type='latent') into uint8

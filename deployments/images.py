@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from deployments.contracts import OUTPUT_FORMATS
+from deployments.image_manifest import save_options, with_jpeg_comment
 
 PIL_FORMATS = {name: name.upper() for name in OUTPUT_FORMATS}
 JPEG_QUALITY = 95
@@ -24,12 +25,24 @@ FAST_PNG_LEVEL = 1  # about 3-5x faster than 6 on photos, files ~10-30 % larger
 
 
 def encode_image(
-    image: Image.Image, output_format: str, quality: int = JPEG_QUALITY, png_compress_level: int = FAST_PNG_LEVEL
+    image: Image.Image,
+    output_format: str,
+    quality: int = JPEG_QUALITY,
+    png_compress_level: int = FAST_PNG_LEVEL,
+    manifest: str | None = None,
 ) -> bytes:
+    """The file's bytes; `manifest` (JSON) is carried in it beside the pixels (deployments/image_manifest.py)."""
     buffer = io.BytesIO()
     options = {"compress_level": png_compress_level} if output_format == "png" else {"quality": quality}
+    if manifest:
+        options.update(save_options(output_format, manifest))
     image.save(buffer, format=PIL_FORMATS[output_format], **options)
-    return buffer.getvalue()
+    return with_manifest(buffer.getvalue(), output_format, manifest)
+
+
+def with_manifest(data: bytes, output_format: str, manifest: str | None) -> bytes:
+    """JPEG's manifest goes into the encoded bytes (PNG's and WebP's were written by PIL)."""
+    return with_jpeg_comment(data, manifest) if manifest and output_format == "jpeg" else data
 
 
 def to_uint8(pixels: torch.Tensor, denormalize: bool = True) -> torch.Tensor:
@@ -81,16 +94,17 @@ class ImageEncoder:
         self.gpu_jpeg = gpu_jpeg
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="image-encode") if threads else None
 
-    def submit(self, pixels_hwc: torch.Tensor, output_format: str) -> Future:
+    def submit(self, pixels_hwc: torch.Tensor, output_format: str, manifest: str | None = None) -> Future:
         if self.gpu_jpeg and output_format == "jpeg" and pixels_hwc.is_cuda:
-            return _done((encode_jpeg_on_device(pixels_hwc), time.perf_counter()))
+            return _done((with_manifest(encode_jpeg_on_device(pixels_hwc), "jpeg", manifest), time.perf_counter()))
         array = pixels_hwc.cpu().numpy()
         if self._pool is None:
-            return _done(self._encode(array, output_format))
-        return self._pool.submit(self._encode, array, output_format)
+            return _done(self._encode(array, output_format, manifest))
+        return self._pool.submit(self._encode, array, output_format, manifest)
 
-    def _encode(self, array: np.ndarray, output_format: str) -> tuple[bytes, float]:
-        data = encode_image(Image.fromarray(array), output_format, png_compress_level=self.png_compress_level)
+    def _encode(self, array: np.ndarray, output_format: str, manifest: str | None) -> tuple[bytes, float]:
+        image = Image.fromarray(array)
+        data = encode_image(image, output_format, png_compress_level=self.png_compress_level, manifest=manifest)
         return data, time.perf_counter()
 
     def close(self) -> None:

@@ -194,6 +194,7 @@ class DenoiserServer:
             replica_ready_at=self.ready_at,
             cancelled=result.cancelled,
             moderated=moderated,
+            manifest=result.manifest,
         )
 
     def output_refusal(self, job: DenoiseJob, images: list[bytes]) -> str | None:

@@ -266,6 +266,11 @@ class JobResponse(BaseModel):
     )
     references: list[str] = Field([], description="signed URLs of the input images, as stored")
     mask: str | None = Field(None, description="signed URL of the mask, as stored")
+    manifest: dict | None = Field(None, description="what made the images, as each file carries it: docs/manifest.md")
+    rerun_of: str | None = Field(None, description="a rerun's: the job it made again (POST /v1/jobs/{id}/rerun)")
+    rerun: dict | None = Field(
+        None, description="a rerun's verdict once Ready: identical (byte for byte), max_pixel_difference (0..255)"
+    )
 
 
 class LoraRegistration(BaseModel):

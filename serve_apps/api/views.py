@@ -4,6 +4,8 @@ Also how a LoRA registration and a model are shown: where their files are kept, 
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from deployments.contracts import ReferenceImage
 from deployments.progress import Progress as LiveProgress
 from serve_apps.api.finetune_views import FinetuneViews
@@ -83,6 +85,9 @@ class JobViews:
             usage=record.usage.model_dump() if record.usage else None,
             references=[self.reference_url(record, reference) for reference in record.params.references],
             mask=self.reference_url(record, record.params.mask) if record.params.mask else None,
+            manifest=asdict(record.manifest) if record.manifest else None,
+            rerun_of=record.rerun.of if record.rerun else None,
+            rerun=record.rerun.model_dump(exclude={"of", "original_images"}) if record.rerun else None,
         )
 
     def webhook_payload(self, record: JobRecord) -> dict:

@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from deployments.contracts import GenerationParams
+from deployments.manifest import Manifest
 
 
 class JobStatus(str, Enum):
@@ -62,6 +63,16 @@ class Usage(BaseModel):
 
 
 GENERATE = "generate"
+
+
+class RerunCheck(BaseModel):
+    """A rerun's comparison with the job it reran, made once the rerun is Ready (serve_apps/jobs/reruns.py)."""
+
+    of: str
+    original_images: list[str]
+    identical: bool | None = None  # every file equal to the original's, byte for byte
+    max_pixel_difference: int | None = None  # the largest absolute difference of a channel value, 0..255
+    note: str | None = None  # why there is no verdict, or what differs besides pixels
 
 
 class JobState(BaseModel):
@@ -114,6 +125,8 @@ class JobRecord(JobState):
     params: GenerationParams
     images: list[str] = []
     batch: dict[str, int | str] = {}
+    manifest: Manifest | None = None  # what made its images, as the worker wrote it into each file
+    rerun: RerunCheck | None = None  # a rerun's: the job it reran and how its images compare
     deadline_s: float | None = None  # seconds from created_at its caller would wait; still queued then, it is cancelled
     submit_eta_s: float | None = None  # the ETA its submit answered
 

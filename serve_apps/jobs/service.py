@@ -48,7 +48,7 @@ class JobService:
         self.store = store
         self.denoisers = denoisers
         self.args = args
-        kinds = [GenerateKind(encoders, denoisers, args.pricing)]
+        kinds = [GenerateKind(encoders, denoisers, args.pricing, store)]
         self.finetunes = Finetunes(jobs, FinetuneFiles(store), args, "", adapters)
         if args.training.enabled and FINETUNE in jobs.record_types:
             launcher = TrainerLauncher(args.training.worker, args.training.num_gpus, args.training.num_cpus)
@@ -104,6 +104,12 @@ class JobService:
         record, claim = await self.submitter.submit(model, request, key_id, base_url, self.replica_id, idempotency_key)
         if claim is None:
             return record  # the first job of this Idempotency-Key
+        self.core.start(record, claim)
+        return record
+
+    async def rerun(self, original: JobRecord, base_url: str) -> JobRecord:
+        """The job again, as a new job of its key (RerunRefused: why it cannot be); compared once Ready."""
+        record, claim = await self.submitter.rerun(original, base_url, self.replica_id, self.store)
         self.core.start(record, claim)
         return record
 

@@ -12,10 +12,11 @@ from serve_apps.config import AppArgs
 from serve_apps.jobs.estimates import EtaEstimator
 from serve_apps.jobs.records import JobRecord, JobStatus, Stage, Webhook
 from serve_apps.jobs.references import InputResolver, ResolvedInputs
+from serve_apps.jobs.reruns import check_rerunnable, rerun_record
 from serve_apps.security.moderation import PromptPolicy
 from serve_apps.security.network import check_public_url_async
 from serve_apps.store import Claim, JobsRepository, request_digest
-from serve_apps.store.storage import new_job_id
+from serve_apps.store.storage import JobStore, new_job_id
 
 
 class LimitExceeded(Exception):
@@ -119,6 +120,24 @@ class JobSubmitter:
         if stored.id != job_id:
             self.release(key_id, job_id)  # a replay holds no slot of its own
         return stored, claim
+
+    async def rerun(
+        self, original: JobRecord, base_url: str, owner: str, store: JobStore
+    ) -> tuple[JobRecord, Claim | None]:
+        """A new job from `original`'s params, admitted like a submit (the prompt policy asked again: it may have
+        changed since). Raises RerunRefused for a job that cannot be rerun, LimitExceeded over a limit."""
+        await asyncio.to_thread(check_rerunnable, original, self.adapters, store)
+        job_id = new_job_id()
+        await self.admit(original.key_id, job_id)
+        try:
+            record = rerun_record(original, job_id, owner, base_url)
+            refusal = self.policy.refusal(record.params.prompt)
+            if refusal is not None:
+                record.status, record.stage, record.error = JobStatus.REQUEST_MODERATED, Stage.DONE, refusal
+            return await asyncio.to_thread(self.jobs.create, record)
+        except BaseException:
+            self.release(original.key_id, job_id)
+            raise
 
     async def admit(self, key_id: str, job_id: str) -> None:
         """Take a slot of the key's limits and the global cap for this job; LimitExceeded when there is none."""

@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Query, Request
+from http import HTTPStatus
 
-from serve_apps.api.protocol import GetResultResponse, JobListResponse, JobResponse, JobStatus
-from serve_apps.api.routers.deps import ERRORS, own_job, require_key, services
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+
+from serve_apps.api.protocol import (
+    ErrorResponse,
+    GetResultResponse,
+    JobListResponse,
+    JobResponse,
+    JobStatus,
+    SubmitResponse,
+)
+from serve_apps.api.routers.deps import ERRORS, over_limit, own_job, require_key, services
+from serve_apps.api.routers.generation import submit_response
+from serve_apps.jobs.reruns import RerunRefused
+from serve_apps.jobs.submission import LimitExceeded
+from serve_apps.security.limits import OverLimit
 
 router = APIRouter(tags=["jobs"], responses=ERRORS)
 
@@ -46,3 +59,24 @@ async def cancel_job(request: Request, job_id: str, key_id: str = Depends(requir
     service = services(request).service
     record = await service.cancel(await own_job(request, job_id, key_id))
     return services(request).views.job(record, await service.load_progress(record))
+
+
+RERUN_ERRORS = {
+    HTTPStatus.CONFLICT.value: {"model": ErrorResponse, "description": "the job is not Ready, or a LoRA changed file"},
+    HTTPStatus.GONE.value: {"model": ErrorResponse, "description": "a LoRA or an input image it used is gone"},
+    HTTPStatus.SERVICE_UNAVAILABLE.value: {"model": ErrorResponse, "description": "the service is at capacity"},
+}
+
+
+@router.post("/v1/jobs/{job_id}/rerun", response_model=SubmitResponse, responses=RERUN_ERRORS)
+async def rerun_job(request: Request, job_id: str, key_id: str = Depends(require_key)) -> SubmitResponse:
+    """The job made again from its recorded request, as a new job; once Ready, its `rerun` says whether its
+    images equal the original's byte for byte, else the largest pixel difference."""
+    record = await own_job(request, job_id, key_id)
+    try:
+        rerun = await services(request).service.rerun(record, str(request.base_url))
+    except RerunRefused as refused:
+        raise HTTPException(refused.status_code, refused.message) from None
+    except (LimitExceeded, OverLimit) as over:
+        raise over_limit(over) from None
+    return submit_response(request, rerun)

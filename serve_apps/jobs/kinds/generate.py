@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from deployments.contracts import DenoiseJob, DenoiseOutcome, InvalidRequestError
@@ -11,7 +12,9 @@ from serve_apps.jobs.backpressure import when_room
 from serve_apps.jobs.deadlines import unless_queued_past_deadline
 from serve_apps.jobs.kind import JobCancelled, JobContext, JobEnds
 from serve_apps.jobs.records import GENERATE, JobRecord, JobStatus, Stage, Usage
+from serve_apps.jobs.reruns import judge_rerun
 from serve_apps.store import Claim
+from serve_apps.store.storage import JobStore
 
 
 class ContentModerated(JobEnds):
@@ -25,11 +28,13 @@ class GenerateKind:
     name = GENERATE
     record_type = JobRecord
 
-    def __init__(self, encoders: dict, denoisers: dict, pricing: PricingArgs):
-        """`encoders`/`denoisers` map a model name to its deployment handle."""
+    def __init__(self, encoders: dict, denoisers: dict, pricing: PricingArgs, store: JobStore):
+        """`encoders`/`denoisers` map a model name to its deployment handle; `store` holds the images a rerun's
+        are compared with."""
         self.encoders = encoders
         self.denoisers = denoisers
         self.pricing = pricing
+        self.store = store
 
     async def run(self, record: JobRecord, claim: Claim, context: JobContext) -> None:
         try:
@@ -43,6 +48,7 @@ class GenerateKind:
             metrics.COST_USD.inc(cost_usd, tags={"model": record.model})
         record.images = outcome.images
         record.batch = outcome.batch
+        record.manifest = outcome.manifest
         record.timings_s = {
             **outcome.timings_s,
             "cold_start": max(0.0, outcome.replica_ready_at - submitted_at),
@@ -51,6 +57,8 @@ class GenerateKind:
         record.usage = Usage(gpu_seconds=outcome.gpu_seconds, cost_usd=cost_usd, gpu_type=self.pricing.gpu_type)
         if outcome.moderated:
             raise ContentModerated(outcome.moderated)
+        if record.rerun is not None:
+            record.rerun = await asyncio.to_thread(judge_rerun, self.store, record)
 
     async def encode_and_denoise(self, record: JobRecord, context: JobContext) -> tuple[DenoiseOutcome, float]:
         """The one place the encoder and the denoiser meet: the encoder's responses for the prompt (and the
