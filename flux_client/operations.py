@@ -350,6 +350,17 @@ class Operations:
         return (yield from self._call("POST", "/v1/finetune", json=body))["finetune_id"]
 
     @operation
+    def create_finetune_from_bytes(
+        self, files: dict[str, bytes], finetune_comment: str, mode: str = "style", **settings
+    ) -> Flow[str]:
+        """create_finetune for images held in memory (the bot's photos): {name: bytes}, a.txt beside a.jpg being
+        its caption, sent as a multipart form (no base64); settings as create_finetune's (None: the server's)."""
+        form = {"finetune_comment": finetune_comment, "mode": mode}
+        form |= {name: str(value) for name, value in settings.items() if value is not None}
+        uploads = [("files", (name, content)) for name, content in files.items()]
+        return (yield from self._call("POST", "/v1/finetune", data=form, files=uploads))["finetune_id"]
+
+    @operation
     def finetune_details(self, finetune_id: str) -> Flow[dict]:
         """Its settings, status, progress, sample URLs and default_strength."""
         return (yield from self._call("GET", "/v1/finetune_details", params={"finetune_id": finetune_id}))
