@@ -75,6 +75,10 @@ class BotConfig:
     poll_interval_s: float = 0.5
     job_timeout_s: float = 600.0
     album_wait_s: float = 1.0  # Telegram delivers an album's photos as separate messages: gather them this long
+    training_poll_interval_s: float = 2.0  # how often a followed training's details are read
+    training_status_interval_s: float = 5.0  # at most one edit of a training's status message this often
+    training_timeout_s: float = 6 * 3600.0  # a training followed longer than this is left to /finetunes
+    training_unreachable_s: float = 300.0  # the service out of reach this long: stop following (it trains on)
 
     def __post_init__(self) -> None:
         if not self.allowed_chats and not self.allow_anyone:

@@ -25,6 +25,11 @@ log = logging.getLogger(__name__)
 ALBUM_MAX_PHOTOS = 10  # Telegram's sendMediaGroup limit
 
 
+def message_of(error: FluxError) -> str:
+    """What the chat is told of a failure: the API's own words, or what kept the service out of reach."""
+    return error.message if isinstance(error, FluxAPIError) else str(error)
+
+
 def refusal_text(error: FluxAPIError) -> str:
     """The API's own words (for an edit, they name the input_image field at fault)."""
     return f"The service refused this request: {error.message}"
@@ -168,14 +173,18 @@ class JobRunner:
 class StatusMessage:
     """The one status message of a job: edited when its text changes, at most once per interval unless forced."""
 
-    def __init__(self, bot: Bot, chat_id: int, message_id: int, interval_s: float):
+    def __init__(self, bot: Bot, chat_id: int, message_id: int, interval_s: float, clock=time.monotonic):
         self.bot, self.chat_id, self.message_id, self.interval_s = bot, chat_id, message_id, interval_s
-        self.text, self.edited_at = "", 0.0
+        self.clock = clock
+        self.text, self.edited_at = "", None
 
     async def show(self, text: str, keyboard: InlineKeyboardMarkup | None = None, force: bool = False) -> None:
-        if text == self.text or (not force and time.monotonic() - self.edited_at < self.interval_s):
+        """Edit to `text`, unless it is the text shown or (not forced) the last edit is under interval_s old."""
+        now = self.clock()
+        recent = self.edited_at is not None and now - self.edited_at < self.interval_s
+        if text == self.text or (recent and not force):
             return
-        self.text, self.edited_at = text, time.monotonic()
+        self.text, self.edited_at = text, now
         try:
             await self.bot.edit_message_text(
                 text=text, chat_id=self.chat_id, message_id=self.message_id, reply_markup=keyboard

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from flux_client.finetune import parse_finetune
 from flux_client.options import parse_lora
 from flux_client.protocol import DEFAULT_MODEL
 
 MORE_IMAGES = 4  # "Same seed, 4 more"
 DASHES = ("\u2014", "\u2013")  # phones turn "--" into an em or en dash
-OPTIONS = ("--n", "--ar", "--model", "--seed", "--lora")
-EXAMPLES = {"--n": "4", "--ar": "16:9", "--model": "9b", "--seed": "7", "--lora": "mystyle:0.8"}
+OPTIONS = ("--n", "--ar", "--model", "--seed", "--lora", "--finetune")
+EXAMPLES = {"--n": "4", "--ar": "16:9", "--model": "9b", "--seed": "7", "--lora": "mystyle:0.8", "--finetune": "ID:1.2"}
 
 
 class OptionError(ValueError):
@@ -40,6 +41,8 @@ class Submission:
     seed: int | None = None
     loras: list[tuple[str, float]] = field(default_factory=list)
     images: list[bytes] = field(default_factory=list)  # photos to edit, sent as input_image .. input_image_4
+    finetune: str | None = None  # one of the key's finetunes: POST /v1/{model}-finetuned
+    finetune_strength: float | None = None  # None: the finetune's measured default
 
     def fields(self) -> dict:
         """Keyword arguments of AsyncFluxClient.submit besides prompt and model."""
@@ -53,6 +56,8 @@ class Submission:
             "loras": self.loras,
             "images": self.images or None,
             "output_format": "jpeg",  # Telegram photos
+            "finetune": self.finetune,
+            "finetune_strength": self.finetune_strength,
         }
 
 
@@ -63,10 +68,22 @@ def _whole_number(option: str, value: str) -> int:
         raise OptionError(f"{option} needs a whole number, e.g. {option} 4 (got {value!r}).") from None
 
 
-def parse_prompt(text: str, settings: ChatSettings) -> Submission:
-    """'a fox --n 4 --ar 16:9 --model 9b --seed 7 --lora mystyle:0.8' over the chat's settings.
+def _set_finetune(submission: Submission, value: str) -> None:
+    if submission.finetune is not None:
+        raise OptionError(
+            "Give --finetune once; to add another finetune, write it as --lora ID:SCALE (a finetune's id works there)."
+        )
+    try:
+        submission.finetune, submission.finetune_strength = parse_finetune(value)
+    except ValueError as error:
+        raise OptionError(str(error)) from None
 
-    Options may come anywhere; every other word is the prompt. --lora repeats.
+
+def parse_prompt(text: str, settings: ChatSettings) -> Submission:
+    """'a fox --n 4 --ar 16:9 --model 9b --seed 7 --lora mystyle:0.8 --finetune ID:1.2' over the chat's settings.
+
+    Options may come anywhere; every other word is the prompt. --lora repeats; --finetune comes once (its route
+    takes one finetune; more adapters go as --lora ID:SCALE, a finetune's id works there too).
     """
     submission = Submission(
         prompt="", model=settings.model, num_images=settings.num_images, aspect_ratio=settings.aspect_ratio
@@ -92,6 +109,8 @@ def parse_prompt(text: str, settings: ChatSettings) -> Submission:
             submission.model = value
         elif option == "--seed":
             submission.seed = _whole_number(option, value)
+        elif option == "--finetune":
+            _set_finetune(submission, value)
         else:
             try:
                 submission.loras.append(parse_lora(value))

@@ -1,5 +1,6 @@
 """The Telegram bot (aiogram 3): prompts, /gen with options, a settings menu, photo edits and album buttons,
-all through flux-serve's public HTTP API. Long polling by default; a webhook when TELEGRAM_WEBHOOK_URL is set.
+fine-tuning on a chat's photos (flux_client.bot_training_chat), all through flux-serve's public HTTP API.
+Long polling by default; a webhook when TELEGRAM_WEBHOOK_URL is set.
 
 Settings per chat live in memory: a restart forgets them (jobs themselves live in the service)."""
 
@@ -19,7 +20,7 @@ from aiogram.filters import Command, CommandObject, CommandStart
 from aiogram.types import CallbackQuery, ErrorEvent, Message
 
 from flux_client.bot_config import BotConfig, ConfigError
-from flux_client.bot_jobs import JobRunner
+from flux_client.bot_jobs import JobRunner, message_of
 from flux_client.bot_keyboards import (
     CANCEL,
     MORE,
@@ -31,8 +32,9 @@ from flux_client.bot_keyboards import (
 )
 from flux_client.bot_limits import ChatRateLimit, Verdict
 from flux_client.bot_options import ChatSettings, OptionError, parse_prompt, repeat_job, with_model
+from flux_client.bot_training_chat import TrainingChat
 from flux_client.client import AsyncFluxClient
-from flux_client.errors import FluxAPIError, FluxError
+from flux_client.errors import FluxError
 from flux_client.protocol import MAX_INPUT_IMAGES
 
 log = logging.getLogger(__name__)
@@ -42,14 +44,20 @@ a red circle on a blue background
 
 Options go after the prompt (or use /gen):
 /gen a fox --n 4 --ar 16:9 --model 9b --seed 7 --lora mystyle:0.8
-  --n images, --ar aspect ratio, --model 4b or 9b, --seed number, --lora ID[:SCALE] (repeatable)
+  --n images, --ar aspect ratio, --model 4b or 9b, --seed number, --lora ID[:SCALE] (repeatable),
+  --finetune ID[:STRENGTH] (one of your finetunes; strength 0..2, default its best)
 
 /settings: this chat's model, aspect ratio and number of images
 A photo with a caption: that photo edited as the caption says, e.g. make the background yellow --n 2
 (an album of up to 4 photos with one caption: all of them, e.g. the person sitting in the room)
-Under each album: Again (a new seed) and Same seed, 4 more (the next 4 seeds of its series)."""
+Under each album: Again (a new seed) and Same seed, 4 more (the next 4 seeds of its series).
 
-NOT_UNDERSTOOD = "I understand text prompts and photos with a caption; see /help."
+Teach it your own character, style or product:
+/train [name] [--mode general|character|style|product] [--trigger WORD] [--iterations N]
+  then send 1-50 photos (a caption becomes that photo's caption), then /done; /cancel stops collecting
+/finetunes: your finetunes and their ids; /forget ID: stop and delete one"""
+
+NOT_UNDERSTOOD = "I understand text prompts, photos with a caption and, after /train, photos to learn from; see /help."
 PHOTO_WITHOUT_CAPTION = (
     "Send the photo with a caption saying what to change, e.g. make the background yellow "
     "(options work there too: --n 2 --seed 7)."
@@ -60,10 +68,6 @@ def chat_id_of(event: Message | CallbackQuery) -> int:
     if isinstance(event, Message):
         return event.chat.id
     return event.message.chat.id if event.message else event.from_user.id
-
-
-def message_of(error: FluxError) -> str:
-    return error.message if isinstance(error, FluxAPIError) else str(error)
 
 
 class AllowList(BaseMiddleware):
@@ -90,13 +94,17 @@ class AllowList(BaseMiddleware):
 class FloodGate(BaseMiddleware):
     """At most config.updates_per_minute messages and button presses per chat: past that, one reply saying
     so, then the chat's updates are dropped quietly until the window lets it through again. It runs before
-    the allow-list, so a stranger's flood is not answered message by message either."""
+    the allow-list, so a stranger's flood is not answered message by message either. What `exempt` says yes to
+    passes uncounted: the photos of a training (50 may come in a minute) while its collection has room."""
 
-    def __init__(self, config: BotConfig, clock=time.monotonic):
+    def __init__(self, config: BotConfig, clock=time.monotonic, exempt=lambda event: False):
         self.config = config
         self.limit = ChatRateLimit(config.updates_per_minute, 60.0, clock=clock)
+        self.exempt = exempt
 
     async def __call__(self, handler, event, data):
+        if self.exempt(event):
+            return await handler(event, data)
         chat_id = chat_id_of(event)
         verdict = self.limit.check(chat_id)
         if verdict is Verdict.ALLOW:
@@ -123,6 +131,7 @@ class ChatBot:
         self.runner = JobRunner(bot, flux, config)
         self.albums: dict[str, list[Message]] = {}  # media_group_id -> its photo messages, while they arrive
         self.settings: defaultdict[int, ChatSettings] = defaultdict(ChatSettings)
+        self.training = TrainingChat(self.runner, self.settings)
         self.models: list[str] = []
 
     async def served_models(self) -> list[str]:
@@ -140,6 +149,12 @@ class ChatBot:
         router.message(Command("help"))(self.help)
         router.message(Command("settings"))(self.show_settings)
         router.message(Command("gen"))(self.gen)
+        router.message(Command("train"))(self.training.train)
+        router.message(Command("done"))(self.training.done)
+        router.message(Command("cancel"))(self.training.cancel)
+        router.message(Command("finetunes"))(self.training.list_finetunes)
+        router.message(Command("forget"))(self.training.forget)
+        router.message(F.photo | F.document, self.training.collecting)(self.training.add_photo)
         router.message(F.photo)(self.edit_photo)
         router.message(F.text.startswith("/"))(self.unknown_command)
         router.message(F.text)(self.prompt)
@@ -272,12 +287,13 @@ class BotApp:
         self.bot = Bot(config.token, session=AiohttpSession(api=api) if api else AiohttpSession())
         self.flux = AsyncFluxClient(config.flux_url, config.flux_key, poll_interval_s=config.poll_interval_s)
         self.dispatcher = Dispatcher()
-        flood_gate, allow_list = FloodGate(config), AllowList(config)
+        chat_bot = ChatBot(self.bot, self.flux, config)
+        flood_gate, allow_list = FloodGate(config, exempt=chat_bot.training.takes_photo), AllowList(config)
         for observer in (self.dispatcher.message, self.dispatcher.callback_query):
             observer.outer_middleware(flood_gate)  # first: a flood gets one answer, allowed chat or not
             observer.outer_middleware(allow_list)
         self.dispatcher.errors.register(on_error)
-        self.dispatcher.include_router(ChatBot(self.bot, self.flux, config).router())
+        self.dispatcher.include_router(chat_bot.router())
         self.dispatcher.shutdown.register(self.flux.aclose)
 
     async def poll(self, handle_signals: bool = True) -> None:
