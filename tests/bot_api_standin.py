@@ -1,6 +1,6 @@
 """A small Telegram Bot API stand-in on loopback: it feeds queued updates to getUpdates, answers what the bot
 calls (sendMessage, editMessageText, sendMediaGroup, sendPhoto, answerCallbackQuery, getFile, file downloads)
-and records every call, with uploaded files as bytes."""
+and records every call, with uploaded files as bytes. Photos, documents and stickers can be sent to the bot."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from tests.conftest import free_port
 
 JSON_FIELDS = ("reply_markup", "media", "allowed_updates")
 NUMBER_FIELDS = ("chat_id", "message_id", "offset", "timeout", "limit")
+ATTACH = "attach://"
 MAX_LONG_POLL_S = 1.0  # answer getUpdates within a second, so the bot stops quickly
 BOT_USER = {"id": 1, "is_bot": True, "first_name": "Flux", "username": "flux_test_bot"}
 
@@ -23,7 +24,8 @@ BOT_USER = {"id": 1, "is_bot": True, "first_name": "Flux", "username": "flux_tes
 @dataclass
 class Call:
     method: str
-    params: dict  # text fields decoded (JSON fields parsed, ids as int); uploaded files as bytes
+    params: dict  # text fields decoded (JSON fields parsed, ids as int); uploaded files as bytes, also where a
+    # field names one ('photo': 'attach://x' -> the bytes of part x)
 
 
 def user(chat_id: int) -> dict:
@@ -103,6 +105,22 @@ class BotApiStandIn:
         self._push(message=self.message(chat_id, **content))
         return sizes[-1]["file_id"]
 
+    def push_document(
+        self, chat_id: int, data: bytes, file_name: str, mime_type: str, *, file_size: int | None = None
+    ) -> str:
+        """A file sent as a document; file_size: what Telegram claims (default len(data)). Returns its file id."""
+        file_id = f"doc{next(self.ids)}"
+        self.files[file_id] = data
+        document = {
+            "file_id": file_id,
+            "file_unique_id": file_id,
+            "file_name": file_name,
+            "mime_type": mime_type,
+            "file_size": len(data) if file_size is None else file_size,
+        }
+        self._push(message=self.message(chat_id, document=document))
+        return file_id
+
     def push_sticker(self, chat_id: int) -> None:
         sticker = {
             "file_id": "s1",
@@ -161,6 +179,9 @@ class BotApiStandIn:
                 params[name] = int(value)
             else:
                 params[name] = value
+        for name, value in list(params.items()):  # aiogram sends a photo as 'attach://<part>' and the part
+            if isinstance(value, str) and value.startswith(ATTACH) and value.removeprefix(ATTACH) in params:
+                params[name] = params[value.removeprefix(ATTACH)]
         return params
 
     async def _file(self, request: web.Request) -> web.Response:
