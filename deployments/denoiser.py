@@ -30,6 +30,7 @@ from deployments.images import ImageEncoder, to_uint8
 from deployments.loading import load_pipeline, pick_device, pick_dtype, resolve_weights
 from deployments.manifest import Manifest, Provenance
 from deployments.progress import Cancelled, StepClock, StepHook, StepObserver
+from deployments.reference_cache import REFERENCE_CACHE_BYTES, Preparation, PreparedReferences, note_preparation
 from deployments.registry import VariantSpec, spec_of
 
 AdapterFiles = Callable[[AdapterRef], Path]
@@ -58,6 +59,7 @@ class GenerationResult:
     batch_requests: int = 0
     cancelled: bool = False
     manifest: Manifest | None = None  # what made its images (deployments/manifest.py)
+    reference_cache: str | None = None  # "hit": its references came prepared (deployments/reference_cache.py)
 
 
 class AdapterCache:
@@ -142,6 +144,7 @@ class PassOutput:
     started_at: float
     denoised_at: float
     encoded: list
+    references: Preparation | None = None
 
 
 class Denoiser:
@@ -163,6 +166,7 @@ class Denoiser:
         adapter_files: AdapterFiles = lambda adapter: Path(adapter.source),
         reference_images: ReferenceLoader = no_references,
         acceleration: Acceleration | None = None,
+        reference_cache_bytes: int = REFERENCE_CACHE_BYTES,
     ):
         if max_images_per_forward < 1:
             raise ValueError(f"max_images_per_forward must be at least 1, got {max_images_per_forward}.")
@@ -179,7 +183,8 @@ class Denoiser:
         # 1.0 turns CFG off in a pipeline that takes guidance; one that takes none is given none
         self.no_guidance = 1.0 if self.variant.capabilities.guidance else None
         self.adapters = AdapterCache(self.pipeline, max_loaded_adapters, adapter_files)
-        self.conditioning = Conditioning(self.pipeline, reference_images)
+        prepared = PreparedReferences(self.variant.name, reference_cache_bytes)
+        self.conditioning = Conditioning(self.pipeline, reference_images, prepared)
         self._pipeline_lock = threading.Lock()
         self.image_encoder: ImageEncoder | None = None
         requested = (acceleration or Acceleration()).resolve(self.device)
@@ -211,14 +216,15 @@ class Denoiser:
         if self.image_encoder is not None:
             self.image_encoder.close()
         max_adapters, adapter_files = self.adapters.loaded.maxsize, self.adapters.adapter_files
-        reference_images = self.conditioning.load
+        reference_images, prepared = self.conditioning.load, self.conditioning.prepared
+        prepared.tensors.clear()  # made by the pipeline let go
         self.pipeline = self.adapters = self.conditioning = None
         gc.collect()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
         self.pipeline = load_pipeline(self.weights, self.device, self.dtype, text_encoder=None, tokenizer=None)
         self.adapters = AdapterCache(self.pipeline, max_adapters, adapter_files)
-        self.conditioning = Conditioning(self.pipeline, reference_images)
+        self.conditioning = Conditioning(self.pipeline, reference_images, prepared)
 
     # -- validation -------------------------------------------------------------------
 
@@ -287,6 +293,7 @@ class Denoiser:
                     result.cancelled = True
                     continue
                 result.timings_s["denoise"] += ran.denoised_at - ran.started_at
+                note_preparation(result, ran.references)
                 result.batch_images = max(result.batch_images, len(live))
                 result.batch_requests = max(result.batch_requests, len(forward.requests))
             if ran is not None:
@@ -380,7 +387,7 @@ class Denoiser:
             for slot, pixels in zip(slots, images)
             for params in [jobs[slot.request_index].params]
         ]
-        return PassOutput(started, denoised, encoded)
+        return PassOutput(started, denoised, encoded, self.conditioning.preparation())
 
     def manifest(self, params: GenerationParams, image: int | None = None) -> Manifest:
         """What makes this request's images (one image's, given its index): in each file and in the job record."""

@@ -1,4 +1,4 @@
-"""`python -m flux_client generate|finetune|telegram`: the client side of the service, over its public HTTP API.
+"""`python -m flux_client generate|finetune|telegram|rerun`: the client side of the service, over its public HTTP API.
 
 `flux-serve generate` and `flux-serve telegram` hand over to this command (exec, without importing it).
 """
@@ -17,6 +17,7 @@ from flux_client.finetune import parse_finetune
 from flux_client.options import parse_lora
 from flux_client.progress import JobUpdate
 from flux_client.protocol import DEFAULT_MODEL, MAX_INPUT_IMAGES, is_url
+from flux_client.rerun_command import add_rerun_arguments, run_rerun
 
 if TYPE_CHECKING:  # httpx and tqdm are imported by the command that uses them: --help answers at once
     from flux_client.client import FluxClient
@@ -276,6 +277,10 @@ def main(argv: list[str] | None = None) -> int:
     add_generate_arguments(commands.add_parser("generate", help="generate images and save them"))
     add_finetune_arguments(commands.add_parser("finetune", help="train, list, show and delete finetunes"))
     add_telegram_arguments(commands.add_parser("telegram", help="run the Telegram bot"))
+    rerun = commands.add_parser("rerun", help="make a Ready job again; say whether its images are identical")
+    add_rerun_arguments(rerun, add_connection_arguments)
     options = parser.parse_args(argv)
+    if options.command == "rerun":
+        return run_rerun(options, ProgressBar)
     run = {"generate": run_generate, "finetune": run_finetune, "telegram": run_telegram}[options.command]
     return run(options)

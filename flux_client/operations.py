@@ -252,6 +252,12 @@ class Operations:
         return (yield from self._call("GET", f"/v1/jobs/{job_id}"))
 
     @operation
+    def rerun(self, job_id: str) -> Flow[dict]:
+        """Make a Ready job again from its recorded request (POST /v1/jobs/{id}/rerun): the submit's answer of the
+        new job. Once it is Ready, job(new)["rerun"] says whether its images equal the original's byte for byte."""
+        return (yield from self._call("POST", f"/v1/jobs/{job_id}/rerun"))
+
+    @operation
     def cancel(self, job_id: str) -> Flow[dict]:
         return (yield from self._call("POST", f"/v1/jobs/{job_id}/cancel"))
 

@@ -399,6 +399,7 @@ async function finish(card, job) {
     status.textContent = `${job.status}: ${job.error || "no reason given"}`;
   }
   card.querySelector(".actions").replaceChildren(...settingsButtons(job));
+  addRerun(card, job);
   // After the images: the history's thumbnails would compete with them for the connection.
   attempt(loadUsage);
   attempt(refreshHistory);
@@ -420,6 +421,30 @@ function settingsButtons(job) {
   const reseed = el("button", { type: "button", className: "small", textContent: "Same settings, new seed" });
   reseed.addEventListener("click", () => { fillForm(job, true); generate(); });
   return [again, reseed];
+}
+
+// ---- reruns: a Ready job made again, and whether its images came out the same ------------------
+
+function addRerun(card, job) {
+  if (job.rerun) card.querySelector(".status").after(el("p", { className: "status rerun", textContent: rerunVerdict(job) }));
+  if (job.status !== "Ready") return;
+  const button = el("button", { type: "button", className: "small", textContent: "Rerun",
+    title: "Make these images again from the recorded request and compare them" });
+  button.addEventListener("click", () => attempt(async () => {
+    const submitted = await api(`/v1/jobs/${job.id}/rerun`, { method: "POST" });
+    follow(submitted.id, performance.now());
+    $(`job-${submitted.id}`).querySelector(".prompt").textContent = job.request.prompt;
+  }));
+  card.querySelector(".actions").append(button);
+}
+
+function rerunVerdict(job) {
+  const rerun = job.rerun;
+  const of = `Rerun of ${job.rerun_of.slice(0, 8)}`;
+  if (rerun.identical) return `${of}: identical, byte for byte`;
+  if (rerun.identical === null) return `${of}: not compared (${rerun.note || "no verdict"})`;
+  const note = rerun.note ? ` (${rerun.note})` : "";
+  return `${of}: different, largest pixel difference ${rerun.max_pixel_difference ?? "unknown"} of 255${note}`;
 }
 
 // ---- history -----------------------------------------------------------------------------
