@@ -2,14 +2,15 @@
 
 References go through the pipeline's own `image=` conditioning (FLUX.2's reference tokens).
 A mask runs `Flux2KleinInpaintPipeline` built from the same loaded modules, so LoRA adapters
-apply there too; the pixels the mask keeps are then the source's, exactly (`keep_unmasked`). The klein pipeline VAE-encodes `image=` on each call and takes no
-precomputed latents there, so what is cached here, by content hash, is the decoded image: a
-forward pass encodes its references once for all of its images.
+apply there too; the pixels the mask keeps are then the source's, exactly (`keep_unmasked`). What is cached
+here, by content hash, is the decoded image; their preprocessed pixels and VAE latents are kept across jobs by
+deployments/reference_cache.py, which this module tells, before each call, which references the call prepares.
 """
 
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -19,6 +20,7 @@ from diffusers import Flux2KleinInpaintPipeline
 from PIL import Image
 
 from deployments.contracts import GenerationParams, ReferenceImage
+from deployments.reference_cache import Preparation, PreparedReferences
 
 ReferenceLoader = Callable[[ReferenceImage], Image.Image]
 REFERENCE_CACHE_SIZE = 16  # decoded images of at most 4 MP: under 200 MB
@@ -48,10 +50,18 @@ def group_key(params: GenerationParams) -> tuple:
 
 
 class Conditioning:
-    def __init__(self, pipeline, load: ReferenceLoader = no_references, cache_size: int = REFERENCE_CACHE_SIZE):
+    def __init__(
+        self,
+        pipeline,
+        load: ReferenceLoader = no_references,
+        prepared: PreparedReferences | None = None,
+        cache_size: int = REFERENCE_CACHE_SIZE,
+    ):
         self.pipeline = pipeline
         self.load = load
         self.images: LRUCache = LRUCache(maxsize=cache_size)
+        self.prepared = prepared or PreparedReferences(type(pipeline).__name__)
+        self.prepared.install(pipeline)
         self._inpaint = None
 
     def image(self, reference: ReferenceImage) -> Image.Image:
@@ -66,20 +76,31 @@ class Conditioning:
         """Built on first use from the loaded modules (no weights are loaded twice)."""
         if self._inpaint is None:
             self._inpaint = Flux2KleinInpaintPipeline.from_pipe(self.pipeline)
+            self.prepared.install(self._inpaint)
         return self._inpaint
 
     def inputs(self, params: GenerationParams) -> tuple[object, dict]:
-        """The pipeline to call for these params and the image arguments to add to the call."""
+        """The pipeline to call for these params and the image arguments to add to the call; the references'
+        preparation is told which ones the call prepares, in the order the pipeline prepares them."""
+        started = time.perf_counter()
         if not params.references:
+            self.prepared.expect([])
             return self.pipeline, {}
         images = [self.image(reference) for reference in params.references]
         if params.mask is None:
+            self.prepared.expect([reference.sha256 for reference in params.references], time.perf_counter() - started)
             return self.pipeline, {"image": images}
         source, mask = self._source_and_mask(params)  # the inpaint pipeline makes its output the image's size
         extra = {"image": source, "mask_image": mask, "strength": 1.0}
         if len(images) > 1:
             extra["image_reference"] = images[1]
+        # the inpaint pipeline prepares its source (the first reference, at the output's size), then image_reference
+        self.prepared.expect([reference.sha256 for reference in params.references[:2]], time.perf_counter() - started)
         return self.inpaint_pipeline, extra
+
+    def preparation(self) -> Preparation | None:
+        """Whether the last call's references came prepared from the cache, and what preparing them took."""
+        return self.prepared.finish()
 
     def keep_unmasked(self, params: GenerationParams, images: list[torch.Tensor]) -> list[torch.Tensor]:
         """Decoded uint8 (height, width, 3) images with the pixels the mask keeps put back from the source.
