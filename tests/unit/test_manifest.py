@@ -100,3 +100,31 @@ def test_digests_are_stable_and_follow_the_content_not_the_place(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no files"):
         folder_sha256(tmp_path / "empty")
+
+
+def test_a_loaded_loras_file_digest_is_what_the_manifest_names(tmp_path):
+    from deployments.denoiser import AdapterCache
+
+    class Pipeline:
+        def load_lora_weights(self, path, adapter_name):
+            self.loaded = path
+
+        def enable_lora(self):
+            pass
+
+        def set_adapters(self, names, scales):
+            pass
+
+    lora_file = tmp_path / "style.safetensors"
+    lora_file.write_bytes(b"lora weights")
+    adapters = AdapterCache(Pipeline(), 2, adapter_files=lambda adapter: lora_file)
+    adapter = AdapterRef("style", "s3://bucket/style.safetensors", 0.8)
+    adapters.activate((adapter,))
+    assert adapters.sha256 == {adapter.source: hashlib.sha256(b"lora weights").hexdigest()}
+    weights = settings_to_weights(spec_of("flux-2-klein-4b"), "emulated:real", {}, "test")
+    provenance = Provenance("flux-2-klein-4b", "flux-2-klein-4b", "emulated:real", weights, "cpu", "float32")
+    params = GenerationParams(prompt="p", width=64, height=64, steps=4, guidance=None, seed=1, adapters=(adapter,))
+    manifest = provenance.manifest(params, adapters.sha256)
+    assert [(lora.id, lora.sha256, lora.scale) for lora in manifest.loras] == [
+        ("style", hashlib.sha256(b"lora weights").hexdigest(), 0.8)
+    ]
