@@ -148,6 +148,7 @@ class GenerationParams:
     references: tuple[ReferenceImage, ...] = ()
     mask: ReferenceImage | None = None
     safety_tolerance: int = 2  # BFL's 0 (strictest) .. 6; used only when a safety checker is configured
+    preview: bool = True  # small pictures of the image as it forms, with the job's progress
 
     @property
     def uses_cfg(self) -> bool:

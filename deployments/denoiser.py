@@ -29,6 +29,7 @@ from deployments.digests import file_sha256
 from deployments.images import ImageEncoder, to_uint8
 from deployments.loading import load_pipeline, pick_device, pick_dtype, resolve_weights
 from deployments.manifest import Manifest, Provenance
+from deployments.previews import pass_previews, preview_map_for
 from deployments.progress import Cancelled, StepClock, StepHook, StepObserver
 from deployments.reference_cache import REFERENCE_CACHE_BYTES, Preparation, PreparedReferences, note_preparation
 from deployments.registry import VariantSpec, spec_of
@@ -177,6 +178,7 @@ class Denoiser:
         names = (self.variant.name, self.variant.base_name, weights)
         self.provenance = Provenance(*names, self.weights, self.device.type, str(self.dtype).removeprefix("torch."))
         self.pipeline = load_pipeline(self.weights, self.device, self.dtype, text_encoder=None, tokenizer=None)
+        self.preview_map = preview_map_for(self.pipeline, self.weights.source)
         self.max_images_per_forward = max_images_per_forward
         self.max_pixels_per_forward = max_pixels_per_forward
         self.pixels_per_token = self.pipeline.vae_scale_factor * 2
@@ -357,7 +359,7 @@ class Denoiser:
         started = time.perf_counter()
         self.adapters.activate(first.adapters)
         pipeline, images_in = self.conditioning.inputs(first)  # references (and a mask) are shared by the pass
-        forward.hook.start()
+        forward.hook.start(pass_previews(self.preview_map, forward, noise))
         try:
             with torch.inference_mode():
                 arguments = {

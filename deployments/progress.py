@@ -7,7 +7,7 @@ Torch-free, so the ingress, the workers and the trainers share one typed `Progre
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 
@@ -22,6 +22,7 @@ class Progress:
     eta_s: float | None = None
     preview: bytes | None = None
     updated_at: float = 0.0
+    preview_step: int | None = None  # the step `preview` was drawn at
 
     def to_json(self) -> dict:
         """As progress appears in `GET /v1/jobs/{id}` and events (the preview travels apart, by URL)."""
@@ -89,17 +90,30 @@ class StepHook:
         self.pass_index = pass_index
         self.jobs = jobs
         self.observer = observer
+        self.previews = None
+        self.latest_previews: dict[int, tuple[int, bytes]] = {}  # request -> (its step, JPEG): sent at each step
 
-    def start(self) -> None:
-        """Called just before the pipeline's loop: the pass's first step is timed from here."""
+    def start(self, previews=None) -> None:
+        """Called just before the pipeline's loop: the pass's first step is timed from here. `previews` (see
+        deployments.previews.PassPreviews) draws pictures of the images as they form: {request: (pass step, JPEG)}."""
+        self.previews = previews
+        if previews is not None:
+            previews.start()
         self.clock.start_pass()
 
-    def __call__(self, _pipeline, step: int, _timestep, callback_kwargs: dict) -> dict:
+    def __call__(self, pipeline, step: int, _timestep, callback_kwargs: dict) -> dict:
         self.clock.step_done()
         if self.observer is None:
             return callback_kwargs
+        if self.previews is not None:
+            self.latest_previews.update(self.previews(pipeline, step, callback_kwargs.get("latents")))
         for request, job_id in self.jobs.items():
-            self.observer.on_step(self.clock.progress(job_id, request, self.pass_index, step + 1))
+            progress = self.clock.progress(job_id, request, self.pass_index, step + 1)
+            if request in self.latest_previews:
+                preview_step, preview = self.latest_previews[request]
+                drawn_at = self.clock.progress(job_id, request, self.pass_index, preview_step + 1).step
+                progress = replace(progress, preview=preview, preview_step=drawn_at)
+            self.observer.on_step(progress)
         if all(self.observer.cancel_requested(job_id) for job_id in self.jobs.values()):
             raise Cancelled()
         return callback_kwargs

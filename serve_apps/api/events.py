@@ -5,7 +5,8 @@ The job is read (as `GET /v1/jobs/{id}` shows it), what changed is sent, then th
 channel until the job's live state changes (a progress, a cancel, its end) or REREAD_S passes (what only
 the database knows: a queue position, a stage, an adoption), and reads it again; it never sleeps in a
 poll loop; the streams of one job on a replica share that reader (api/job_pollers.py). A stream sends
-only changes: `queued` {queue_position}, `progress` {step, total, eta_s}, then one `done` (Ready) or
+only changes: `queued` {queue_position}, `progress` {step, total, eta_s, and `preview` {step, image (a data URL)}
+when the picture is new to this stream}, then one `done` (Ready) or
 `error` (Error, Cancelled, Request Moderated) carrying the whole job, and ends. Each event's
 id is derived from the job's state, not counted per connection, so a client that reconnects with
 `Last-Event-ID` (after an ingress restart, say) gets only what it has not seen. Keep-alive comments are
@@ -66,8 +67,17 @@ def state_event(job: dict) -> JobEvent | None:
     if progress:
         step = min(progress["step"], FINAL_RANK - QUEUE_RANKS - 1)
         data = {"step": progress["step"], "total": progress["total"], "eta_s": progress.get("eta_s")}
+        if job.get("preview"):
+            data["preview"] = job["preview"]
         return JobEvent(PROGRESS, base + QUEUE_RANKS + step, data)
     return None
+
+
+def without_seen_preview(event: JobEvent, last_preview: dict | None) -> tuple[JobEvent, dict | None]:
+    """A progress event without its picture when the stream already sent that one; and the latest sent."""
+    if event.data["preview"] != last_preview:
+        return event, event.data["preview"]
+    return JobEvent(event.name, event.id, {k: v for k, v in event.data.items() if k != "preview"}), last_preview
 
 
 async def job_events(
@@ -89,6 +99,7 @@ async def job_events(
     a stream: a state ranked at or below the last id sent is not sent.
     """
     last_sent = last_event_id
+    last_preview = None  # a picture is sent once per stream: later progress events leave it out
     ends_at = None if max_life_s is None else clock() + max_life_s
     with (pollers or JobPollers()).subscribe(job_id, read_job, wait_for_change) as states:
         while ends_at is None or clock() < ends_at:
@@ -98,6 +109,8 @@ async def job_events(
             event = state_event(job)
             if event is not None and event.id > last_sent:
                 last_sent = event.id
+                if event.name == PROGRESS and "preview" in event.data:
+                    event, last_preview = without_seen_preview(event, last_preview)
                 yield event
             if event is not None and event.name in (DONE, ERROR):
                 return

@@ -105,6 +105,7 @@ class GenerateRequest(BaseModel):
         2, ge=0, le=6, description="0 strictest .. 6 least strict, when a safety checker is on"
     )
     prompt_upsampling: bool = Field(False, description="accepted for BFL compatibility; not applied")
+    preview: bool = Field(True, description="a small JPEG of the image as it forms, in progress (false: none)")
     loras: list[LoraChoice] = Field([], max_length=8, description="adapters to apply, each with its scale")
     add_trigger_words: bool = Field(False, description="prepend a LoRA's trigger word when the prompt lacks it")
     webhook_url: HttpUrl | None = Field(
@@ -202,6 +203,7 @@ class GenerateRequest(BaseModel):
             references=references,
             mask=mask,
             safety_tolerance=self.safety_tolerance,
+            preview=self.preview,
         )
         params.check()
         defaults.capabilities.check(defaults.model, params)
@@ -233,7 +235,14 @@ class GetResultResponse(BaseModel):
     result: ResultPayload | dict | None = Field(None, description="a finetune's: {finetune_id, default_strength}")
     progress: float | None = Field(None, description="0..1 while Pending")
     details: dict | None = None
-    preview: dict | None = Field(None, description="BFL's key; no step previews are made yet")
+    preview: dict | None = Field(
+        None, description="while Pending, the latest step preview: {step, image: a data:image/jpeg;base64 URL}"
+    )
+
+
+class StepPreview(BaseModel):
+    step: int = Field(description="the denoising step the picture was made at")
+    image: str = Field(description="a data:image/jpeg;base64 URL, at most 128 px on its long side")
 
 
 class Progress(BaseModel):
@@ -250,6 +259,7 @@ class JobResponse(BaseModel):
     progress: Progress | None = None
     queue_position: int | None = Field(None, description="jobs of this model ahead of this one, while queued")
     eta_s: float | None = Field(None, description="seconds until Ready, estimated now, while Pending")
+    preview: StepPreview | None = Field(None, description="while Pending: the latest picture of the image as it forms")
     seed: int | None = None
     images: list[str] = []
     timings_s: dict[str, float] = {}

@@ -4,12 +4,21 @@ Also how a LoRA registration and a model are shown: where their files are kept, 
 
 from __future__ import annotations
 
+import base64
 from dataclasses import asdict
 
 from deployments.contracts import ReferenceImage
 from deployments.progress import Progress as LiveProgress
 from serve_apps.api.finetune_views import FinetuneViews
-from serve_apps.api.protocol import GetResultResponse, JobResponse, LoraInfo, ModelInfo, Progress, ResultPayload
+from serve_apps.api.protocol import (
+    GetResultResponse,
+    JobResponse,
+    LoraInfo,
+    ModelInfo,
+    Progress,
+    ResultPayload,
+    StepPreview,
+)
 from serve_apps.jobs.finetune_records import FinetuneRecord
 from serve_apps.jobs.records import JobRecord, JobStatus
 from serve_apps.security.redaction import public_source, redact_locations, weights_kind
@@ -23,6 +32,15 @@ def shown_request(record: JobRecord) -> dict:
     shown.update(num_images=params.num_images, output_format=params.output_format)
     shown["loras"] = [{"id": a.id, "source": public_source(a.source), "scale": a.scale} for a in params.adapters]
     return shown
+
+
+def step_preview(record: JobRecord, progress: LiveProgress | None) -> StepPreview | None:
+    """The latest picture of a running job, inline as a data URL (a few KB: no second request); none once it ended."""
+    if record.status != JobStatus.PENDING or progress is None or progress.preview is None:
+        return None
+    media_type = "image/png" if progress.preview.startswith(b"\x89PNG") else "image/jpeg"
+    image = f"data:{media_type};base64,{base64.b64encode(progress.preview).decode()}"
+    return StepPreview(step=progress.preview_step or progress.step, image=image)
 
 
 def lora_info(record: dict, key_id: str, is_admin: bool) -> LoraInfo:
@@ -69,10 +87,12 @@ class JobViews:
             progress=Progress(step=progress.step, total=progress.of, eta_s=progress.eta_s) if progress else None,
             queue_position=queue_position,
             eta_s=eta_s,
+            preview=step_preview(record, progress),
             seed=record.params.seed,
             images=self.image_urls(record),
             timings_s=record.timings_s,
             batch=record.batch,
+            cache=record.cache,
             attempts=record.attempts,
             error=record.error,
             created_at=record.created_at,
@@ -112,8 +132,13 @@ class JobViews:
             return GetResultResponse(id=record.id, status=record.status, result=result, progress=1.0)
         if record.status == JobStatus.PENDING:
             fraction = progress.step / progress.of if progress else 0.0
+            preview = step_preview(record, progress)
             return GetResultResponse(
-                id=record.id, status=record.status, progress=fraction, details={"stage": record.stage.value}
+                id=record.id,
+                status=record.status,
+                progress=fraction,
+                details={"stage": record.stage.value},
+                preview=preview.model_dump() if preview else None,
             )
         shown = JobStatus.ERROR if record.status == JobStatus.CANCELLED else record.status
         return GetResultResponse(id=record.id, status=shown, details={"error": record.error})

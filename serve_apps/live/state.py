@@ -11,6 +11,8 @@ a restarted holder are above every version the lost one gave: a reader never wai
 Bounded: an ended job's entry goes ENDED_TTL_S after its end (long enough for a late step of its worker
 to be told to stop, for a late progress not to change it, and for its last progress to be shown with its
 final state), any other IDLE_TTL_S after its last change, and the least recently changed first once MAX_ENTRIES are held.
+A step preview (a few KB) is kept only with a job's latest progress, only until the job ends, and for at most
+MAX_PREVIEWS jobs (the least recently previewed lose theirs first), so previews never hold more than a few MB.
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from deployments.progress import Progress
 
 MAX_ENTRIES = 100_000
+MAX_PREVIEWS = 1_000
 IDLE_TTL_S = 3600.0
 ENDED_TTL_S = 300.0
 SWEEP_EVERY_S = 10.0
@@ -50,8 +53,11 @@ class LiveState:
         idle_ttl_s: float = IDLE_TTL_S,
         ended_ttl_s: float = ENDED_TTL_S,
         clock=time.monotonic,
+        max_previews: int = MAX_PREVIEWS,
     ):
         self.max_entries = max_entries
+        self.max_previews = max_previews
+        self._previews: OrderedDict[str, None] = OrderedDict()  # jobs whose progress holds a preview, oldest first
         self.idle_ttl_s = idle_ttl_s
         self.ended_ttl_s = ended_ttl_s
         self.clock = clock
@@ -73,6 +79,7 @@ class LiveState:
             if not entry.ended:
                 entry.progress = progress
                 self._changed(progress.job_id, entry)
+                self._keep_preview(progress.job_id, progress.preview is not None)
 
     def request_cancel(self, job_id: str) -> None:
         with self._lock:
@@ -89,6 +96,7 @@ class LiveState:
             if not entry.ended:
                 entry.ended = True
                 self._changed(job_id, entry)
+                self._keep_preview(job_id, False)
 
     def _changed(self, job_id: str, entry: JobLive) -> None:
         self._sequence += 1
@@ -101,6 +109,21 @@ class LiveState:
             except RuntimeError:  # that reader's event loop is closed: nobody waits there any more
                 pass
         self._forget_old()
+
+    def _keep_preview(self, job_id: str, kept: bool) -> None:
+        """Note whether the job's progress holds a preview; past max_previews, the oldest one's is dropped."""
+        self._previews.pop(job_id, None)
+        if kept:
+            self._previews[job_id] = None
+        else:
+            self._drop_preview(job_id)
+        while len(self._previews) > self.max_previews:
+            self._drop_preview(self._previews.popitem(last=False)[0])
+
+    def _drop_preview(self, job_id: str) -> None:
+        entry = self._entries.get(job_id)
+        if entry is not None and entry.progress is not None and entry.progress.preview is not None:
+            entry.progress = replace(entry.progress, preview=None, preview_step=None)
 
     def _forget_old(self) -> None:
         while len(self._entries) > self.max_entries:
