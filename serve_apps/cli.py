@@ -26,6 +26,7 @@ CLIENT_COMMANDS = {
     "generate": "generate images through the HTTP API and save them (same as `python -m flux_client generate`)",
     "telegram": "run the Telegram bot (configured by env; see README; needs flux-serve[bot])",
     "finetune": "train, list, show and delete finetunes through the HTTP API (same as `python -m flux_client finetune`)",
+    "rerun": "make a job again and say whether its images match (same as `python -m flux_client rerun`)",
 }
 DEV_KEY_FILE = Path(os.environ.get("FLUX_SERVE_KEY_FILE", Path.home() / ".config" / "flux-serve" / "api-key"))
 RAY_TOKEN_FILE = Path.home() / ".ray" / "auth_token"

@@ -30,16 +30,17 @@ def test_importing_a_cli_loads_no_heavy_library(module):
     assert not heavy, f"`import {module}` loads {heavy}: import them inside the command that needs them"
 
 
-def test_flux_serve_generate_hands_over_to_the_client_cli():
+@pytest.mark.parametrize(("command", "option"), [("generate", "--aspect-ratio"), ("rerun", "a Ready job of this key")])
+def test_flux_serve_hands_client_commands_over_to_the_client_cli(command, option):
     done = subprocess.run(
-        [sys.executable, "-m", "serve_apps.cli", "generate", "--help"],
+        [sys.executable, "-m", "serve_apps.cli", command, "--help"],
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("usage: python -m flux_client generate") and "--aspect-ratio" in done.stdout
+    assert done.stdout.startswith(f"usage: python -m flux_client {command}") and option in done.stdout
 
 
 def test_flux_serve_still_refuses_unknown_arguments_of_its_own_commands():
