@@ -161,6 +161,15 @@ class GenerationParams:
         """The multiplexed model id of a request: its adapters, whatever their scales ('' for none)."""
         return "+".join(sorted(adapter.id for adapter in self.adapters))
 
+    @property
+    def replica_affinity(self) -> str:
+        """The multiplexed model id that routes it: its adapter set, or without adapters its first reference
+        ('ref:<sha256>'), so the replica holding that prepared gets it; '' for neither. Requests with other
+        references never share a pass, so splitting Serve's batches by it costs no batching."""
+        if self.adapters or not self.references:
+            return self.adapter_set
+        return "ref:" + self.references[0].sha256
+
     def check(self) -> None:
         """Raise InvalidRequestError for a value outside the limits (the HTTP schema checks the same)."""
         for name in ("width", "height"):
@@ -261,3 +270,4 @@ class DenoiseOutcome:
     cancelled: bool = False
     moderated: str | None = None  # why the safety checker withheld the images (Content Moderated)
     manifest: Manifest | None = None  # what made the images (deployments/manifest.py), recorded with the job
+    cache: dict[str, str] = field(default_factory=dict)  # {"references": "hit"|"miss"} for a job with references

@@ -104,6 +104,12 @@ class ModelArgs(StrictModel):
     max_queued_requests: int = Field(
         64, ge=1, description="per ingress replica, waiting for a busy denoiser; over it the job waits its turn"
     )
+    reference_cache_bytes: int = Field(
+        512 * 1024**2,
+        ge=0,
+        description="reference images kept prepared on each replica (preprocessed pixels and VAE latents), in "
+        "bytes; 0 keeps none (a 1 MP reference takes 14 MB)",
+    )
     device: str = "auto"
     dtype: str = "auto"
     batching: BatchingArgs = BatchingArgs()

@@ -110,6 +110,7 @@ class DenoiserServer:
             adapter_files=lambda adapter: sources.fetch(adapter.source),
             reference_images=stored_references(self.store.load_reference),
             acceleration=Acceleration.from_settings(model_args.acceleration.model_dump()),
+            reference_cache_bytes=model_args.reference_cache_bytes,
         )
         self.safety_checker = safety.load_checker(args.safety.checker)
         self.node_id = ray.get_runtime_context().get_node_id()[:12] if ray.is_initialized() else ""
@@ -139,9 +140,11 @@ class DenoiserServer:
 
     @serve.multiplexed(max_num_models_per_replica=ADAPTER_SETS_PER_REPLICA)
     async def adapter_set(self, key: str) -> str:
-        """Routing bookkeeping only: Serve then sends requests with this adapter set here first.
+        """Routing bookkeeping only: Serve then sends requests with this key here first: an adapter set, or for
+        a request with references and no adapters its first reference (GenerationParams.replica_affinity).
 
-        The adapters themselves are loaded, and evicted, by the denoiser's AdapterCache.
+        The adapters themselves are loaded, and evicted, by the denoiser's AdapterCache; references are kept
+        prepared by its reference cache (deployments/reference_cache.py).
         """
         return key
 
@@ -195,6 +198,7 @@ class DenoiserServer:
             cancelled=result.cancelled,
             moderated=moderated,
             manifest=result.manifest,
+            cache={"references": result.reference_cache} if result.reference_cache else {},
         )
 
     def output_refusal(self, job: DenoiseJob, images: list[bytes]) -> str | None:

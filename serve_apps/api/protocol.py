@@ -264,6 +264,9 @@ class JobResponse(BaseModel):
     images: list[str] = []
     timings_s: dict[str, float] = {}
     batch: dict[str, int | str] = Field({}, description="images and requests in the pass, and the Ray node it ran on")
+    cache: dict[str, str] = Field(
+        {}, description="references: hit (they came prepared from the replica's cache) or miss; empty without any"
+    )
     attempts: int = 0
     error: str | None = None
     created_at: float

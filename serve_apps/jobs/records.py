@@ -126,6 +126,7 @@ class JobRecord(JobState):
     images: list[str] = []
     batch: dict[str, int | str] = {}
     manifest: Manifest | None = None  # what made its images, as the worker wrote it into each file
+    cache: dict[str, str] = {}  # what came prepared from the replica's caches: {"references": "hit"|"miss"}
     rerun: RerunCheck | None = None  # a rerun's: the job it reran and how its images compare
     deadline_s: float | None = None  # seconds from created_at its caller would wait; still queued then, it is cancelled
     submit_eta_s: float | None = None  # the ETA its submit answered

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from deployments.contracts import DenoiseJob, GenerationParams, ReferenceImage
+from deployments.contracts import AdapterRef, DenoiseJob, GenerationParams, ReferenceImage
 from deployments.denoiser import Denoiser
 from deployments.encoder import TextEncoder
 from deployments.reference_cache import LatentsKey, PixelsKey, PreparedReferences, tensor_bytes
@@ -156,3 +156,14 @@ def test_the_kv_variant_prepares_its_references_through_the_cache_too(references
     runs = [run(cached, job), run(cached, job)]
     assert [result.reference_cache for result in runs] == ["miss", "hit"]
     assert runs[0].images == runs[1].images == run(uncached, job).images
+
+
+def test_a_request_with_references_and_no_adapters_is_routed_by_its_first_reference(references):
+    red, blue, _mask, _load = references
+    with_references = GenerationParams.with_defaults(TINY_DEFAULTS, "x", references=(red, blue))
+    with_both = GenerationParams.with_defaults(
+        TINY_DEFAULTS, "x", references=(red,), adapters=(AdapterRef("ink", "ink.safetensors"),)
+    )
+    assert with_references.replica_affinity == f"ref:{red.sha256}"
+    assert with_both.replica_affinity == "ink", "an adapter set costs more to load: it routes"
+    assert GenerationParams.with_defaults(TINY_DEFAULTS, "x").replica_affinity == ""

@@ -49,6 +49,7 @@ class GenerateKind:
         record.images = outcome.images
         record.batch = outcome.batch
         record.manifest = outcome.manifest
+        record.cache = outcome.cache
         record.timings_s = {
             **outcome.timings_s,
             "cold_start": max(0.0, outcome.replica_ready_at - submitted_at),
@@ -70,8 +71,8 @@ class GenerateKind:
         record.stage = Stage.ENCODING
         await context.save(record)
         encoder, denoiser = self.encoders[model], self.denoisers[model]
-        if params.adapters:
-            denoiser = denoiser.options(multiplexed_model_id=params.adapter_set)
+        if params.replica_affinity:
+            denoiser = denoiser.options(multiplexed_model_id=params.replica_affinity)
         job = DenoiseJob(params, None, None, job_id=record.id)
 
         async def handed_over():
