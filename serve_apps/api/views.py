@@ -93,7 +93,6 @@ class JobViews:
             timings_s=record.timings_s,
             batch=record.batch,
             cache=record.cache,
-            cache=record.cache,
             attempts=record.attempts,
             error=record.error,
             created_at=record.created_at,
