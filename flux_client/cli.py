@@ -72,6 +72,9 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--deadline", type=float, metavar="SECONDS", help="refused at once, saying what would fit, if the ETA is longer"
     )
+    parser.add_argument(
+        "--previews", type=Path, metavar="DIR", help="save the image as it forms, as DIR/<job>-step-<n>.jpg"
+    )
     add_connection_arguments(parser)
 
 
@@ -91,6 +94,23 @@ class ProgressBar:
 
     def close(self) -> None:
         self.bar.close()
+
+
+class PreviewSaver:
+    """Each preview a job's progress brings, saved once as DIR/<job>-step-<n>.jpg; then the next callback."""
+
+    def __init__(self, folder: Path, then):
+        self.folder = folder
+        self.then = then
+
+    def __call__(self, update: JobUpdate) -> None:
+        picture = update.preview_image()
+        if picture is not None:
+            step, data = picture
+            path = self.folder / f"{update.job_id}-step-{step}.jpg"
+            if not path.exists():
+                path.write_bytes(data)
+        self.then(update)
 
 
 def input_images_problem(images: list[str]) -> str | None:
@@ -128,6 +148,8 @@ def run_generate(options: argparse.Namespace) -> int:
 
     job_id = None
     try:
+        if options.previews is not None:
+            options.previews.mkdir(parents=True, exist_ok=True)
         with FluxClient(config.api_url(options.url), config.api_key(options.key)) as flux:
             submitted = flux.submit_job(
                 options.prompt,
@@ -146,8 +168,9 @@ def run_generate(options: argparse.Namespace) -> int:
             if submitted.get("eta_s") is not None:
                 print(f"job {job_id[:8]}: about {submitted['eta_s']:.0f} s", file=sys.stderr)
             bar = ProgressBar(job_id)
+            on_progress = bar if options.previews is None else PreviewSaver(options.previews, bar)
             try:
-                job = flux.wait(job_id, on_progress=bar)
+                job = flux.wait(job_id, on_progress=on_progress)
             finally:
                 bar.close()
             paths = flux.download(job, options.out)

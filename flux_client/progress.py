@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 
 PENDING = "Pending"
@@ -16,6 +17,7 @@ class JobUpdate:
     step: int | None = None
     total: int | None = None
     queue_position: int | None = None
+    preview: dict | None = None  # {step, image: a data:image/jpeg;base64 URL} of the image as it forms
 
     @classmethod
     def from_job(cls, job: dict) -> JobUpdate:
@@ -28,7 +30,18 @@ class JobUpdate:
             step=progress.get("step"),
             total=progress.get("total"),
             queue_position=job.get("queue_position"),
+            preview=job.get("preview"),
         )
+
+    def preview_image(self) -> tuple[int, bytes] | None:
+        """(step, image bytes) of the preview this update carries, or None."""
+        image = self.preview.get("image") if isinstance(self.preview, dict) else None
+        if not isinstance(image, str) or "," not in image:
+            return None
+        try:
+            return int(self.preview["step"]), base64.b64decode(image.split(",", 1)[1], validate=True)
+        except (KeyError, TypeError, ValueError):
+            return None
 
     @property
     def finished(self) -> bool:

@@ -94,14 +94,16 @@ def history_params(limit: int, cursor: str | None) -> dict:
 
 
 def meaning(job_id: str, event: ServerEvent) -> JobUpdate | dict | None:
-    """An events-stream event as a progress update, the final job JSON (done/error), or None (previews, others)."""
+    """An events-stream event as a progress update (with its preview, when it brings one), the final job JSON
+    (done/error), or None (others)."""
     data = event.data if isinstance(event.data, dict) else {}
     if event.name in FINAL_EVENTS and "status" in data:
         return data
     if event.name == "queued":
         return JobUpdate(job_id, stage="queued", queue_position=data.get("queue_position"))
     if event.name == "progress":
-        return JobUpdate(job_id, stage="denoising", step=data.get("step"), total=data.get("total"))
+        step, total = data.get("step"), data.get("total")
+        return JobUpdate(job_id, stage="denoising", step=step, total=total, preview=data.get("preview"))
     return None
 
 
