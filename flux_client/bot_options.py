@@ -11,6 +11,7 @@ from flux_client.protocol import DEFAULT_MODEL
 MORE_IMAGES = 4  # "Same seed, 4 more"
 DASHES = ("\u2014", "\u2013")  # phones turn "--" into an em or en dash
 OPTIONS = ("--n", "--ar", "--model", "--seed", "--lora", "--finetune")
+LAST_FINETUNE = "last"  # --finetune last: the chat's last finetune that ended Ready
 EXAMPLES = {"--n": "4", "--ar": "16:9", "--model": "9b", "--seed": "7", "--lora": "mystyle:0.8", "--finetune": "ID:1.2"}
 
 
@@ -25,6 +26,7 @@ class ChatSettings:
     model: str = DEFAULT_MODEL
     aspect_ratio: str | None = None  # None: the model's default size
     num_images: int = 1
+    last_finetune: str | None = None  # the last finetune trained in this chat that ended Ready: --finetune last
 
 
 @dataclass
@@ -68,7 +70,8 @@ def _whole_number(option: str, value: str) -> int:
         raise OptionError(f"{option} needs a whole number, e.g. {option} 4 (got {value!r}).") from None
 
 
-def _set_finetune(submission: Submission, value: str) -> None:
+def _set_finetune(submission: Submission, value: str, settings: ChatSettings) -> None:
+    """ID, ID:STRENGTH, or `last` (last:STRENGTH): the chat's last finetune that ended Ready."""
     if submission.finetune is not None:
         raise OptionError(
             "Give --finetune once; to add another finetune, write it as --lora ID:SCALE (a finetune's id works there)."
@@ -77,6 +80,13 @@ def _set_finetune(submission: Submission, value: str) -> None:
         submission.finetune, submission.finetune_strength = parse_finetune(value)
     except ValueError as error:
         raise OptionError(str(error)) from None
+    if submission.finetune == LAST_FINETUNE:
+        if settings.last_finetune is None:
+            raise OptionError(
+                "No finetune trained in this chat has finished yet; give one's id (/finetunes lists them), "
+                "or /train one."
+            )
+        submission.finetune = settings.last_finetune
 
 
 def parse_prompt(text: str, settings: ChatSettings) -> Submission:
@@ -110,7 +120,7 @@ def parse_prompt(text: str, settings: ChatSettings) -> Submission:
         elif option == "--seed":
             submission.seed = _whole_number(option, value)
         elif option == "--finetune":
-            _set_finetune(submission, value)
+            _set_finetune(submission, value, settings)
         else:
             try:
                 submission.loras.append(parse_lora(value))

@@ -297,8 +297,8 @@ def outcome_text(name: str, finetune_id: str, details: dict) -> str:
         return (
             f"\u201c{name}\u201d is Ready. Use it with its trigger word {trigger}:\n"
             f"/gen a photo of {trigger} --finetune {finetune_id}\n"
-            f"A strength from 0 to 2 goes after a colon, e.g. --finetune {finetune_id}:1.2{default}. "
-            "/finetunes lists yours."
+            f"(or --finetune last, this chat's last finetune). A strength from 0 to 2 goes after a colon, "
+            f"e.g. --finetune {finetune_id}:1.2{default}. /finetunes lists yours."
         )
     reason = details.get("error") or "no reason given"
     return f"Training \u201c{name}\u201d ended {details['status']}: {reason}. /train starts a new one."

@@ -36,7 +36,7 @@ from flux_client.bot_training import (
 )
 from flux_client.errors import FluxAPIError, FluxError
 from flux_client.finetune import IMAGE_SUFFIXES
-from flux_client.progress import PENDING
+from flux_client.progress import PENDING, READY
 from flux_client.protocol import image_name
 
 log = logging.getLogger(__name__)
@@ -203,6 +203,8 @@ class TrainingChat:
                 await status.show(training_status_text(name, finetune_id, details), force=ended)
                 await self._send_sample(chat_id, name, details, samples_sent, last=ended)
                 if ended:
+                    if details["status"] == READY:
+                        self.settings[chat_id].last_finetune = finetune_id
                     await self.say(chat_id, outcome_text(name, finetune_id, details))
                     return
             if self.clock() >= deadline_s:

@@ -45,7 +45,7 @@ a red circle on a blue background
 Options go after the prompt (or use /gen):
 /gen a fox --n 4 --ar 16:9 --model 9b --seed 7 --lora mystyle:0.8
   --n images, --ar aspect ratio, --model 4b or 9b, --seed number, --lora ID[:SCALE] (repeatable),
-  --finetune ID[:STRENGTH] (one of your finetunes; strength 0..2, default its best)
+  --finetune ID[:STRENGTH] (one of your finetunes, or last: this chat's last; strength 0..2, default its best)
 
 /settings: this chat's model, aspect ratio and number of images
 A photo with a caption: that photo edited as the caption says, e.g. make the background yellow --n 2

@@ -92,6 +92,10 @@ def test_gen_takes_one_finetune_with_or_without_a_strength():
         parse_prompt(f"a TOK --finetune {FT_ID}:strong", ChatSettings())
     with pytest.raises(OptionError, match="--finetune needs a value, e.g. --finetune ID:1.2"):
         parse_prompt("a TOK --finetune", ChatSettings())
+    with pytest.raises(OptionError, match="No finetune trained in this chat has finished yet"):
+        parse_prompt("a TOK --finetune last", ChatSettings())
+    last = parse_prompt("a TOK --finetune last:0.8", ChatSettings(last_finetune=FT_ID))
+    assert (last.finetune, last.finetune_strength) == (FT_ID, 0.8)
 
 
 # -- the collection --------------------------------------------------------------------------------
@@ -274,10 +278,12 @@ def test_a_followed_training_edits_its_status_every_few_seconds_sends_a_few_samp
         token=TOKEN, allowed_chats=frozenset({CHAT}), training_poll_interval_s=0, training_status_interval_s=5.0
     )
     runner = FakeRunner(bot, flux, config)
-    training = TrainingChat(runner, {CHAT: ChatSettings()}, clock=clock)
+    settings = {CHAT: ChatSettings()}
+    training = TrainingChat(runner, settings, clock=clock)
     status = StatusMessage(bot, CHAT, 1, config.training_status_interval_s, clock)
 
     asyncio.run(training.follow(CHAT, status, FT_ID, "squares"))
+    assert parse_prompt("a TOK --finetune last:1.5", settings[CHAT]).finetune == FT_ID, "the chat's last, once Ready"
     assert len(answers) + 1 == 21 and 4 <= len(bot.edits) <= 6, f"about one edit per 5 polls: {bot.edits}"
     assert bot.edits[0].startswith("Training \u201csquares\u201d (3 photos): step 0 of 40")
     assert bot.edits[-1] == "Training \u201csquares\u201d (3 photos): Ready", "the end is shown at once"
