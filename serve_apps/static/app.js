@@ -310,13 +310,27 @@ function showQueued(card, position) {
   card.querySelector(".status").textContent = position === 0 ? "Queued: next" : `Queued: ${position} ahead`;
 }
 
-function showProgress(card, step, total) {
+function showProgress(card, step, total, preview) {
   markFirstEvent(card);
   const bar = card.querySelector("progress");
   bar.max = total;
   bar.value = step;
   card.querySelector(".status").textContent = `Step ${step} of ${total}`;
   card.dataset.progressSeen ||= String(performance.now());
+  showPreview(card, preview);
+}
+
+// The image as it forms: the progress's preview (a data: URL of a few KB), until the finished images replace it.
+function showPreview(card, preview) {
+  if (!preview || typeof preview.image !== "string" || !preview.image.startsWith("data:image/")) return;
+  let img = card.querySelector("img.forming");
+  if (!img) {
+    img = el("img", { className: "forming", alt: "The image as it forms" });
+    card.querySelector(".gallery").replaceChildren(el("figure", {}, img));
+  }
+  img.src = preview.image;
+  img.title = `Step ${preview.step}`;
+  card.dataset.previewSeen ||= String(performance.now());
 }
 
 // "about N s" under a queued job's status, from its submit's eta_s, counting down until its steps show.
@@ -353,7 +367,10 @@ function listen(card, jobId, url) {
   const source = new EventSource(url);
   const data = (event) => JSON.parse(event.data);
   source.addEventListener("queued", (event) => showQueued(card, data(event).queue_position));
-  source.addEventListener("progress", (event) => showProgress(card, data(event).step, data(event).total));
+  source.addEventListener("progress", (event) => {
+    const progress = data(event);
+    showProgress(card, progress.step, progress.total, progress.preview);
+  });
   source.addEventListener("done", (event) => { source.close(); finish(card, data(event)); });
   source.addEventListener("error", (event) => {
     if (event.data !== undefined) { source.close(); finish(card, data(event)); return; }
@@ -374,7 +391,7 @@ async function poll(card, jobId) {
     }
     if (FINAL.has(job.status)) return finish(card, job);
     if (job.queue_position !== null && job.queue_position !== undefined) showQueued(card, job.queue_position);
-    else if (job.progress) showProgress(card, job.progress.step, job.progress.total);
+    else if (job.progress) showProgress(card, job.progress.step, job.progress.total, job.preview);
     await new Promise((resolve) => setTimeout(resolve, POLL_INTERVAL_MS));
   }
 }
@@ -395,6 +412,7 @@ async function finish(card, job) {
     await showImages(card, job);
   } else {
     bar.remove();
+    card.querySelector(".gallery").replaceChildren();  // no half-formed picture of a job that ended without one
     status.classList.add("failed");
     status.textContent = `${job.status}: ${job.error || "no reason given"}`;
   }
@@ -409,9 +427,9 @@ async function showImages(card, job) {
   const format = job.request.output_format || "jpeg";
   const images = job.images.map((url, index) =>
     el("img", { src: url, alt: `${job.request.prompt} (image ${index + 1}, seed ${job.seed + index})` }));
+  await Promise.all(images.map((img) => img.decode().catch(() => null)));  // the preview stays until they are
   card.querySelector(".gallery").replaceChildren(...images.map((img, index) => el("figure", {}, img,
     el("figcaption", {}, el("a", { href: img.src, download: `flux-${job.id.slice(0, 8)}-${index + 1}.${format}`, textContent: "Download" })))));
-  await Promise.all(images.map((img) => img.decode().catch(() => null)));
   card.dataset.imagesShown = String(performance.now());
 }
 

@@ -82,6 +82,19 @@ def test_generate_four_images_with_progress_then_find_the_job_in_history_after_a
     page.screenshot(path=artifacts / "4-history.png", full_page=True)
 
 
+def test_the_card_shows_the_image_forming_before_it_is_ready(open_page, artifacts):
+    page = open_page()
+    enter_key(page)
+    card = generate(page, "a yellow circle on a black background", num_images=1, steps=24, size_px=512)
+    card.locator("img.forming").wait_for(timeout=TIMEOUT_MS)
+    page.screenshot(path=artifacts / "2b-forming.png", full_page=True)
+    assert card.locator("img.forming").get_attribute("src").startswith("data:image/jpeg;base64,")
+    page.wait_for_function("el => el.dataset.imagesShown", arg=card.element_handle(), timeout=TIMEOUT_MS)
+    seen_at, finished_at = (float(card.get_attribute(name)) for name in ("data-preview-seen", "data-finished-at"))
+    assert seen_at < finished_at, "the picture came while the job ran"
+    assert card.locator("img.forming").count() == 0 and card.locator(".gallery img").count() == 1, "replaced on Ready"
+
+
 def test_cancel_a_long_job(open_page, artifacts):
     page = open_page()
     enter_key(page)
