@@ -27,6 +27,7 @@ logger = logging.getLogger("flux_serve.eta")
 
 PACE_TTL_S = 5.0
 REPLICAS_TTL_S = 10.0
+QUEUE_TTL_S = 1.0
 QUEUE_READ_LIMIT = 200  # unfinished jobs read per estimate; those past it count at the mean of those read
 DEFAULT_STEP_S_PER_MP = 1.0  # a model the price table has no figure for: a conservative second per megapixel-step
 
@@ -58,7 +59,7 @@ def seconds_left(progress: Progress, work: JobWork, pace: Pace, now: float) -> f
         return 0.0
     if progress.eta_s is not None:
         return max(0.0, progress.eta_s - max(0.0, now - progress.updated_at))
-    return (progress.of - progress.step) * pace.step.at(work.images * work.latent_mp_each)
+    return (progress.of - progress.step) * pace.step.at(work.images * work.cfg_factor, work.sequence_mp_each)
 
 
 class EtaEstimator:
@@ -78,6 +79,7 @@ class EtaEstimator:
         self.clock = clock
         self._paces: dict[str, tuple[float, Pace]] = {}
         self._replicas: tuple[float, dict[str, int]] = (float("-inf"), {})
+        self._snapshots: dict[str, tuple[float, tuple]] = {}
 
     def prior(self, model: str) -> Pace:
         """Before any job of the model ended: the price quote's seconds per megapixel-step."""
@@ -107,35 +109,55 @@ class EtaEstimator:
             batch_wait_s=model_args.batching.batch_wait_timeout_s,
         )
 
-    async def queue(self, model: str, before: float | None, pace: Pace, serving: Serving) -> Queue:
-        """The model's unfinished jobs submitted before `before` (None: all): those whose denoising shows live
-        progress run now; the rest wait, in submit order."""
-        records, unread = await asyncio.to_thread(self.stats.unfinished, model, before, QUEUE_READ_LIMIT)
+    async def snapshot(self, model: str, serving: Serving, fresh: bool) -> tuple[list[JobRecord], int, dict]:
+        """The model's unfinished jobs (oldest first), how many more there are, and the live progress of those
+        handed to the denoiser. `fresh=False` (polls) may reuse one up to QUEUE_TTL_S old, so many pollers of one
+        model cost one read; a submit reads afresh, so a burst's jobs each see the ones before."""
+        at, snapshot = self._snapshots.get(model, (float("-inf"), None))
+        if not fresh and self.clock() - at < QUEUE_TTL_S:
+            return snapshot
+        records, unread = await asyncio.to_thread(self.stats.unfinished, model, QUEUE_READ_LIMIT)
         handed = [record for record in records if record.stage == Stage.DENOISING]
         handed = handed[: max(1, serving.replicas) * serving.requests_per_call]  # the oldest are the ones running
         progresses = dict(zip((r.id for r in handed), await asyncio.gather(*(self.progress(r.id) for r in handed))))
-        now, running, waiting = self.clock(), [], []
+        snapshot = (records, unread, progresses)
+        self._snapshots[model] = (self.clock(), snapshot)
+        return snapshot
+
+    async def queue(self, model: str, before: float | None, pace: Pace, serving: Serving, fresh: bool) -> Queue:
+        """The model's unfinished jobs submitted before `before` (None: all): those whose denoising shows live
+        progress run now; the rest wait, in submit order."""
+        records, unread, progresses = await self.snapshot(model, serving, fresh)
+        if before is not None:
+            ahead = [record for record in records if record.created_at < before]
+            records, unread = ahead, unread if len(ahead) == len(records) else 0
+        now, running, handed_waiting, waiting = self.clock(), [], [], []
         for record in records:
             work, progress = job_work(record.params), progresses.get(record.id)
-            if progress is None:
-                waiting.append(work)
-            else:
+            if progress is not None:
                 left_s = seconds_left(progress, work, pace, now)
                 running.append(Running(work, left_s, (progress.eta_s, progress.step, progress.of)))
-        return Queue(running, waiting, unread)
+            elif record.stage == Stage.DENOISING:
+                handed_waiting.append(work)
+            else:
+                waiting.append(work)
+        # handed over while no pass runs: their call is forming or starting, and a new job gets there too late to
+        # join it; behind a running pass they wait for the next call, as the new job will
+        handed = 0 if running else len(handed_waiting)
+        return Queue(running, handed_waiting + waiting, unread, handed)
 
     async def at_submit(self, model: str, params: GenerationParams, deadline_s: float | None) -> float:
         """The ETA of a job about to be stored, behind every unfinished job of its model; DeadlineUnmet (with what
         would fit) when it is over `deadline_s`."""
         pace, serving = await self.pace(model), await self.serving(model)
-        queue = await self.queue(model, None, pace, serving)
+        queue = await self.queue(model, None, pace, serving, fresh=True)
         work = job_work(params)
         eta_s = ready_in_s(queue, work, pace, serving)
         if deadline_s is not None and eta_s > deadline_s:
             fits = await asyncio.to_thread(what_fits, queue, work, pace, serving, deadline_s)
             asked = {"steps": params.steps, "num_images": params.num_images, "width": params.width}
             raise DeadlineUnmet(model, {**asked, "height": params.height}, eta_s, deadline_s, fits)
-        return round(eta_s, 1)
+        return round(eta_s, 2)
 
     async def of_job(self, record: JobRecord, progress: Progress | None) -> float | None:
         """A Pending job's ETA now: denoising, from its live progress; else from the queue ahead of it."""
@@ -144,7 +166,7 @@ class EtaEstimator:
         pace, work = await self.pace(record.model), job_work(record.params)
         if progress is not None:
             left_s = seconds_left(progress, work, pace, self.clock())
-            return round(left_s + pace.decode.at(work.images * work.output_mp_each) + pace.overhead_s, 1)
+            return round(left_s + pace.decode.at(work.images, work.output_mp_each) + pace.overhead_s, 2)
         serving = await self.serving(record.model)
-        queue = await self.queue(record.model, record.created_at, pace, serving)
-        return round(ready_in_s(queue, work, pace, serving), 1)
+        queue = await self.queue(record.model, record.created_at, pace, serving, fresh=False)
+        return round(ready_in_s(queue, work, pace, serving), 2)

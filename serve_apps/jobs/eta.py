@@ -5,8 +5,9 @@ A small simulation of how the denoiser replicas take work (serve_apps/workers.py
 jobs leave in submit order, in calls of up to `requests_per_call` (batching.max_batch_size), each to the replica
 free first; a call that is not full first waits `batch_wait_s` for more; it runs its passes one after another
 (jobs sharing size, steps, guidance, adapters and references share a pass, up to the images and pixels a pass
-takes) and its jobs end together after its last pass has decoded. Jobs already denoising hold their replica for
-what their live progress says is left. Pure: no clock, no I/O.
+takes), stores every image, and its jobs end together. Jobs already denoising hold their replica for what their
+live progress says is left; jobs already handed to the denoiser but not started form their calls before a new job
+gets there, so it never joins theirs. Pure: no clock, no I/O.
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ class JobWork:
         return self.width * self.height / MEGAPIXEL
 
     @property
-    def latent_mp_each(self) -> float:
-        return (self.output_mp_each + self.reference_mp_each) * self.cfg_factor
+    def sequence_mp_each(self) -> float:
+        return self.output_mp_each + self.reference_mp_each
 
     @property
     def group(self) -> tuple:
@@ -87,12 +88,14 @@ class Serving:
 
 @dataclass(frozen=True)
 class Queue:
-    """A model's unfinished jobs ahead of one: those denoising, those waiting (oldest first), and how many more
-    wait past those read (counted at the mean of those read)."""
+    """A model's unfinished jobs ahead of one: those denoising, those waiting (the first `handed` of them already
+    handed to the denoiser, then the rest, each oldest first), and how many more wait past those read (counted at
+    the mean of those read)."""
 
     running: list[Running] = field(default_factory=list)
     waiting: list[JobWork] = field(default_factory=list)
     unread: int = 0
+    handed: int = 0
 
 
 def busy_until(running: list[Running], pace: Pace, replicas: int) -> list[float]:
@@ -103,7 +106,7 @@ def busy_until(running: list[Running], pace: Pace, replicas: int) -> list[float]
         passes.setdefault(job.pass_key, []).append(job)
     ends = sorted(
         (
-            max(job.left_s for job in jobs) + pace.decode.at(sum(j.work.images * j.work.output_mp_each for j in jobs))
+            max(job.left_s for job in jobs) + sum(pace.decode.at(j.work.images, j.work.output_mp_each) for j in jobs)
             for jobs in passes.values()
         ),
         reverse=True,
@@ -132,8 +135,10 @@ def call_s(call: list[JobWork], pace: Pace, serving: Serving) -> float:
                     current = 0
         if current:
             passes.append(current)
-        total_s += sum(pace.pass_s(n, first.latent_mp_each, first.output_mp_each, first.steps) for n in passes)
-    return total_s
+        total_s += sum(
+            pace.pass_s(n, first.sequence_mp_each, first.cfg_factor, first.output_mp_each, first.steps) for n in passes
+        )
+    return total_s + pace.store_s_per_image * sum(work.images for work in call)
 
 
 def ready_in_s(queue: Queue, own: JobWork, pace: Pace, serving: Serving) -> float:
@@ -147,8 +152,8 @@ def ready_in_s(queue: Queue, own: JobWork, pace: Pace, serving: Serving) -> floa
         per_job_s = sum(call_s([work], pace, serving) for work in queue.waiting) / max(1, len(queue.waiting))
         free = [at + queue.unread * per_job_s / replicas for at in free]
     size = serving.requests_per_call
-    jobs = [*queue.waiting, own]
-    calls = [jobs[start : start + size] for start in range(0, len(jobs), size)]
+    handed, rest = queue.waiting[: queue.handed], [*queue.waiting[queue.handed :], own]
+    calls = [jobs[start : start + size] for jobs in (handed, rest) for start in range(0, len(jobs), size)]
     for call in calls:
         replica = min(range(replicas), key=free.__getitem__)
         start = free[replica] if call is not calls[-1] else max(free[replica], pace.encode_s)

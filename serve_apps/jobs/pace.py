@@ -7,10 +7,10 @@ ended, a step is priced by the quote's cost model (`pricing.gpu_s_per_megapixel_
 measured seconds per megapixel-step scaled to `pricing.gpu_type`), the other figures start at zero, and a cold
 start at `COLD_START_PRIOR_S`.
 
-A denoiser runs a pass of several images at once, so a step's time is fitted as a line against the pass's latent
-megapixels (`fixed_s + per_unit_s x megapixels`): the fixed part is what batching shares, the slope what each image
-adds. Jobs of one pass report the same denoise time, so each pass is counted once. Newer passes weigh more (half
-the weight every `HALF_LIFE_PASSES` passes back), so the figures follow a machine that got busier or a new setting.
+A denoiser runs a pass of several images at once; a step's time is fitted per image as `per_mp_s x m + per_mp2_s x
+m^2` of the image's megapixels m (its token sequence: output and references; attention grows with its square), and
+the decode's likewise. Jobs of one pass report the same denoise time, so each pass is counted once. Newer passes
+weigh more (half the weight every `HALF_LIFE_PASSES` passes back), so the figures follow a machine that got busier.
 """
 
 from __future__ import annotations
@@ -25,40 +25,42 @@ from serve_apps.jobs.records import JobRecord
 MEGAPIXEL = 1024 * 1024
 REFERENCE_AREA_PX = 1024 * 1024  # diffusers' klein pipeline shrinks larger references to this (as the quote counts)
 PACE_WINDOW = 100  # Ready jobs the figures are learned from, newest first
-HALF_LIFE_PASSES = 20
+HALF_LIFE_PASSES = 8
 OVERHEAD_QUANTILE = 0.25  # a job alone in its call shows the true overhead; one behind others' passes shows more
 COLD_START_PRIOR_S = 60.0  # a replica started for a job, before one was measured: loading weights takes this long
-MIN_SPREAD = 0.1  # pass sizes closer than this (relative) cannot tell the fixed part from the slope
+MIN_DETERMINANT = 1e-9  # image sizes too alike to tell the square term from the linear one
 
 
 @dataclass(frozen=True)
-class Line:
-    """seconds = fixed_s + per_unit_s x units."""
+class Curve:
+    """Seconds for `images` images of `mp_each` megapixels each: images x (per_mp_s x mp + per_mp2_s x mp^2)."""
 
-    fixed_s: float
-    per_unit_s: float
+    per_mp_s: float
+    per_mp2_s: float = 0.0
 
-    def at(self, units: float) -> float:
-        return self.fixed_s + self.per_unit_s * units
+    def at(self, images: float, mp_each: float) -> float:
+        return images * (self.per_mp_s * mp_each + self.per_mp2_s * mp_each * mp_each)
 
 
 @dataclass(frozen=True)
 class Pace:
-    """A model's running figures. `step`: one denoising step of a pass against its latent megapixels (output and
-    reference tokens, twice with CFG); `decode`: the pass's VAE decode and image encoding against its output
-    megapixels; `encode_s`: the prompt's encoding; `overhead_s`: the rest of a job (its stage writes, Ray's hops,
-    storing the images, the final write); `learned_from`: Ready jobs behind them (0: the cost model's prior)."""
+    """A model's running figures. `step`: one denoising step of a pass, by its images (twice with CFG) and their
+    sequence's megapixels (output and reference tokens); `decode`: the pass's VAE decode and image encoding, by its
+    images and their output megapixels; `encode_s`: the prompt's encoding; `overhead_s`: the rest of a job (its stage writes, Ray's hops,
+    the final write); `store_s_per_image`: storing one image (a call stores all its jobs' images before any of
+    them returns); `learned_from`: Ready jobs behind them (0: the cost model's prior)."""
 
-    step: Line
-    decode: Line
+    step: Curve
+    decode: Curve
     encode_s: float
     overhead_s: float
     cold_start_s: float
     learned_from: int
+    store_s_per_image: float = 0.0
 
-    def pass_s(self, images: int, latent_mp_each: float, output_mp_each: float, steps: int) -> float:
+    def pass_s(self, images: int, sequence_mp_each: float, cfg_factor: int, output_mp_each: float, steps: int) -> float:
         """Seconds a replica spends on one pass of `images` images of one size: its steps, then its decode."""
-        return steps * self.step.at(images * latent_mp_each) + self.decode.at(images * output_mp_each)
+        return steps * self.step.at(images * cfg_factor, sequence_mp_each) + self.decode.at(images, output_mp_each)
 
     @property
     def source(self) -> str:
@@ -69,7 +71,7 @@ class Pace:
 
 def prior_pace(gpu_s_per_megapixel_step: float) -> Pace:
     """Before any job ended: a step costs what the price quote says, nothing else is counted yet."""
-    return Pace(Line(0.0, gpu_s_per_megapixel_step), Line(0.0, 0.0), 0.0, 0.0, COLD_START_PRIOR_S, 0)
+    return Pace(Curve(gpu_s_per_megapixel_step), Curve(0.0), 0.0, 0.0, COLD_START_PRIOR_S, 0)
 
 
 def output_mp(params: GenerationParams) -> float:
@@ -77,19 +79,20 @@ def output_mp(params: GenerationParams) -> float:
     return params.width * params.height / MEGAPIXEL
 
 
-def latent_mp(params: GenerationParams) -> float:
-    """One image's share of a pass, in megapixels: its output and its references' tokens, twice with CFG."""
+def sequence_mp(params: GenerationParams) -> float:
+    """One image's token sequence, in megapixels: its output and its references."""
     references_px = sum(min(REFERENCE_AREA_PX, ref.width * ref.height) for ref in params.references)
-    return (output_mp(params) + references_px / MEGAPIXEL) * (2 if params.uses_cfg else 1)
+    return output_mp(params) + references_px / MEGAPIXEL
 
 
 @dataclass(frozen=True)
 class PassSample:
-    """One pass as a finished job saw it: images in it, their latent and output megapixels, one step's and the
-    decode's seconds."""
+    """One pass as a finished job saw it: images in it (twice with CFG, as the transformer sees them), their
+    sequence's and output megapixels, one step's and the decode's seconds."""
 
     images: int
-    latent_mp_each: float
+    decoded: int
+    sequence_mp_each: float
     output_mp_each: float
     step_s: float
     decode_s: float
@@ -108,8 +111,9 @@ def pass_samples(records: list[JobRecord]) -> list[PassSample]:
         count = math.ceil(params.num_images / images)
         key = (timings["denoise"], images, record.batch.get("requests"), record.batch.get("node"), params.steps)
         sample = PassSample(
+            images * (2 if params.uses_cfg else 1),
             images,
-            latent_mp(params),
+            sequence_mp(params),
             output_mp(params),
             timings["denoise"] / (params.steps * count),
             timings.get("decode", 0.0) / count,
@@ -120,26 +124,31 @@ def pass_samples(records: list[JobRecord]) -> list[PassSample]:
     return list(passes.values())
 
 
-def weighted_line(points: list[tuple[float, float]], prior: Line) -> Line:
-    """The recency-weighted least-squares line through (units, seconds) points, newest first; never below zero.
-    Points of one size (too little spread to tell a fixed part) give a line through zero at their mean rate."""
+def weighted_curve(points: list[tuple[int, float, float]], prior: Curve) -> Curve:
+    """The recency-weighted least-squares curve through (images, mp_each, seconds) points, newest first, never
+    negative: both terms where the sizes tell them apart, else the better of one term alone."""
     if not points:
         return prior
     weights = [0.5 ** (rank / HALF_LIFE_PASSES) for rank in range(len(points))]
-    total = sum(weights)
-    mean_x = sum(w * x for w, (x, _) in zip(weights, points)) / total
-    mean_y = sum(w * y for w, (_, y) in zip(weights, points)) / total
-    spread = sum(w * (x - mean_x) ** 2 for w, (x, _) in zip(weights, points)) / total
-    if mean_x <= 0:
-        return Line(max(0.0, mean_y), 0.0)
-    if math.sqrt(spread) < MIN_SPREAD * mean_x:
-        return Line(0.0, max(0.0, mean_y / mean_x))
-    slope = sum(w * (x - mean_x) * (y - mean_y) for w, (x, y) in zip(weights, points)) / total / spread
-    slope = max(0.0, slope)
-    fixed = mean_y - slope * mean_x
-    if fixed < 0:  # a line that would make small passes free: through zero instead
-        return Line(0.0, mean_y / mean_x)
-    return Line(fixed, slope)
+    rows = [(w, mp, mp * mp, seconds / images) for w, (images, mp, seconds) in zip(weights, points) if mp > 0]
+    suu = sum(w * u * u for w, u, _, _ in rows)
+    svv = sum(w * v * v for w, _, v, _ in rows)
+    suv = sum(w * u * v for w, u, v, _ in rows)
+    sut = sum(w * u * t for w, u, _, t in rows)
+    svt = sum(w * v * t for w, _, v, t in rows)
+    if not rows or suu <= 0:
+        return prior
+    determinant = suu * svv - suv * suv
+    if determinant > MIN_DETERMINANT * suu * svv:
+        linear, square = (sut * svv - svt * suv) / determinant, (svt * suu - sut * suv) / determinant
+        if linear >= 0 and square >= 0:
+            return Curve(linear, square)
+    candidates = [Curve(max(0.0, sut / suu)), Curve(0.0, max(0.0, svt / svv))]
+
+    def error(curve: Curve) -> float:
+        return sum(w * (curve.at(1, u) - t) ** 2 for w, u, _, t in rows)
+
+    return min(candidates, key=error)
 
 
 def lower_quantile(values: list[float], quantile: float) -> float:
@@ -155,13 +164,12 @@ def learn_pace(records: list[JobRecord], prior: Pace) -> Pace:
     if not measured:
         return prior
     samples = pass_samples(measured)
-    step = weighted_line([(s.images * s.latent_mp_each, s.step_s) for s in samples], prior.step)
-    decode = weighted_line([(s.images * s.output_mp_each, s.decode_s) for s in samples], prior.decode)
+    step = weighted_curve([(s.images, s.sequence_mp_each, s.step_s) for s in samples], prior.step)
+    decode = weighted_curve([(s.decoded, s.output_mp_each, s.decode_s) for s in samples], prior.decode)
     overheads = []
-    for record in measured:
-        timings = record.timings_s
-        own = sum(timings.get(stage, 0.0) for stage in ("queue", "encode", "denoise", "decode"))
-        overheads.append(max(0.0, timings.get("total", own) - own))
+    for record in measured:  # from its submit to its final write (which its `total` timing does not include)
+        own = sum(record.timings_s.get(stage, 0.0) for stage in ("queue", "encode", "denoise", "decode", "store"))
+        overheads.append(max(0.0, record.updated_at - record.created_at - own))
     cold_starts = [record.timings_s["cold_start"] for record in measured if record.timings_s.get("cold_start", 0) > 0]
     return Pace(
         step=step,
@@ -170,4 +178,5 @@ def learn_pace(records: list[JobRecord], prior: Pace) -> Pace:
         overhead_s=lower_quantile(overheads, OVERHEAD_QUANTILE),
         cold_start_s=statistics.median(cold_starts) if cold_starts else prior.cold_start_s,
         learned_from=len(measured),
+        store_s_per_image=statistics.median(r.timings_s.get("store", 0.0) / r.params.num_images for r in measured),
     )

@@ -30,12 +30,9 @@ class JobStats:
             rows = connection.execute(query).all()
         return [record for record in map(_record, rows) if record is not None]
 
-    def unfinished(self, model: str, created_before: float | None, limit: int) -> tuple[list[JobRecord], int]:
-        """Up to `limit` Pending generation jobs of the model submitted before `created_before` (None: all), oldest
-        first, and how many more there are."""
+    def unfinished(self, model: str, limit: int) -> tuple[list[JobRecord], int]:
+        """Up to `limit` Pending generation jobs of the model, oldest first, and how many more there are."""
         where = [jobs.c.status == JobStatus.PENDING.value, jobs.c.model == model, jobs.c.kind == GENERATE]
-        if created_before is not None:
-            where.append(jobs.c.created_at < created_before)
         records = self._read(select(jobs).where(*where).order_by(jobs.c.created_at).limit(limit))
         if len(records) < limit:
             return records, 0

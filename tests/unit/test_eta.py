@@ -23,7 +23,7 @@ from serve_apps.jobs.deadlines import DEADLINE_PASSED, DeadlineUnmet, unless_que
 from serve_apps.jobs.estimates import EtaEstimator
 from serve_apps.jobs.eta import JobWork, Queue, Running, Serving, call_s, job_work, ready_in_s, what_fits
 from serve_apps.jobs.kind import JobCancelled
-from serve_apps.jobs.pace import Line, Pace, learn_pace, pass_samples
+from serve_apps.jobs.pace import Curve, Pace, learn_pace, pass_samples
 from serve_apps.jobs.records import JobRecord, JobStatus, Stage
 from serve_apps.jobs.service import JobService
 from serve_apps.security.signing import UrlSigner
@@ -32,8 +32,8 @@ from serve_apps.store.job_stats import JobStats
 from serve_apps.store.storage import JobStore, new_job_id
 
 MODEL = "flux-2-klein-4b"
-# a step: 0.1 s plus 1 s per megapixel in the pass; a pass's decode 0.2 s per output megapixel; 0.05 s encode
-PACE = Pace(Line(0.1, 1.0), Line(0.0, 0.2), encode_s=0.05, overhead_s=0.1, cold_start_s=30.0, learned_from=10)
+# a step: 1 s per megapixel of each image in the pass; a pass's decode 0.2 s per output megapixel; 0.05 s encode
+PACE = Pace(Curve(1.0), Curve(0.2), encode_s=0.05, overhead_s=0.1, cold_start_s=30.0, learned_from=10)
 ONE_REPLICA = Serving(
     replicas=1, requests_per_call=4, images_per_pass=8, pixels_per_pass=8 * 1024 * 1024, batch_wait_s=0.0
 )
@@ -50,7 +50,7 @@ def params(width=1024, height=1024, steps=4, num_images=1, guidance=None) -> Gen
 
 
 def test_an_empty_queue_costs_the_job_its_own_pass_encode_and_overhead():
-    own_pass_s = 4 * (0.1 + 1.0) + 0.2
+    own_pass_s = 4 * 1.0 + 0.2
     assert ready_in_s(Queue(), MEGA, PACE, ONE_REPLICA) == pytest.approx(0.05 + own_pass_s + 0.1)
     waiting = Serving(1, 4, 8, 8 * 1024 * 1024, batch_wait_s=0.5)
     assert ready_in_s(Queue(), MEGA, PACE, waiting) == pytest.approx(0.05 + 0.5 + own_pass_s + 0.1), (
@@ -59,7 +59,7 @@ def test_an_empty_queue_costs_the_job_its_own_pass_encode_and_overhead():
 
 
 def test_jobs_of_one_size_share_a_pass_and_the_queue_leaves_in_calls_of_max_batch_size():
-    assert call_s([MEGA] * 3, PACE, ONE_REPLICA) == pytest.approx(4 * (0.1 + 3.0) + 0.6), "one pass of three"
+    assert call_s([MEGA] * 3, PACE, ONE_REPLICA) == pytest.approx(4 * 3.0 + 0.6), "one pass of three"
     small = JobWork(width=512, height=512, steps=4, images=1)
     assert call_s([MEGA, small], PACE, ONE_REPLICA) == pytest.approx(
         call_s([MEGA], PACE, ONE_REPLICA) + call_s([small], PACE, ONE_REPLICA)
@@ -71,9 +71,20 @@ def test_jobs_of_one_size_share_a_pass_and_the_queue_leaves_in_calls_of_max_batc
     assert ready_in_s(seven_ahead, MEGA, PACE, two) < 0.6 * ready_in_s(seven_ahead, MEGA, PACE, ONE_REPLICA)
 
 
+def test_a_new_job_never_joins_the_calls_of_jobs_already_handed_to_the_denoiser():
+    handed = ready_in_s(Queue(waiting=[MEGA] * 2, handed=2), MEGA, PACE, ONE_REPLICA)
+    joining = ready_in_s(Queue(waiting=[MEGA] * 2), MEGA, PACE, ONE_REPLICA)
+    assert handed == pytest.approx(call_s([MEGA] * 2, PACE, ONE_REPLICA) + call_s([MEGA], PACE, ONE_REPLICA) + 0.1)
+    assert joining == pytest.approx(0.05 + call_s([MEGA] * 3, PACE, ONE_REPLICA) + 0.1)
+    stored = Pace(PACE.step, PACE.decode, 0.0, 0.0, 0.0, 1, store_s_per_image=0.5)
+    assert (
+        call_s([JobWork(64, 64, 1, 3)], stored, ONE_REPLICA) - call_s([JobWork(64, 64, 1, 3)], PACE, ONE_REPLICA) == 1.5
+    )
+
+
 def test_a_pass_is_capped_by_its_images_and_pixels():
     capped = Serving(1, 8, images_per_pass=2, pixels_per_pass=8 * 1024 * 1024, batch_wait_s=0.0)
-    assert call_s([JobWork(1024, 1024, 4, 4)], PACE, capped) == pytest.approx(2 * (4 * (0.1 + 2.0) + 0.4))
+    assert call_s([JobWork(1024, 1024, 4, 4)], PACE, capped) == pytest.approx(2 * (4 * 2.0 + 0.4))
     assert capped.images_in_pass(JobWork(2048, 2048, 4, 1)) == 2
     assert Serving(1, 8, 12, 12 * 1024 * 1024, 0).images_in_pass(JobWork(2048, 2048, 4, 1)) == 3
 
@@ -95,9 +106,10 @@ def test_a_model_scaled_to_zero_adds_a_cold_start_and_unread_jobs_count_at_the_m
     assert with_unread == pytest.approx(read + 10 * call_s([MEGA], PACE, ONE_REPLICA))
 
 
-def test_cfg_and_references_make_the_latent_larger():
-    with_cfg = job_work(params(guidance=4.0))
-    assert with_cfg.latent_mp_each == pytest.approx(2.0) and job_work(params()).latent_mp_each == pytest.approx(1.0)
+def test_cfg_doubles_the_images_a_step_runs():
+    with_cfg, without = job_work(params(guidance=4.0)), job_work(params())
+    assert (with_cfg.cfg_factor, without.cfg_factor) == (2, 1) and with_cfg.sequence_mp_each == pytest.approx(1.0)
+    assert call_s([with_cfg], PACE, ONE_REPLICA) == pytest.approx(4 * 2.0 + 0.2)
 
 
 # -- what a deadline refusal suggests ------------------------------------------------------------------------
@@ -141,29 +153,33 @@ def ready_record(
         "denoise": step_s * steps,
         "decode": decode_s,
         "store": 0.01,
-        "total": 0.5 + 0.05 + step_s * steps + decode_s + 0.2,
+        "total": 0.5 + 0.05 + step_s * steps + decode_s + 0.01 + 0.15,
     }
+    record.updated_at = record.created_at + record.timings_s["total"] + 0.05  # its final write came after
     record.batch = {"images": images_in_pass, "requests": images_in_pass, "node": node}
     return record
 
 
-def test_the_figures_fit_a_step_as_a_fixed_part_and_a_slope_per_megapixel_counting_each_pass_once():
-    truth = Line(0.05, 0.5)
+def test_the_figures_fit_a_step_per_image_as_linear_and_square_in_its_megapixels_counting_each_pass_once():
+    truth = Curve(0.5, 0.1)
     records = []
     for width, images in ((256, 1), (512, 2), (1024, 1), (1024, 4), (512, 8)):
-        pass_mp = images * width * width / 1024**2
-        records += [ready_record(width, images, truth.at(pass_mp), decode_s=0.1 * pass_mp) for _ in range(images)]
+        mp = width * width / 1024**2
+        records += [
+            ready_record(width, images, truth.at(images, mp), decode_s=Curve(0.1).at(images, mp)) for _ in range(images)
+        ]
     assert len(pass_samples(records)) == 5, "the jobs of one pass give one sample"
     pace = learn_pace(records, PACE)
-    assert pace.step.fixed_s == pytest.approx(0.05, abs=1e-6) and pace.step.per_unit_s == pytest.approx(0.5, rel=1e-6)
-    assert pace.decode.per_unit_s == pytest.approx(0.1, rel=1e-6)
+    assert pace.step.per_mp_s == pytest.approx(0.5, rel=1e-6) and pace.step.per_mp2_s == pytest.approx(0.1, rel=1e-6)
+    assert pace.decode.per_mp_s == pytest.approx(0.1, rel=1e-6) and pace.decode.per_mp2_s == pytest.approx(0, abs=1e-9)
     assert pace.overhead_s == pytest.approx(0.2, abs=1e-6) and pace.encode_s == pytest.approx(0.05)
+    assert pace.store_s_per_image == pytest.approx(0.01)
     assert pace.learned_from == len(records) and "measured" in pace.source
 
 
 def test_one_size_only_gives_a_rate_and_no_job_gives_the_cost_models_prior():
     pace = learn_pace([ready_record(512, 1, 0.3, node=str(n)) for n in range(3)], PACE)
-    assert pace.step.fixed_s == 0 and pace.step.at(0.25) == pytest.approx(0.3)
+    assert pace.step.at(1, 0.25) == pytest.approx(0.3)
     assert learn_pace([], PACE) is PACE
 
 
@@ -175,9 +191,8 @@ class FakeStats:
         self.unfinished_records, self.ready = unfinished, ready
         self.reads = 0
 
-    def unfinished(self, model, created_before, limit):
-        chosen = [r for r in self.unfinished_records if created_before is None or r.created_at < created_before]
-        return chosen[:limit], max(0, len(chosen) - limit)
+    def unfinished(self, model, limit):
+        return self.unfinished_records[:limit], max(0, len(self.unfinished_records) - limit)
 
     def recent_ready(self, model, limit):
         self.reads += 1
@@ -210,10 +225,10 @@ def test_the_estimator_counts_the_queue_ahead_ages_live_progress_and_caches_the_
     at_submit = asyncio.run(eta.at_submit(MODEL, mine, None))
     serving = asyncio.run(eta.serving(MODEL))
     queue = Queue([Running(job_work(running.params), 0.3, (0.4, 2, 4))], [job_work(queued.params)])
-    assert at_submit == pytest.approx(ready_in_s(queue, job_work(mine), pace, serving), abs=0.05)
+    assert at_submit == pytest.approx(ready_in_s(queue, job_work(mine), pace, serving), abs=0.01)
     now[0] += 1.0
     later = asyncio.run(eta.of_job(running, Progress(running.id, 3, 4, eta_s=0.2, updated_at=1000.9)))
-    assert later == pytest.approx(round(0.1 + pace.decode.at(0.25) + pace.overhead_s, 1), abs=0.05)
+    assert later == pytest.approx(0.1 + pace.decode.at(1, 0.25) + pace.overhead_s, abs=0.01)
     assert asyncio.run(eta.of_job(queued, None)) < at_submit, "a queued job's ETA counts only the jobs ahead of it"
     assert stats.reads == 1, "the running figures are recomputed at most every PACE_TTL_S"
     now[0] += 10
@@ -295,4 +310,4 @@ def test_a_refused_submit_leaves_no_job_row_and_answers_429_with_what_fits(tmp_p
     body = refused.json()
     assert "cannot be met" in body["detail"] and body["eta_s"] > 0.001 and int(refused.headers["Retry-After"]) >= 1
     assert db.jobs.count_pending() == 0 and list(db.jobs.all_jobs()) == [], "no row left behind"
-    assert JobStats(db.engine).unfinished(MODEL, None, 10) == ([], 0)
+    assert JobStats(db.engine).unfinished(MODEL, 10) == ([], 0)
