@@ -19,10 +19,11 @@ MODES = ("general", "character", "style", "product", "edit")
 FINETUNE_TYPES = ("lora", "full")
 PRIORITIES = ("quality", "speed")
 DEFAULT_TRIGGER_WORD = "TOK"
-MIN_ITERATIONS, MAX_ITERATIONS = 1, 1000  # BFL takes 100..1000; fewer is allowed here for quick checks
+MIN_ITERATIONS, MAX_ITERATIONS = 1, 2000  # BFL takes 100..1000; fewer for quick checks, more as the offline default
 DEFAULT_LORA_RANK = 32  # BFL's default (16 is its other choice)
 FULL_RANK = 128  # "full" is trained as a high-rank LoRA, as BFL extracts a full finetune to a LoRA
 STRENGTHS = (0.75, 1.0, 1.25, 1.5)  # swept after training on the served model; the best is the default
+OFFLINE_ITERATIONS = 1500  # what teaches the offline model its proof concept in a few CPU minutes (bench/finetune.py)
 MAX_STRENGTH = 2.0  # BFL's finetune_strength range is 0..2
 
 
@@ -118,7 +119,7 @@ def default_iterations(weights: str = "", priority: str = "quality") -> int:
     """BFL's 300 steps (a "speed" finetune takes half); the offline model's default is what learns its
     proof concept in a few CPU minutes (bench/finetune.py)."""
     check_choice("priority", priority, PRIORITIES)
-    iterations = 400 if is_offline_model(weights) else 300
+    iterations = OFFLINE_ITERATIONS if is_offline_model(weights) else 300
     return iterations // 2 if priority == "speed" else iterations
 
 

@@ -192,7 +192,7 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
     create.add_argument(
         "--mode", default="style", choices=("general", "character", "style", "product", "edit"), help="default style"
     )
-    create.add_argument("--iterations", type=int, help="training steps (10..1000); default: the model's")
+    create.add_argument("--iterations", type=int, help="training steps (10..2000); default: the model's")
     create.add_argument("--comment", help="a name for it (default: the folder's name)")
     create.add_argument("--model", help=f"the served model to use it with (default: the server's, {DEFAULT_MODEL})")
     create.add_argument("--wait", action="store_true", help="follow the training to its end")

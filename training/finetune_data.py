@@ -1,15 +1,13 @@
-"""A finetune's training items as the trainer uses them: decoded, captioned, augmented, encoded once.
+"""A finetune's training items as the trainer uses them: decoded, squared, captioned.
 
-As diffusers' DreamBooth trainers do, latents and prompt embeddings are computed once before the first step
-(`cache_latents`), so a step is one transformer forward and backward. Geometric augmentations (a mirror image and
-small shifts with the border repeated outward) are drawn before training and encoded with the rest: 12 images
-become 12 x `views` latents, and the model learns the concept at more than the 12 places it was shown.
+As diffusers' DreamBooth trainers do, the trainer encodes them (latents and prompt embeddings) once before the first
+step, so a step is one transformer forward and backward. No augmentation: mirrored and shifted or zoomed-out copies
+were measured on the offline proof and taught the new shape more slowly (training/finetune_recipe.py).
 """
 
 from __future__ import annotations
 
 import io
-import random
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,8 +17,6 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from deployments.finetune import FinetuneExample, FinetuneParams, caption_template, is_offline_model
 from training.dataset import DatasetError
 from training.shapes_world import read_image
-
-MAX_SHIFT_SHARE = 0.2  # an augmented view moves its picture by up to a fifth of the side each way
 
 
 @dataclass(frozen=True)
@@ -72,22 +68,6 @@ def write_captions(params: FinetuneParams, examples: list[FinetuneExample], imag
         texts.append(with_trigger(example.caption.strip() if given else write(example, image), params.trigger_word))
         sources.add("given" if given else written_by)
     return Captions(texts, " + ".join(sorted(sources)))
-
-
-def augmented(images: list[Image.Image], rng: random.Random) -> list[Image.Image]:
-    """One view of `images` (an edit's source and target move together): mirrored half the time and shifted by
-    up to MAX_SHIFT_SHARE of the side, the border colour repeated into the uncovered strip."""
-    mirror = rng.random() < 0.5
-    side_px = images[0].width
-    limit = int(side_px * MAX_SHIFT_SHARE)
-    shift_x, shift_y = rng.randint(-limit, limit), rng.randint(-limit, limit)
-    views = []
-    for image in images:
-        pixels = np.asarray(ImageOps.mirror(image) if mirror else image)
-        padded = np.pad(pixels, ((limit, limit), (limit, limit), (0, 0)), mode="edge")
-        top, left = limit - shift_y, limit - shift_x
-        views.append(Image.fromarray(padded[top : top + pixels.shape[0], left : left + pixels.shape[1]]))
-    return views
 
 
 def to_pixels(images: list[Image.Image]) -> torch.Tensor:

@@ -25,7 +25,7 @@ from deployments.registry import get_variant
 from lora.adapter_file import write_metadata
 from training import finetune_checkpoint
 from training.dataset import DatasetError
-from training.finetune_data import augmented, decode_image, square, to_pixels, write_captions
+from training.finetune_data import decode_image, square, to_pixels, write_captions
 from training.finetune_lora import TARGET_MODULES, adapted_modules, add_lora, make_optimizer, write_adapter
 from training.finetune_recipe import recipe_for
 from training.finetune_sampling import SampleSettings, draw_images, encode_prompts, png_bytes
@@ -93,11 +93,8 @@ class FinetuneRun:
         self.images = [square(decode_image(example.image_png, example.name), side) for example in examples]
         targets = [square(decode_image(e.target_png, e.name), side) for e in examples] if self.edits else self.images
         self.captions = write_captions(self.params, examples, self.images)
-        rng = random.Random(self.params.seed)
-        items = [[image, target] for image, target in zip(self.images, targets)]
-        views = [items] + [[augmented(item, rng) for item in items] for _ in range(self.recipe.views - 1)]
-        self.targets = torch.stack([self._tokens([target for _, target in view]) for view in views])
-        self.references = torch.stack([self._tokens([s for s, _ in view]) for view in views]) if self.edits else None
+        self.targets = self._tokens(targets)
+        self.references = self._tokens(self.images) if self.edits else None
         self.prompt_embeds = encode_prompts(self.pipeline, self.settings, self.captions.texts, self.device)
         self.empty_embeds = encode_prompts(self.pipeline, self.settings, [""], self.device)
         self.sample_prompts = list(self.params.sample_prompts) or self._default_sample_prompts()
@@ -119,21 +116,30 @@ class FinetuneRun:
 
     @torch.no_grad()
     def _cache_prior(self) -> None:
-        """DreamBooth's class images: drawn by the base itself, before the adapter exists."""
-        prompts = self.recipe.prior_prompts(self.params.seed)
+        """DreamBooth's class images, drawn by the base itself before the adapter exists (and its unconditional
+        images, the empty prompt's, which classifier-free guidance steers from)."""
+        prompts = self.recipe.prior_prompts(self.captions.texts, self.params.trigger_word, self.params.seed)
+        unconditional = self.recipe.unconditional_prior_images
         self.prior_targets = self.prior_embeds = None
-        if not prompts:
+        if not prompts and not unconditional:
             return
-        embeds = encode_prompts(self.pipeline, self.settings, prompts, self.device)
+        embeds = (
+            encode_prompts(self.pipeline, self.settings, prompts, self.device) if prompts else self.empty_embeds[:0]
+        )
         images = []
         for start in range(0, len(prompts), 16):
             chunk = embeds[start : start + 16]
             images += draw_images(self.pipeline, self.settings, chunk, self.empty_embeds, 1, self.params.seed + start)
+        if unconditional:
+            images += draw_images(
+                self.pipeline, self.settings, self.empty_embeds, self.empty_embeds, unconditional, self.params.seed
+            )
+            embeds = torch.cat([embeds, self.empty_embeds.expand(unconditional, -1, -1)])
         self.prior_targets, self.prior_embeds = self._tokens(images), embeds
 
     # -- steps ------------------------------------------------------------------------
 
-    def _loss(self, targets, embeds, references=None) -> torch.Tensor:
+    def _loss(self, targets, embeds, references=None, sample_weights=None) -> torch.Tensor:
         count, side_tokens = targets.shape[0], self.recipe.side_px // TOKEN_PX
         image_ids, text_ids = token_ids(count, side_tokens, side_tokens, embeds.shape[1])
         noise_levels = shift_noise_levels(
@@ -156,24 +162,26 @@ class FinetuneRun:
             text_ids.to(self.device),
             self.generator,
             noise_levels=noise_levels,
+            sample_weights=sample_weights,
             **conditioning,
         )
 
     def train_step(self, step: int) -> float:
+        """One optimizer step on a batch of training items and, under prior preservation, as many class images
+        at `prior_weight`, in one forward pass."""
         started = time.perf_counter()
         self.transformer.train()
         batch, generator = self.recipe.batch_size, self.generator
-        rows = torch.randint(len(self.captions.texts), (batch,), generator=generator)
-        views = torch.randint(self.targets.shape[0], (batch,), generator=generator)
-        dropped = (torch.rand(batch, generator=generator) < self.recipe.caption_dropout).view(-1, 1, 1)
-        embeds = torch.where(dropped.to(self.device), self.empty_embeds, self.prompt_embeds[rows.to(self.device)])
-        references = self.references[views, rows] if self.references is not None else None
-        loss = self._loss(self.targets[views, rows], embeds, references)
-        if self.prior_targets is not None:
+        rows = torch.randint(len(self.captions.texts), (batch,), generator=generator).to(self.device)
+        targets, embeds = self.targets[rows], self.prompt_embeds[rows]
+        if self.prior_targets is None:
+            references = self.references[rows] if self.references is not None else None
+            loss = self._loss(targets, embeds, references)
+        else:
             prior_rows = torch.randint(len(self.prior_targets), (batch,), generator=generator).to(self.device)
-            loss = loss + self.recipe.prior_weight * self._loss(
-                self.prior_targets[prior_rows], self.prior_embeds[prior_rows]
-            )
+            weights = torch.tensor([1.0] * batch + [self.recipe.prior_weight] * batch)
+            targets = torch.cat([targets, self.prior_targets[prior_rows]])
+            loss = self._loss(targets, torch.cat([embeds, self.prior_embeds[prior_rows]]), sample_weights=weights)
         value = optimizer_step(self.optimizer, loss, clip_parameters=self.parameters)
         self.schedule.step()
         self.train_s += time.perf_counter() - started
@@ -273,8 +281,6 @@ class FinetuneRun:
             "gradient_checkpointing": self.device.type == "cuda",
             "resolution_px": self.recipe.side_px,
             "batch_size": self.recipe.batch_size,
-            "augmented_views": self.recipe.views,
-            "caption_dropout": self.recipe.caption_dropout,
             "prior_images": self.recipe.prior_images,
             "prior_weight": self.recipe.prior_weight,
             "caption_source": self.captions.source,
@@ -301,5 +307,5 @@ class FinetuneRun:
         references = None
         if self.references is not None:
             side_tokens = self.recipe.side_px // TOKEN_PX
-            references = (self.references[0], reference_ids(len(self.images), side_tokens, side_tokens).to(self.device))
-        return FlowLossJudge(self.targets[0], self.prompt_embeds, self.recipe.side_px // TOKEN_PX, references)
+            references = (self.references, reference_ids(len(self.images), side_tokens, side_tokens).to(self.device))
+        return FlowLossJudge(self.targets, self.prompt_embeds, self.recipe.side_px // TOKEN_PX, references)

@@ -74,9 +74,11 @@ def flow_matching_loss(
     reference_tokens: torch.Tensor | None = None,
     reference_ids: torch.Tensor | None = None,
     noise_levels: torch.Tensor | None = None,
+    sample_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """MSE between the predicted and true velocity (noise - data) at a random noise level (logit-normal unless
-    `noise_levels` are given).
+    `noise_levels` are given); with `sample_weights`, their weighted mean over the samples (DreamBooth's prior
+    images beside the instance ones in one forward pass).
 
     Reference tokens (editing) ride clean after the noisy ones, as the pipeline appends them,
     and only the noisy tokens' prediction is scored.
@@ -98,4 +100,8 @@ def flow_matching_loss(
         img_ids=image_ids,
         return_dict=False,
     )[0][:, : clean_tokens.shape[1]]
-    return torch.nn.functional.mse_loss(predicted.float(), (noise - clean_tokens).float())
+    if sample_weights is None:
+        return torch.nn.functional.mse_loss(predicted.float(), (noise - clean_tokens).float())
+    per_sample = (predicted.float() - (noise - clean_tokens).float()).pow(2).mean(dim=(1, 2))
+    weights = sample_weights.to(per_sample.device, per_sample.dtype)
+    return (per_sample * weights).sum() / weights.sum()

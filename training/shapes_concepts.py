@@ -36,8 +36,10 @@ PLUS_ARM_SHARE = 1 / 3  # arm width over the side: the plus fills 5/9 of its box
 MAX_CORNER_FILL = 0.12  # each quarter-box corner of a plus is empty; a circle fills 0.22 of its own
 PLUS_FILL_RANGE = (0.4, 0.74)  # an exact plus fills 0.56 (a circle 0.79); decoded ones round their inner corners
 MIN_SHAPE_PIXELS = 30  # as read_image: fewer pixels far from the background is no shape at all
-TEST_PAIRS_SEED = 7
-TEST_PAIR_COUNT = 16
+UNSEEN_PAIRS_SEED = 7
+UNSEEN_PAIR_COUNT = 16
+JUDGE_PAIRS_SEED = 1
+JUDGE_PAIR_COUNT = 8
 
 
 def colour_pairs() -> list[tuple[str, str]]:
@@ -53,10 +55,26 @@ def training_pairs() -> list[tuple[str, str]]:
     return neighbours + [(names[index], names[(index + 3) % 8]) for index in (0, 2, 4, 6)]
 
 
-def test_pairs(count: int = TEST_PAIR_COUNT) -> list[tuple[str, str]]:
-    """`count` pairs never trained on, drawn with a fixed seed from the 44 others."""
+def judge_pairs(trained: set[tuple[str, str]], count: int = JUDGE_PAIR_COUNT) -> list[tuple[str, str]]:
+    """The pairs the strength sweep scores a finetune on (training/finetune_strength.py): `count` pairs its
+    images were not drawn in, with a fixed seed."""
+    untrained = [pair for pair in colour_pairs() if pair not in trained]
+    return random.Random(JUDGE_PAIRS_SEED).sample(untrained, min(count, len(untrained)))
+
+
+def unseen_pairs(count: int = UNSEEN_PAIR_COUNT) -> list[tuple[str, str]]:
+    """The proof's test split: of `count` pairs drawn with a fixed seed from the 44 never trained on, those the
+    strength sweep does not score on (it chooses the default strength), so no choice was made on them."""
     trained = set(training_pairs())
-    return random.Random(TEST_PAIRS_SEED).sample([pair for pair in colour_pairs() if pair not in trained], count)
+    drawn = random.Random(UNSEEN_PAIRS_SEED).sample([pair for pair in colour_pairs() if pair not in trained], count)
+    judged = set(judge_pairs(trained))
+    return [pair for pair in drawn if pair not in judged]
+
+
+def validation_pairs() -> list[tuple[str, str]]:
+    """Pairs neither trained nor in the test split: where the recipe (steps, prior, class words) was chosen."""
+    excluded = set(training_pairs()) | set(unseen_pairs())
+    return [pair for pair in colour_pairs() if pair not in excluded]
 
 
 def render_plus(

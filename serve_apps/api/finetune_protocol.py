@@ -23,7 +23,10 @@ class FinetuneSettings(BaseModel):
     )
     trigger_word: str = Field("TOK", pattern=TRIGGER_WORD_PATTERN, description="the word that calls the concept")
     iterations: int | None = Field(
-        None, ge=10, le=1000, description="training steps; default: the model's (300 on a real klein)"
+        None,
+        ge=10,
+        le=2000,
+        description="training steps (BFL takes 100..1000); default: the model's (300 on a real klein, 1500 offline)",
     )
     learning_rate: float | None = Field(None, gt=0, le=0.1, description="default: the mode's")
     captioning: bool = Field(True, description="write a caption (from the mode and trigger word) where none is given")

@@ -67,7 +67,7 @@ def test_train_options_name_mode_trigger_and_iterations_in_any_order_and_phone_d
         ("x --mode edit", "--mode takes general, character, style, product (got 'edit')"),
         ("x --mode", "(got 'nothing')"),
         ("x --trigger 9lives", "--trigger takes one word"),
-        ("x --iterations 5", "from 10 to 1000 (got '5')"),
+        ("x --iterations 5", "from 10 to 2000 (got '5')"),
         ("x --iterations many", "(got 'many')"),
         ("x --steps 10", "Unknown option --steps; /train takes --mode, --trigger, --iterations"),
         ("n" * 201, "keep it to 200"),

@@ -11,6 +11,9 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
+from diffusers import FlowMatchEulerDiscreteScheduler
+from diffusers.pipelines.flux2.pipeline_flux2_klein import compute_empirical_mu
 from safetensors.torch import load
 
 from deployments.contracts import AdapterRef, DenoiseJob, GenerationParams
@@ -21,6 +24,7 @@ from training.dataset import DatasetError
 from training.finetune_checkpoint import CheckpointMismatch
 from training.finetune_sampling import png_bytes
 from training.finetune_worker import FIRST_SAMPLE_STEP, FinetuneWorker
+from training.flow_matching import shift_noise_levels
 from training.shapes_concepts import draw_scene, training_pairs
 from training.shapes_world import Scene
 
@@ -147,3 +151,14 @@ def test_bad_requests_are_refused_saying_what_to_send(worker):
         next(worker.train(params(), examples(edits=True)))
     with pytest.raises(DatasetError, match="at least one image"):
         next(worker.train(params(), []))
+
+
+def test_training_noise_levels_follow_the_schedulers_shift():
+    sigmas = torch.linspace(0.05, 0.95, 7)
+    assert torch.equal(shift_noise_levels(sigmas, {"shift": 1.0}, 16, 16), sigmas), "the offline model: unshifted"
+    assert torch.allclose(shift_noise_levels(sigmas, {"shift": 3.0}, 16, 16), 3 * sigmas / (1 + 2 * sigmas))
+    klein = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, time_shift_type="exponential")
+    mu = compute_empirical_mu(1024, 50)
+    expected = klein.time_shift(mu, 1.0, sigmas)
+    assert torch.allclose(shift_noise_levels(sigmas, dict(klein.config), 1024, 50), expected)
+    assert (expected > sigmas).all(), "a 512 px Base finetune trains at more noise, where its sampler starts"
