@@ -94,11 +94,10 @@ def main() -> None:
     for seeds in (4, 16):
         print(f"\nunseen colour pairs ({len(unseen)}), {seeds} seeds: {len(unseen) * seeds} images")
         print("| model | " + " | ".join(FIGURES) + " |\n|---|" + "---|" * len(FIGURES))
-        for name, model in (
-            ("base model", base),
-            (f"finetune at {final.default_strength}", finetuned),
-            ("finetune at 1.0", at_one),
-        ):
+        models = [("base model", base), (f"finetune at {final.default_strength}", finetuned)]
+        if final.default_strength != 1.0:
+            models.append(("finetune at 1.0", at_one))
+        for name, model in models:
             results[f"{name}, {seeds} seeds"] = scores = model.scores(unseen, seeds)
             print(row(name, scores), flush=True)
         if seeds == 4:
