@@ -26,6 +26,7 @@ import httpx
 
 from flux_client.config import DEFAULT_URL
 from flux_client.errors import FluxConnectionError, raise_for_api_error
+from flux_client.finetune_operations import FinetuneOperations
 from flux_client.operations import (
     Flow,
     NextLine,
@@ -51,7 +52,7 @@ def is_event_stream(response: httpx.Response) -> bool:
     return response.is_success and response.headers.get("content-type", "").startswith(EVENT_STREAM)
 
 
-class _HTTP(Operations):
+class _HTTP(Operations, FinetuneOperations):
     """What both transports make of an effect before and after the I/O."""
 
     def _request(self, effect: Request) -> dict:
