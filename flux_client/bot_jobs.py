@@ -20,6 +20,7 @@ from flux_client.bot_options import Submission
 from flux_client.bot_signing import CallbackSigner
 from flux_client.client import AsyncFluxClient
 from flux_client.errors import FluxAPIError, FluxConnectionError, FluxError, JobFailed
+from flux_client.progress import JobUpdate
 
 log = logging.getLogger(__name__)
 ALBUM_MAX_PHOTOS = 10  # Telegram's sendMediaGroup limit
@@ -91,12 +92,14 @@ class JobRunner:
         started_s = time.monotonic()
         buttons = self.buttons(chat_id)
         await edit.show("queued", running_keyboard(buttons, job_id), force=True)
+        halfway = HalfwayPreview(self.bot, chat_id, status)
+
+        async def on_progress(update: JobUpdate) -> None:
+            await edit.show(update.describe(), running_keyboard(buttons, job_id))
+            await halfway.offer(update)
+
         try:
-            job = await self.flux.wait(
-                job_id,
-                on_progress=lambda update: edit.show(update.describe(), running_keyboard(buttons, job_id)),
-                timeout_s=self.config.job_timeout_s,
-            )
+            job = await self.flux.wait(job_id, on_progress=on_progress, timeout_s=self.config.job_timeout_s)
             images = await self.flux.image_bytes(job)
         except JobFailed as failed:
             await edit.show(ended_text(failed.job), force=True)
@@ -168,6 +171,31 @@ class JobRunner:
         except TelegramAPIError as error:
             log.warning("sending to chat %s failed: %s", chat_id, error)
             return None
+
+
+class HalfwayPreview:
+    """One look at the image as it forms: the first preview from halfway through the steps, sent as a photo in
+    reply to the job's status message (a text message cannot become a photo), once."""
+
+    def __init__(self, bot: Bot, chat_id: int, status_message_id: int):
+        self.bot, self.chat_id, self.status_message_id = bot, chat_id, status_message_id
+        self.sent = False
+
+    async def offer(self, update: JobUpdate) -> None:
+        picture = update.preview_image()
+        if self.sent or picture is None or not update.total or 2 * picture[0] < update.total:
+            return
+        self.sent = True
+        step, image = picture
+        try:
+            await self.bot.send_photo(
+                self.chat_id,
+                BufferedInputFile(image, filename=f"step-{step}.jpg"),
+                caption=f"Forming: step {step} of {update.total}",
+                reply_to_message_id=self.status_message_id,
+            )
+        except TelegramAPIError as error:  # a preview is a courtesy: the job goes on
+            log.info("preview not sent to chat %s: %s", self.chat_id, error)
 
 
 class StatusMessage:
