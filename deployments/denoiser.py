@@ -14,7 +14,7 @@ import inspect
 import threading
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -24,6 +24,7 @@ from deployments.adapter_cache import AdapterCache, AdapterFiles
 from deployments.conditioning import Conditioning, ReferenceLoader, group_key, no_references
 from deployments.contracts import DenoiseJob, GenerationParams, InvalidRequestError
 from deployments.images import ImageEncoder, to_uint8
+from deployments.kv_reuse import ReferenceKV, kv_key
 from deployments.loading import load_pipeline, pick_device, pick_dtype, resolve_weights
 from deployments.manifest import Manifest, Provenance
 from deployments.previews import pass_previews, preview_map_for
@@ -143,6 +144,8 @@ class Denoiser:
         self.image_encoder: ImageEncoder | None = None
         requested = (acceleration or Acceleration()).resolve(self.device)
         self.acceleration, self.warmup_s = start_with_fallback(self, requested)
+        kv_variant = self.variant.capabilities.kv_reference_cache
+        self.reference_kv = ReferenceKV(self.pipeline.transformer, reference_cache_bytes) if kv_variant else None
 
     @property
     def defaults(self):
@@ -311,6 +314,8 @@ class Denoiser:
         started = time.perf_counter()
         self.adapters.activate(first.adapters)
         pipeline, images_in = self.conditioning.inputs(first)  # references (and a mask) are shared by the pass
+        if self.reference_kv is not None:
+            self.reference_kv.expect(kv_key(first) if first.references else None)
         forward.hook.start(pass_previews(self.preview_map, forward, noise))
         try:
             with torch.inference_mode():
@@ -341,7 +346,10 @@ class Denoiser:
             for slot, pixels in zip(slots, images)
             for params in [jobs[slot.request_index].params]
         ]
-        return PassOutput(started, denoised, encoded, self.conditioning.preparation())
+        preparation = self.conditioning.preparation()
+        if preparation is not None and self.reference_kv is not None and self.reference_kv.hit is not None:
+            preparation = replace(preparation, hit=preparation.hit and self.reference_kv.hit)
+        return PassOutput(started, denoised, encoded, preparation)
 
     def manifest(self, params: GenerationParams, image: int | None = None) -> Manifest:
         """What makes this request's images (one image's, given its index): in each file and in the job record."""

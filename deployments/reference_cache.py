@@ -10,9 +10,7 @@ cache when it holds that reference at that size (and, for latents, that dtype an
 packs, positions and repeats them as it always does, so images come out byte-identical with the cache on or
 off (tests/unit/test_reference_cache.py).
 
-Not kept: the 9B-KV variant's reference keys and values. Flux2KleinKVPipeline computes them inside its first
-step and clears them at the end of the call, and they depend on the active adapters and the batch size;
-reusing them across calls would take rewriting that pipeline's denoising loop, not a shim.
+The 9B-KV variant's reference keys and values are kept across calls beside these (deployments/kv_reuse.py).
 """
 
 from __future__ import annotations

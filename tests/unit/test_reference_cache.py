@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
@@ -144,9 +145,11 @@ def test_a_pipeline_preparing_other_images_than_it_was_given_fails_loudly():
     assert cache.finish() is None and pipeline.image_processor.preprocess(5, height=2, width=2).shape == (1, 3, 2, 2)
 
 
-def test_the_kv_variant_prepares_its_references_through_the_cache_too(references):
-    """Flux2KleinKVPipeline prepares `image=` as klein does; its keys and values are not kept across calls."""
-    red, _blue, _mask, load = references
+def test_the_kv_variant_keeps_its_references_prepared_and_their_keys_and_values_across_jobs(references):
+    """Flux2KleinKVPipeline prepares `image=` as klein does, and the references' keys and values of its first step
+    are kept (deployments/kv_reuse.py): the second job's first step runs without the reference tokens, and its
+    images are byte-identical to the first job's and to those of a denoiser that keeps nothing."""
+    red, blue, _mask, load = references
     cached = Denoiser("flux-2-klein-9b-kv", weights="emulated", reference_images=load)
     uncached = Denoiser("flux-2-klein-9b-kv", weights="emulated", reference_images=load, reference_cache_bytes=0)
     params = GenerationParams.with_defaults(
@@ -155,7 +158,12 @@ def test_the_kv_variant_prepares_its_references_through_the_cache_too(references
     job = TextEncoder("flux-2-klein-9b-kv", weights="emulated").job(params)
     runs = [run(cached, job), run(cached, job)]
     assert [result.reference_cache for result in runs] == ["miss", "hit"]
+    assert cached.reference_kv.hit is True and len(cached.reference_kv.held) == 1
     assert runs[0].images == runs[1].images == run(uncached, job).images
+    assert uncached.reference_kv.hit is None, "capacity 0 keeps nothing"
+    other = TextEncoder("flux-2-klein-9b-kv", weights="emulated").job(replace(params, references=(blue,)))
+    assert run(cached, other).reference_cache == "miss" and cached.reference_kv.hit is False
+    assert len(cached.reference_kv.held) == 2
 
 
 def test_a_request_with_references_and_no_adapters_is_routed_by_its_first_reference(references):
