@@ -36,6 +36,12 @@ def refusal_text(error: FluxAPIError) -> str:
     return f"The service refused this request: {error.message}"
 
 
+def queued_text(submitted: dict) -> str:
+    """The status right after submit: queued, with the service's estimate of the wait when it gives one."""
+    eta_s = submitted.get("eta_s")
+    return "queued" if eta_s is None else f"queued, ready in about {max(1, round(eta_s))} s"
+
+
 def ended_text(job: dict) -> str:
     if job["status"] == "Cancelled":
         return "Cancelled."
@@ -86,12 +92,13 @@ class JobRunner:
         if status is None:
             return
         edit = StatusMessage(self.bot, chat_id, status, self.config.status_edit_interval_s)
-        job_id = await self._submit(submission, edit)
-        if job_id is None:
+        submitted = await self._submit(submission, edit)
+        if submitted is None:
             return
+        job_id = submitted["id"]
         started_s = time.monotonic()
         buttons = self.buttons(chat_id)
-        await edit.show("queued", running_keyboard(buttons, job_id), force=True)
+        await edit.show(queued_text(submitted), running_keyboard(buttons, job_id), force=True)
         halfway = HalfwayPreview(self.bot, chat_id, status)
 
         async def on_progress(update: JobUpdate) -> None:
@@ -119,12 +126,13 @@ class JobRunner:
         await edit.show(f"Done: {len(images)} image(s) in {time.monotonic() - started_s:.1f} s.", force=True)
         await self._send_album(chat_id, job, images)
 
-    async def _submit(self, submission: Submission, edit: StatusMessage) -> str | None:
-        """The job id, retrying while the service is unreachable; None after a refusal or when it stays down."""
+    async def _submit(self, submission: Submission, edit: StatusMessage) -> dict | None:
+        """The submit's answer (id, eta_s), retrying while the service is unreachable; None after a refusal or when
+        it stays down."""
         delays_s = self.config.service_retry_delays_s
         for attempt in range(len(delays_s) + 1):
             try:
-                return await self.flux.submit(submission.prompt, submission.model, **submission.fields())
+                return await self.flux.submit_job(submission.prompt, submission.model, **submission.fields())
             except FluxAPIError as error:
                 await edit.show(refusal_text(error), force=True)
                 return None

@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import functools
 import io
+import re
 from contextlib import asynccontextmanager
 
 import pytest
@@ -77,7 +78,8 @@ def test_a_prompt_gives_a_status_message_then_an_album_and_the_buttons_repeat_it
             telegram.push_text(CHAT, "a red circle on a blue background --n 2 --seed 11")
             [album] = await telegram.wait_for(lambda: telegram.calls_of("sendMediaGroup"))
             edits = status_edits(telegram)
-            assert edits[0] == "queued" and edits[-1].startswith("Done: 2 image(s)"), edits
+            assert re.fullmatch(r"queued, ready in about \d+ s", edits[0]), edits  # the submit's eta_s
+            assert edits[-1].startswith("Done: 2 image(s)"), edits
             photos = album_photos(album)
             assert [caption for _, caption in photos] == ["seed 11", "seed 12"]
             assert all(data.startswith(JPEG_MAGIC) for data, _ in photos), "real JPEG images"
@@ -134,7 +136,7 @@ def test_the_status_message_carries_cancel_and_the_cancel_button_stops_the_job(b
         async with running_bot(base_url) as telegram:
             telegram.push_text(CHAT, "a blue square on a red background")
             await telegram.wait_for(lambda: telegram.calls_of("sendMediaGroup") + telegram.calls_of("sendPhoto"))
-            queued = next(c for c in telegram.calls_of("editMessageText") if c.params["text"] == "queued")
+            queued = next(c for c in telegram.calls_of("editMessageText") if c.params["text"].startswith("queued"))
             [[cancel]] = queued.params["reply_markup"]["inline_keyboard"]
             assert cancel["text"] == "Cancel" and cancel["callback_data"].startswith("cancel:")
 

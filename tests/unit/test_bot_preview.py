@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 
-from flux_client.bot_jobs import HalfwayPreview
+from flux_client.bot_jobs import HalfwayPreview, queued_text
 from flux_client.progress import JobUpdate
 
 CHAT, STATUS = 42, 7
@@ -49,3 +49,9 @@ def test_no_preview_is_sent_for_a_job_without_previews_or_a_broken_one():
     asyncio.run(halfway.offer(broken))
     asyncio.run(halfway.offer(update(16, picture=None)))
     assert bot.photos == []
+
+
+def test_the_status_after_submit_says_when_the_images_should_be_ready():
+    assert queued_text({"id": "job", "eta_s": 12.4}) == "queued, ready in about 12 s"
+    assert queued_text({"id": "job", "eta_s": 0.2}) == "queued, ready in about 1 s"
+    assert queued_text({"id": "job"}) == "queued", "a service that gives no estimate"
