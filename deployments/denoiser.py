@@ -142,10 +142,16 @@ class Denoiser:
         self.conditioning = Conditioning(self.pipeline, reference_images, prepared)
         self._pipeline_lock = threading.Lock()
         self.image_encoder: ImageEncoder | None = None
+        self.reference_cache_bytes = reference_cache_bytes
+        self.reference_kv = self.keep_reference_kv()
         requested = (acceleration or Acceleration()).resolve(self.device)
         self.acceleration, self.warmup_s = start_with_fallback(self, requested)
-        kv_variant = self.variant.capabilities.kv_reference_cache
-        self.reference_kv = ReferenceKV(self.pipeline.transformer, reference_cache_bytes) if kv_variant else None
+
+    def keep_reference_kv(self) -> ReferenceKV | None:
+        """A KV variant keeps its references' keys and values across jobs (deployments/kv_reuse.py)."""
+        if not self.variant.capabilities.kv_reference_cache:
+            return None
+        return ReferenceKV(self.pipeline.transformer, self.reference_cache_bytes)
 
     @property
     def defaults(self):
@@ -182,6 +188,7 @@ class Denoiser:
         self.pipeline = load_pipeline(self.weights, self.device, self.dtype, text_encoder=None, tokenizer=None)
         self.adapters = AdapterCache(self.pipeline, max_adapters, adapter_files)
         self.conditioning = Conditioning(self.pipeline, reference_images, prepared)
+        self.reference_kv = self.keep_reference_kv()
 
     # -- validation -------------------------------------------------------------------
 

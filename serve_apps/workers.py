@@ -191,6 +191,7 @@ class DenoiserServer:
         job needs."""
         started = time.time()
         observer = LiveObserver(self.channel, [job.job_id for job in jobs if job.job_id])
+        observer.ask_first()
         results = self.denoiser.generate(jobs, observer)
         return [self._store_result(job, result, started) for job, result in zip(jobs, results)]
 

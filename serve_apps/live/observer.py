@@ -1,8 +1,8 @@
 """A step loop's observer over a live channel, one per batch: it never makes the loop wait.
 
 Progress is sent without waiting, at most every PUBLISH_EVERY_S per job (and always at the last step).
-Cancel is asked for all the batch's jobs in one question, at most every ASK_EVERY_S, and the loop reads
-the latest answer that has come back; a question unanswered after ASK_STALE_S (its holder restarting)
+Cancel is asked for all the batch's jobs in one question before the first pass (that answer is waited for, at
+most FIRST_ANSWER_TIMEOUT_S), then at most every ASK_EVERY_S, and the loop reads the latest answer that has come back; a question unanswered after ASK_STALE_S (its holder restarting)
 is asked again. A cancel once seen stays seen.
 """
 
@@ -20,6 +20,7 @@ logger = logging.getLogger("flux_serve.live")
 PUBLISH_EVERY_S = 0.1
 ASK_EVERY_S = 0.25
 ASK_STALE_S = 5.0
+FIRST_ANSWER_TIMEOUT_S = 1.0
 
 
 class LiveObserver:
@@ -40,6 +41,15 @@ class LiveObserver:
         self._sent_at: dict[str, float] = {}
         self._asking = None
         self._asked_at = float("-inf")
+
+    def ask_first(self, timeout_s: float = FIRST_ANSWER_TIMEOUT_S) -> None:
+        """Ask once and wait for the answer (briefly): a job cancelled while it waited in the replica's queue
+        never takes a step. Later questions do not wait."""
+        self._asked_at = self.clock()
+        try:
+            self.cancelled |= set(self.channel.ask_cancelled(self.job_ids).result(timeout=timeout_s))
+        except Exception:  # the holder restarting, or slow: the step loop asks again at its next interval
+            logger.warning("cancel of jobs %s unknown before the first step", self.job_ids, exc_info=True)
 
     def on_step(self, progress: Progress) -> None:
         now = self.clock()

@@ -337,7 +337,8 @@ function showPreview(card, preview) {
 function showEta(jobId, etaS) {
   const card = $(`job-${jobId}`);
   if (!card || etaS === null || etaS === undefined) return;
-  const line = el("p", { className: "status eta" });
+  card.dataset.etaS = String(Math.round(etaS));
+  const line = el("p", { className: "eta" });
   card.querySelector(".status").after(line);
   const readyAt = performance.now() + etaS * 1000;
   const tick = () => {

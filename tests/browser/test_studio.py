@@ -69,6 +69,8 @@ def test_generate_four_images_with_progress_then_find_the_job_in_history_after_a
     page.wait_for_function("el => el.dataset.imagesShown", arg=card.element_handle(), timeout=TIMEOUT_MS)
     assert card.evaluate("el => [...el.querySelectorAll('img')].every(img => img.naturalWidth === 256)")
     assert card.get_attribute("data-progress-seen"), "a progress event reached the page"
+    assert card.get_attribute("data-eta-s").isdigit(), "the submit's eta_s was shown while queued"
+    page.wait_for_function("el => !el.querySelector('.eta')", arg=card.element_handle(), timeout=TIMEOUT_MS)
     assert "Ready" in card.locator(".status").inner_text()
     page.screenshot(path=artifacts / "3-done.png", full_page=True)
 

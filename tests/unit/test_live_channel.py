@@ -167,6 +167,19 @@ def test_the_observer_asks_once_for_the_whole_batch_and_never_waits_for_the_answ
     assert observer.cancel_requested(OTHER)
 
 
+def test_the_first_question_is_waited_for_so_a_job_cancelled_while_queued_takes_no_step():
+    clock, channel = FakeClock(), CountingChannel(settle_at_once=False)
+    observer = LiveObserver(channel, [JOB, OTHER], clock=clock)
+    threading.Timer(0.05, lambda: channel.answers[0].set_result({OTHER})).start()
+    observer.ask_first(timeout_s=5.0)
+    assert observer.cancel_requested(OTHER) and not observer.cancel_requested(JOB)
+    assert len(channel.asked) == 1, "the first question's answer serves the first pass"
+    silent = LiveObserver(CountingChannel(settle_at_once=False), [JOB], clock=clock)
+    started = time.perf_counter()
+    silent.ask_first(timeout_s=0.05)
+    assert time.perf_counter() - started < 1.0 and not silent.cancel_requested(JOB), "an unanswered one is no cancel"
+
+
 def test_a_cancel_on_the_channel_stops_the_denoiser_at_its_next_step(denoiser, prompt):
     from tests.unit.test_workers import make_request
 
