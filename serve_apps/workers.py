@@ -115,8 +115,6 @@ class DenoiserServer:
         self.safety_checker = safety.load_checker(args.safety.checker)
         self.node_id = ray.get_runtime_context().get_node_id()[:12] if ray.is_initialized() else ""
         self.ready_at = time.time()
-        self.batch_wait_timeout_s = model_args.batching.batch_wait_timeout_s
-        self.requests_in_flight = 0
         metrics.COLD_STARTS.inc(tags={"model": model})
         metrics.WARMUP_SECONDS.observe(getattr(self.denoiser, "warmup_s", 0.0), tags={"model": model})
 
@@ -133,22 +131,7 @@ class DenoiserServer:
         }
 
     def reconfigure(self, user_config: dict) -> None:
-        apply_batching(self.generate_batched, user_config)
-        self.batch_wait_timeout_s = float(user_config.get("batch_wait_timeout_s", self.batch_wait_timeout_s))
-
-    async def generate(
-        self, job: DenoiseJob, prompt: PromptEmbedding, negative: PromptEmbedding | None
-    ) -> DenoiseOutcome:
-        """One job, batched with others. The batch window is for company that is on its way: a job that finds
-        the replica idle starts at once (alone, a user waits for the model, not for the window), one that
-        arrives while the replica works waits the window, as it would wait for the running pass anyway."""
-        idle = self.requests_in_flight == 0
-        self.generate_batched.set_batch_wait_timeout_s(0.0 if idle else self.batch_wait_timeout_s)
-        self.requests_in_flight += 1
-        try:
-            return await self.generate_batched(job, prompt, negative)
-        finally:
-            self.requests_in_flight -= 1
+        apply_batching(self.generate, user_config)
 
     def linear_shapes(self) -> dict[str, tuple[int, int]]:
         """(in, out) of every Linear of the loaded transformer, built from its config on the meta device (the
@@ -166,7 +149,7 @@ class DenoiserServer:
         return key
 
     @serve.batch
-    async def generate_batched(
+    async def generate(
         self, jobs: list[DenoiseJob], prompts: list[PromptEmbedding], negatives: list[PromptEmbedding | None]
     ) -> list[DenoiseOutcome]:
         """`prompts`/`negatives` are the encoder's responses, passed by the ingress unresolved
