@@ -89,6 +89,24 @@ def _set_finetune(submission: Submission, value: str, settings: ChatSettings) ->
         submission.finetune = settings.last_finetune
 
 
+def split_options(text: str, known: tuple[str, ...], usage: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """'a fox --n 4 --ar=16:9' -> (['a', 'fox'], [('--n', '4'), ('--ar', '16:9')]): the words that are not options,
+    and each option with its value ('' when none follows). A phone's dash for '--' counts; an unknown option is
+    an OptionError ending with `usage`."""
+    words, options, tokens = [], [], iter(text.split())
+    for token in tokens:
+        if token.startswith(DASHES):
+            token = "--" + token.lstrip("".join(DASHES))  # phones turn "--" into a dash
+        if not token.startswith("--") or token == "--":
+            words.append(token)
+            continue
+        option, _, value = token.partition("=")
+        if option not in known:
+            raise OptionError(f"Unknown option {option}; {usage}.")
+        options.append((option, value or next(tokens, "")))
+    return words, options
+
+
 def parse_prompt(text: str, settings: ChatSettings) -> Submission:
     """'a fox --n 4 --ar 16:9 --model 9b --seed 7 --lora mystyle:0.8 --finetune ID:1.2' over the chat's settings.
 
@@ -98,17 +116,8 @@ def parse_prompt(text: str, settings: ChatSettings) -> Submission:
     submission = Submission(
         prompt="", model=settings.model, num_images=settings.num_images, aspect_ratio=settings.aspect_ratio
     )
-    words, tokens = [], iter(text.split())
-    for token in tokens:
-        if token.startswith(DASHES):
-            token = "--" + token.lstrip("".join(DASHES))
-        if not token.startswith("--") or token == "--":
-            words.append(token)
-            continue
-        option, _, value = token.partition("=")
-        if option not in OPTIONS:
-            raise OptionError(f"Unknown option {option}; use {', '.join(OPTIONS)}.")
-        value = value or next(tokens, "")
+    words, options = split_options(text, OPTIONS, f"use {', '.join(OPTIONS)}")
+    for option, value in options:
         if not value:
             raise OptionError(f"{option} needs a value, e.g. {option} {EXAMPLES[option]}.")
         if option == "--n":

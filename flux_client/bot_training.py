@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from flux_client.bot_options import DASHES, OptionError
+from flux_client.bot_options import OptionError, split_options
 from flux_client.progress import PENDING, READY
 
 MODES = ("general", "character", "style", "product")  # `edit` needs before/after pairs: the API's, not a chat's
@@ -39,17 +39,9 @@ class TrainOptions:
 
 def parse_train(text: str | None) -> TrainOptions:
     """'my cat --mode character --trigger CATTO --iterations 200': the words that are not options are the name."""
-    words, settings, tokens = [], {}, iter((text or "").split())
-    for token in tokens:
-        if token.startswith(DASHES):
-            token = "--" + token.lstrip("".join(DASHES))  # phones turn "--" into a dash
-        if not token.startswith("--"):
-            words.append(token)
-            continue
-        option, _, value = token.partition("=")
-        if option not in TRAIN_OPTIONS:
-            raise OptionError(f"Unknown option {option}; /train takes {', '.join(TRAIN_OPTIONS)}.")
-        value = value or next(tokens, "")
+    settings = {}
+    words, options = split_options(text or "", TRAIN_OPTIONS, f"/train takes {', '.join(TRAIN_OPTIONS)}")
+    for option, value in options:
         if option == "--mode":
             if value not in MODES:
                 raise OptionError(
