@@ -23,6 +23,7 @@ from deployments.acceleration import Acceleration, accelerate_denoiser, applying
 from deployments.adapter_cache import AdapterCache, AdapterFiles
 from deployments.conditioning import Conditioning, ReferenceLoader, group_key, no_references
 from deployments.contracts import DenoiseJob, GenerationParams, InvalidRequestError
+from deployments.finishing import RequestDone, RequestFinisher
 from deployments.images import ImageEncoder, to_uint8
 from deployments.kv_reuse import ReferenceKV, kv_key
 from deployments.loading import load_pipeline, pick_device, pick_dtype, resolve_weights
@@ -214,60 +215,62 @@ class Denoiser:
 
     # -- generation -------------------------------------------------------------------
 
-    def generate(self, jobs: list[DenoiseJob], observer: StepObserver | None = None) -> list[GenerationResult]:
+    def generate(
+        self, jobs: list[DenoiseJob], observer: StepObserver | None = None, on_done: RequestDone | None = None
+    ) -> list[GenerationResult]:
         """Results in the order of `jobs`. At every step `observer` gets each job's `Progress` (a job without
         an id is named `request-<index>`) and is asked whether to stop; a pass stops once all its jobs were.
+        `on_done(index, result)` is called, on a thread of its own, as each request is done (its last pass ran,
+        its images encoded), while later passes of the call still run.
 
         One call at a time per denoiser: the scheduler and the active adapters are pipeline state. Images are
         encoded in a thread; the lock is released before waiting for them, so the next call can start its pass.
         """
-        with self._pipeline_lock:
-            results, encoding = self._generate(jobs, observer)
-        decode_s: dict[tuple[int, float], float] = {}  # per request and pass: until its last image is encoded
-        for request_index, image_index, future, denoised in encoding:
-            data, encoded = future.result()
-            if not results[request_index].cancelled:
-                results[request_index].images[image_index] = data
-                key = (request_index, denoised)
-                decode_s[key] = max(decode_s.get(key, 0.0), encoded - denoised)
-        for (request_index, _), seconds in decode_s.items():
-            results[request_index].timings_s["decode"] += seconds
-        return results
+        results = [GenerationResult(job.params, [None] * job.params.num_images) for job in jobs]
+        finisher = RequestFinisher(results, on_done)
+        try:
+            with self._pipeline_lock:
+                self._generate(jobs, observer, finisher)
+        except BaseException:
+            finisher.close()
+            raise
+        return finisher.wait()
 
-    def _generate(self, jobs: list[DenoiseJob], observer: StepObserver | None) -> tuple[list[GenerationResult], list]:
+    def _generate(self, jobs: list[DenoiseJob], observer: StepObserver | None, finisher: RequestFinisher) -> None:
         for job in jobs:
             self.check_embeddings(job)
-        results = [GenerationResult(job.params, [None] * job.params.num_images) for job in jobs]
+        results = finisher.results
         job_ids = [job.job_id or f"request-{index}" for index, job in enumerate(jobs)]
         chunks = self._plan_forward_passes([job.params for job in jobs])
+        last_pass = {index: number for number, chunk in enumerate(chunks) for index in _requests(chunk)}
         clock = StepClock([(jobs[chunk[0].request_index].params.steps, _requests(chunk)) for chunk in chunks])
-        encoding: list = []  # (request index, image index, future of (bytes, done at), denoised at)
+        encoding: dict[int, list] = defaultdict(list)  # per request: (image index, future of (bytes, at), denoised at)
         for pass_index, chunk in enumerate(chunks):
             live = [s for s in chunk if not (observer and observer.cancel_requested(job_ids[s.request_index]))]
             for request_index in set(_requests(chunk)) - set(_requests(live)):
                 results[request_index].cancelled = True
-            if not live:
-                continue
-            hook = StepHook(clock, pass_index, {index: job_ids[index] for index in _requests(live)}, observer)
-            forward = ForwardPass(jobs, live, hook)
-            ran = self._run_chunk(forward)
-            for request_index in forward.requests:
-                result = results[request_index]
-                if ran is None:
-                    result.cancelled = True
-                    continue
-                result.timings_s["denoise"] += ran.denoised_at - ran.started_at
-                note_preparation(result, ran.references)
-                result.batch_images = max(result.batch_images, len(live))
-                result.batch_requests = max(result.batch_requests, len(forward.requests))
+            ran = None
+            if live:
+                hook = StepHook(clock, pass_index, {index: job_ids[index] for index in _requests(live)}, observer)
+                forward = ForwardPass(jobs, live, hook)
+                ran = self._run_chunk(forward)
+                for request_index in forward.requests:
+                    result = results[request_index]
+                    if ran is None:
+                        result.cancelled = True
+                        continue
+                    result.timings_s["denoise"] += ran.denoised_at - ran.started_at
+                    note_preparation(result, ran.references)
+                    result.batch_images = max(result.batch_images, len(live))
+                    result.batch_requests = max(result.batch_requests, len(forward.requests))
             if ran is not None:
-                encoding += [(s.request_index, s.image_index, f, ran.denoised_at) for s, f in zip(live, ran.encoded)]
-        for result in results:
-            if result.cancelled:
-                result.images = []
-            else:
-                result.manifest = self.manifest(result.params)
-        return results, encoding
+                for slot, future in zip(live, ran.encoded):
+                    encoding[slot.request_index].append((slot.image_index, future, ran.denoised_at))
+            for request_index in _requests(chunk):
+                if last_pass[request_index] == pass_index:
+                    result = results[request_index]
+                    manifest = None if result.cancelled else self.manifest(result.params)
+                    finisher.finish(request_index, encoding.pop(request_index, []), manifest)
 
     def _plan_forward_passes(self, params: list[GenerationParams]) -> list[list[_Slot]]:
         """Group compatible requests, then pack them into passes, keeping a request whole where it fits."""

@@ -1,7 +1,8 @@
 """Thin Ray Serve wrappers over the plain model workers: batching, live knobs, storage, the live channel.
 
 `@serve.batch` sits on a thin async method that hands the whole batch to the worker's pure
-batch function in a thread, so the replica keeps collecting the next batch meanwhile. Each
+batch function in a thread, so the replica keeps collecting the next batch meanwhile; the denoiser's
+answers each job as soon as its own images are stored (a batch generator). Each
 wrapper takes the typed config whole, says its own deployment options, and takes its worker
 class as an argument so tests can inject one. The builder turns them into deployments.
 """
@@ -12,6 +13,7 @@ import asyncio
 import io
 import logging
 import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 
 import ray
@@ -34,6 +36,39 @@ from serve_apps.store.storage import JobStore
 logger = logging.getLogger("flux_serve.workers")
 
 ADAPTER_SETS_PER_REPLICA = 8
+
+
+OutcomeReady = Callable[[int, DenoiseOutcome], None]
+
+
+async def outcomes_as_done(
+    work: Callable[[list, OutcomeReady], object], jobs: list
+) -> AsyncIterator[tuple[int, object]]:
+    """Runs `work(jobs, on_outcome)` in a thread and yields each (index, outcome) as the thread hands it over;
+    a failure of the work is raised here after the outcomes handed over before it."""
+    loop = asyncio.get_running_loop()
+    arrived: asyncio.Queue = asyncio.Queue()
+    finished = object()
+
+    async def run() -> None:
+        try:
+            await asyncio.to_thread(work, jobs, lambda *item: loop.call_soon_threadsafe(arrived.put_nowait, item))
+        except Exception as error:
+            arrived.put_nowait(error)
+        else:
+            arrived.put_nowait(finished)
+
+    running = asyncio.create_task(run())
+    while (item := await arrived.get()) is not finished:
+        if isinstance(item, Exception):
+            raise item
+        yield item
+    await running
+
+
+async def drained(stream: AsyncIterator) -> None:
+    async for _ in stream:
+        pass
 
 
 def job_gpu_seconds(result: GenerationResult, num_gpus: float) -> float:
@@ -115,6 +150,7 @@ class DenoiserServer:
         self.safety_checker = safety.load_checker(args.safety.checker)
         self.node_id = ray.get_runtime_context().get_node_id()[:12] if ray.is_initialized() else ""
         self.ready_at = time.time()
+        self.background: set[asyncio.Task] = set()
         metrics.COLD_STARTS.inc(tags={"model": model})
         metrics.WARMUP_SECONDS.observe(getattr(self.denoiser, "warmup_s", 0.0), tags={"model": model})
 
@@ -131,7 +167,7 @@ class DenoiserServer:
         }
 
     def reconfigure(self, user_config: dict) -> None:
-        apply_batching(self.generate, user_config)
+        apply_batching(self.generate_batched, user_config)
 
     def linear_shapes(self) -> dict[str, tuple[int, int]]:
         """(in, out) of every Linear of the loaded transformer, built from its config on the meta device (the
@@ -148,13 +184,34 @@ class DenoiserServer:
         """
         return key
 
-    @serve.batch
     async def generate(
+        self, job: DenoiseJob, prompt: PromptEmbedding, negative: PromptEmbedding | None
+    ) -> DenoiseOutcome:
+        """One job, batched with others (`generate_batched`), answered as soon as its own images are stored: a job
+        that shared a call with larger ones does not wait for their passes."""
+        stream = self.generate_batched(job, prompt, negative)
+        async for outcome in stream:
+            if outcome is not None:
+                self._background(drained(stream))  # its end comes with the batch's next yield: read, not left
+                return outcome
+        raise RuntimeError(f"job {job.job_id}: its batch ended without its outcome")
+
+    def _background(self, work) -> None:
+        """Run without waiting, keeping a reference until done (the event loop keeps only weak ones)."""
+        task = asyncio.create_task(work)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+    @serve.batch()  # called: the bare form refuses async generators (ray 2.60)
+    async def generate_batched(
         self, jobs: list[DenoiseJob], prompts: list[PromptEmbedding], negatives: list[PromptEmbedding | None]
-    ) -> list[DenoiseOutcome]:
+    ):
         """`prompts`/`negatives` are the encoder's responses, passed by the ingress unresolved
         (DeploymentResponse composition): Ray brings the embeddings here from the encoder, never through
-        the ingress. Serve splits batches by multiplexed id, so one batch shares one adapter set."""
+        the ingress. Serve splits batches by multiplexed id, so one batch shares one adapter set.
+
+        Yields the batch's list each time one job is done: its outcome there, None for jobs still running (their
+        callers wait on), StopIteration for those already answered (Serve ends their streams)."""
         key = serve.get_multiplexed_model_id()
         if key:
             await self.adapter_set(key)
@@ -162,21 +219,30 @@ class DenoiserServer:
             replace(job, prompt=prompt, negative_prompt=negative)
             for job, prompt, negative in zip(jobs, prompts, negatives)
         ]
-        outcomes = await asyncio.to_thread(self.generate_batch, jobs)
-        for job, outcome in zip(jobs, outcomes):
+        answered: set[int] = set()
+        async for index, outcome in outcomes_as_done(self.generate_batch, jobs):
+            job = jobs[index]
             encode_s = job.prompt.encode_s + (job.negative_prompt.encode_s if job.negative_prompt else 0.0)
             outcome.timings_s["queue"] = max(0.0, outcome.timings_s.get("queue", 0.0) - encode_s)
             outcome.timings_s["encode"] = encode_s
-        return outcomes
+            yield [outcome if i == index else StopIteration if i in answered else None for i in range(len(jobs))]
+            answered.add(index)
 
-    def generate_batch(self, jobs: list[DenoiseJob]) -> list[DenoiseOutcome]:
-        """Denoise a batch (progress and cancel through the live channel), store the images, return what each
-        job needs."""
+    def generate_batch(self, jobs: list[DenoiseJob], on_outcome: OutcomeReady | None = None) -> list[DenoiseOutcome]:
+        """Denoise a batch (progress and cancel through the live channel), store each job's images as soon as
+        they are made, hand its outcome to `on_outcome(index, outcome)` (from a thread), return them all."""
         started = time.time()
         observer = LiveObserver(self.channel, [job.job_id for job in jobs if job.job_id])
         observer.ask_first()
-        results = self.denoiser.generate(jobs, observer)
-        return [self._store_result(job, result, started) for job, result in zip(jobs, results)]
+        outcomes: list[DenoiseOutcome | None] = [None] * len(jobs)
+
+        def stored(index: int, result: GenerationResult) -> None:
+            outcomes[index] = self._store_result(jobs[index], result, started)
+            if on_outcome is not None:
+                on_outcome(index, outcomes[index])
+
+        self.denoiser.generate(jobs, observer, on_done=stored)
+        return outcomes
 
     def _store_result(self, job: DenoiseJob, result: GenerationResult, started: float) -> DenoiseOutcome:
         stored_at = time.perf_counter()
