@@ -5,7 +5,8 @@ A small simulation of how the denoiser replicas take work (serve_apps/workers.py
 jobs leave in submit order, in calls of up to `requests_per_call` (batching.max_batch_size), each to the replica
 free first; a call that is not full first waits `batch_wait_s` for more; it runs its passes one after another
 (jobs sharing size, steps, guidance, adapters and references share a pass, up to the images and pixels a pass
-takes), stores every image, and its jobs end together. Jobs already denoising hold their replica for what their
+takes); each job is done when its own last pass is and its images are stored, the replica free when the call's
+last job is. Jobs already denoising hold their replica for what their
 live progress says is left; jobs already handed to the denoiser but not started form their calls before a new job
 gets there, so it never joins theirs. Pure: no clock, no I/O.
 """
@@ -116,29 +117,42 @@ def busy_until(running: list[Running], pace: Pace, replicas: int) -> list[float]
 
 def call_s(call: list[JobWork], pace: Pace, serving: Serving) -> float:
     """Seconds one call of these jobs takes: its passes, grouped and packed as the denoiser plans them."""
-    groups: dict[tuple, list[JobWork]] = {}
-    for work in call:
-        groups.setdefault(work.group, []).append(work)
-    total_s = 0.0
-    for works in groups.values():
-        first = works[0]
-        capacity = serving.images_in_pass(first)
-        passes, current = [], 0
-        for work in works:
-            if current and current + work.images > capacity:
+    return call_ends(call, pace, serving)[-1]
+
+
+def call_ends(call: list[JobWork], pace: Pace, serving: Serving) -> list[float]:
+    """When each job of one call is done, seconds from the call's start, in call order, then when the call ends:
+    passes run one after another as the denoiser plans them (groups in order of their first job, each packed),
+    and a job is done when its last pass is and its images stored (stores one after another, beside the next
+    pass)."""
+    groups: dict[tuple, list[int]] = {}
+    for index, work in enumerate(call):
+        groups.setdefault(work.group, []).append(index)
+    passes: list[list[int]] = []  # the jobs with an image in each pass, in running order
+    for indices in groups.values():
+        capacity = serving.images_in_pass(call[indices[0]])
+        current: list[int] = []
+        for index in indices:
+            if current and len(current) + call[index].images > capacity:
                 passes.append(current)
-                current = 0
-            for _ in range(work.images):
-                current += 1
-                if current == capacity:
+                current = []
+            for _ in range(call[index].images):
+                current.append(index)
+                if len(current) == capacity:
                     passes.append(current)
-                    current = 0
+                    current = []
         if current:
             passes.append(current)
-        total_s += sum(
-            pace.pass_s(n, first.sequence_mp_each, first.cfg_factor, first.output_mp_each, first.steps) for n in passes
-        )
-    return total_s + pace.store_s_per_image * sum(work.images for work in call)
+    last_pass = {index: number for number, jobs in enumerate(passes) for index in jobs}
+    ends, clock_s, stored_s = [0.0] * len(call), 0.0, 0.0
+    for number, jobs in enumerate(passes):
+        first = call[jobs[0]]
+        clock_s += pace.pass_s(len(jobs), first.sequence_mp_each, first.cfg_factor, first.output_mp_each, first.steps)
+        for index in dict.fromkeys(jobs):
+            if last_pass[index] == number:
+                stored_s = max(stored_s, clock_s) + pace.store_s_per_image * call[index].images
+                ends[index] = stored_s
+    return [*ends, max(clock_s, stored_s)]
 
 
 def ready_in_s(queue: Queue, own: JobWork, pace: Pace, serving: Serving) -> float:
@@ -159,8 +173,9 @@ def ready_in_s(queue: Queue, own: JobWork, pace: Pace, serving: Serving) -> floa
         start = free[replica] if call is not calls[-1] else max(free[replica], pace.encode_s)
         if len(call) < size:
             start += serving.batch_wait_s
-        free[replica] = start + call_s(call, pace, serving)
-    return free[replica] + pace.overhead_s
+        *done_at, ends_at = call_ends(call, pace, serving)
+        free[replica] = start + ends_at
+    return start + done_at[-1] + pace.overhead_s
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,17 @@ from serve_apps.api.views import JobViews
 from serve_apps.config import AppArgs
 from serve_apps.jobs.deadlines import DEADLINE_PASSED, DeadlineUnmet, unless_queued_past_deadline
 from serve_apps.jobs.estimates import EtaEstimator
-from serve_apps.jobs.eta import JobWork, Queue, Running, Serving, call_s, job_work, ready_in_s, what_fits
+from serve_apps.jobs.eta import (
+    JobWork,
+    Queue,
+    Running,
+    Serving,
+    call_ends,
+    call_s,
+    job_work,
+    ready_in_s,
+    what_fits,
+)
 from serve_apps.jobs.kind import JobCancelled
 from serve_apps.jobs.pace import Curve, Pace, learn_pace, pass_samples
 from serve_apps.jobs.records import JobRecord, JobStatus, Stage
@@ -80,6 +90,20 @@ def test_a_new_job_never_joins_the_calls_of_jobs_already_handed_to_the_denoiser(
     assert (
         call_s([JobWork(64, 64, 1, 3)], stored, ONE_REPLICA) - call_s([JobWork(64, 64, 1, 3)], PACE, ONE_REPLICA) == 1.5
     )
+
+
+def test_a_job_is_done_with_its_own_last_pass_not_with_its_call():
+    small = JobWork(width=512, height=512, steps=4, images=1)
+    stored = Pace(PACE.step, PACE.decode, 0.0, 0.0, 0.0, 1, store_s_per_image=0.5)
+    small_done, mega_done, call_ends_at = call_ends([small, MEGA], stored, ONE_REPLICA)
+    small_pass_s, mega_pass_s = 4 * 0.25 + 0.05, 4 * 1.0 + 0.2
+    assert small_done == pytest.approx(small_pass_s + 0.5), "its pass ran first, then its image was stored"
+    assert mega_done == call_ends_at == pytest.approx(small_pass_s + mega_pass_s + 0.5)
+    assert call_s([small, MEGA], stored, ONE_REPLICA) == call_ends_at
+    behind_a_mega_call = ready_in_s(Queue(waiting=[MEGA]), small, PACE, ONE_REPLICA)
+    assert behind_a_mega_call == pytest.approx(0.05 + mega_pass_s + small_pass_s + 0.1), "the own job is last"
+    first_in_call = call_ends([MEGA, small, MEGA], PACE, ONE_REPLICA)
+    assert first_in_call[0] == first_in_call[2] < first_in_call[1], "jobs sharing the first pass end with it"
 
 
 def test_a_pass_is_capped_by_its_images_and_pixels():
