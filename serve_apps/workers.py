@@ -151,6 +151,8 @@ class DenoiserServer:
         self.node_id = ray.get_runtime_context().get_node_id()[:12] if ray.is_initialized() else ""
         self.ready_at = time.time()
         self.background: set[asyncio.Task] = set()
+        self.batch_wait_timeout_s = model_args.batching.batch_wait_timeout_s
+        self.jobs_in_flight = 0
         metrics.COLD_STARTS.inc(tags={"model": model})
         metrics.WARMUP_SECONDS.observe(getattr(self.denoiser, "warmup_s", 0.0), tags={"model": model})
 
@@ -168,6 +170,7 @@ class DenoiserServer:
 
     def reconfigure(self, user_config: dict) -> None:
         apply_batching(self.generate_batched, user_config)
+        self.batch_wait_timeout_s = float(user_config.get("batch_wait_timeout_s", self.batch_wait_timeout_s))
 
     def linear_shapes(self) -> dict[str, tuple[int, int]]:
         """(in, out) of every Linear of the loaded transformer, built from its config on the meta device (the
@@ -188,12 +191,22 @@ class DenoiserServer:
         self, job: DenoiseJob, prompt: PromptEmbedding, negative: PromptEmbedding | None
     ) -> DenoiseOutcome:
         """One job, batched with others (`generate_batched`), answered as soon as its own images are stored: a job
-        that shared a call with larger ones does not wait for their passes."""
-        stream = self.generate_batched(job, prompt, negative)
-        async for outcome in stream:
-            if outcome is not None:
-                self._background(drained(stream))  # its end comes with the batch's next yield: read, not left
-                return outcome
+        that shared a call with larger ones does not wait for their passes.
+
+        The batch window is for company on its way: a job that finds the replica idle starts at once (alone, a
+        user waits for the model, not for the window); one arriving while the replica works waits the window, as
+        it would wait for the running pass anyway."""
+        idle = self.jobs_in_flight == 0
+        self.generate_batched.set_batch_wait_timeout_s(0.0 if idle else self.batch_wait_timeout_s)
+        self.jobs_in_flight += 1
+        try:
+            stream = self.generate_batched(job, prompt, negative)
+            async for outcome in stream:
+                if outcome is not None:
+                    self._background(drained(stream))  # its end comes with the batch's next yield: read, not left
+                    return outcome
+        finally:
+            self.jobs_in_flight -= 1
         raise RuntimeError(f"job {job.job_id}: its batch ended without its outcome")
 
     def _background(self, work) -> None:
