@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from deployments import digests
 from deployments.contracts import AdapterRef, GenerationParams, ReferenceImage
 from deployments.digests import file_sha256, folder_sha256
 from deployments.image_manifest import read_manifest
@@ -128,3 +129,26 @@ def test_a_loaded_loras_file_digest_is_what_the_manifest_names(tmp_path):
     assert [(lora.id, lora.sha256, lora.scale) for lora in manifest.loras] == [
         ("style", hashlib.sha256(b"lora weights").hexdigest(), 0.8)
     ]
+
+
+def test_a_file_hashed_once_on_a_node_is_not_hashed_again_by_the_next_replica(tmp_path, monkeypatch):
+    monkeypatch.setenv(digests.DIGEST_CACHE_ENV, str(tmp_path / "cache" / "file-digests.json"))
+    weights_file = tmp_path / "weights.safetensors"
+    weights_file.write_bytes(b"\x03" * 5000)
+    expected = hashlib.sha256(b"\x03" * 5000).hexdigest()
+    assert file_sha256(weights_file) == expected
+    monkeypatch.setattr(digests, "_known", {})  # a new replica process: nothing in memory
+
+    def no_reading(*_args, **_kwargs):
+        raise AssertionError("hashed again")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(digests.hashlib, "sha256", no_reading)
+        assert file_sha256(weights_file) == expected, "read from the node's digest file"
+    weights_file.write_bytes(b"\x04" * 5001)
+    assert file_sha256(weights_file) == hashlib.sha256(b"\x04" * 5001).hexdigest(), "a changed file is hashed anew"
+    monkeypatch.setenv(digests.DIGEST_CACHE_ENV, str(weights_file / "not-a-folder" / "digests.json"))
+    monkeypatch.setattr(digests, "_known", {})
+    assert file_sha256(weights_file) == hashlib.sha256(b"\x04" * 5001).hexdigest(), (
+        "an unwritable cache only costs time"
+    )
