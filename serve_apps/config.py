@@ -116,6 +116,11 @@ class InputArgs(StrictModel):
         2, ge=1, description="images one key fetches or decodes at once per ingress replica; more wait up to timeout_s"
     )
     concurrent_images_per_replica: int = Field(4, ge=1, description="the same for all keys (4 decode threads)")
+    decoded_cache_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=0,
+        description="input images kept decoded per ingress replica, by the digest of the bytes sent (0: none)",
+    )
 
 
 class SafetyArgs(StrictModel):

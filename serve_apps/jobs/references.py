@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from deployments.contracts import ReferenceImage
 from serve_apps.api.protocol import GenerateRequest
 from serve_apps.config import AppArgs
+from serve_apps.jobs.decoded_inputs import DecodedInputs, input_key
 from serve_apps.jobs.decoding import InputTurns, decode_in_pool
 from serve_apps.jobs.inputs import (
     DecodedImage,
@@ -63,6 +64,7 @@ class InputResolver:
         self.upload_limits = args.limits
         self.retention_days = args.jobs.retention_days
         self.turns = InputTurns(args.inputs.concurrent_images_per_key, args.inputs.concurrent_images_per_replica)
+        self.decoded = DecodedInputs(args.inputs.decoded_cache_bytes)
         self.allowed_private_hosts = args.network.allowed_private_hosts
         self.checker = checker
 
@@ -93,8 +95,14 @@ class InputResolver:
         source = parse_source(field, value, self.limits.max_bytes)
         async with self.turns.turn(key_id, self.limits.timeout_s):  # the key's fair share of fetch and decode
             data = await self._fetched(field, source, key_id)
+            key = await decode_in_pool(input_key, data, as_mask, self.limits.max_pixels)
+            known = self.decoded.get(key)
+            if known is not None:  # the same bytes as an earlier request's: decoded then
+                return known
             decode = decode_mask if as_mask else decode_image
-            return await decode_in_pool(decode, data, field, self.limits.max_pixels)
+            decoded = await decode_in_pool(decode, data, field, self.limits.max_pixels)
+            self.decoded.put(key, decoded)
+            return decoded
 
     async def _fetched(self, field: str, source: ImageSource, key_id: str) -> bytes:
         """The image's bytes, at most inputs.max_bytes, wherever `source` says they are."""
