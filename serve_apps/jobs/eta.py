@@ -3,7 +3,8 @@ running figures (serve_apps/jobs/pace.py); and, for a deadline it cannot meet, t
 
 A small simulation of how the denoiser replicas take work (serve_apps/workers.py, deployments/denoiser.py): waiting
 jobs leave in submit order, in calls of up to `requests_per_call` (batching.max_batch_size), each to the replica
-free first; a call that is not full first waits `batch_wait_s` for more; it runs its passes one after another
+free first; a call that is not full waits for more until `batch_wait_s` after its first job came (the window runs
+while the replica works; a lone job that finds its replica idle skips it); it runs its passes one after another
 (jobs sharing size, steps, guidance, adapters and references share a pass, up to the images and pixels a pass
 takes); each job is done when its own last pass is and its images are stored, the replica free when the call's
 last job is. Jobs already denoising hold their replica for what their
@@ -171,8 +172,9 @@ def ready_in_s(queue: Queue, own: JobWork, pace: Pace, serving: Serving) -> floa
     for call in calls:
         replica = min(range(replicas), key=free.__getitem__)
         start = free[replica] if call is not calls[-1] else max(free[replica], pace.encode_s)
-        if len(call) < size:
-            start += serving.batch_wait_s
+        alone_on_an_idle_replica = len(call) == 1 and free[replica] == 0.0
+        if len(call) < size and not alone_on_an_idle_replica:  # the window runs while the replica works
+            start = max(start, serving.batch_wait_s)
         *done_at, ends_at = call_ends(call, pace, serving)
         free[replica] = start + ends_at
     return start + done_at[-1] + pace.overhead_s

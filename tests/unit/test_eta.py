@@ -63,8 +63,15 @@ def test_an_empty_queue_costs_the_job_its_own_pass_encode_and_overhead():
     own_pass_s = 4 * 1.0 + 0.2
     assert ready_in_s(Queue(), MEGA, PACE, ONE_REPLICA) == pytest.approx(0.05 + own_pass_s + 0.1)
     waiting = Serving(1, 4, 8, 8 * 1024 * 1024, batch_wait_s=0.5)
-    assert ready_in_s(Queue(), MEGA, PACE, waiting) == pytest.approx(0.05 + 0.5 + own_pass_s + 0.1), (
-        "a call not full waits"
+    assert ready_in_s(Queue(), MEGA, PACE, waiting) == pytest.approx(0.05 + own_pass_s + 0.1), (
+        "a lone job on an idle replica skips the window"
+    )
+    assert ready_in_s(Queue(waiting=[MEGA]), MEGA, PACE, waiting) == pytest.approx(0.5 + 2 * own_pass_s + 0.1), (
+        "a call not full waits the window from its first job's arrival (the two share one pass)"
+    )
+    behind = Queue(running=[Running(MEGA, 2.0, ("pass",))])
+    assert ready_in_s(behind, MEGA, PACE, waiting) == pytest.approx(2.0 + 0.2 + own_pass_s + 0.1), (
+        "the window runs while the replica works"
     )
 
 
