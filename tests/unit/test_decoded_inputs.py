@@ -39,7 +39,9 @@ def counting_decodes(monkeypatch) -> list[int]:
 
 
 def request(*images: bytes, mask: bytes | None = None) -> GenerateRequest:
-    fields = {"input_image" if n == 0 else f"input_image_{n + 1}": base64.b64encode(i).decode() for n, i in enumerate(images)}
+    fields = {
+        "input_image" if n == 0 else f"input_image_{n + 1}": base64.b64encode(i).decode() for n, i in enumerate(images)
+    }
     if mask is not None:
         fields["mask"] = base64.b64encode(mask).decode()
     return GenerateRequest(prompt="make the background yellow", **fields)
