@@ -138,13 +138,15 @@ class EtaEstimator:
                 left_s = seconds_left(progress, work, pace, now)
                 running.append(Running(work, left_s, (progress.eta_s, progress.step, progress.of)))
             elif record.stage == Stage.DENOISING:
-                handed_waiting.append(work)
+                handed_waiting.append((work, now - record.created_at))
             else:
-                waiting.append(work)
+                waiting.append((work, now - record.created_at))
         # handed over while no pass runs: their call is forming or starting, and a new job gets there too late to
         # join it; behind a running pass they wait for the next call, as the new job will
         handed = 0 if running else len(handed_waiting)
-        return Queue(running, handed_waiting + waiting, unread, handed)
+        ordered = handed_waiting + waiting
+        ages_s, own_age_s = [age_s for _, age_s in ordered], 0.0 if before is None else now - before
+        return Queue(running, [work for work, _ in ordered], unread, handed, ages_s, own_age_s)
 
     async def at_submit(self, model: str, params: GenerationParams, deadline_s: float | None) -> float:
         """The ETA of a job about to be stored, behind every unfinished job of its model; DeadlineUnmet (with what

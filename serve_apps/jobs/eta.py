@@ -2,9 +2,9 @@
 running figures (serve_apps/jobs/pace.py); and, for a deadline it cannot meet, the largest request that would.
 
 A small simulation of how the denoiser replicas take work (serve_apps/workers.py, deployments/denoiser.py): waiting
-jobs leave in submit order, in calls of up to `requests_per_call` (batching.max_batch_size), each to the replica
-free first; a call that is not full waits for more until `batch_wait_s` after its first job came (the window runs
-while the replica works; a lone job that finds its replica idle skips it); it runs its passes one after another
+jobs leave in submit order, in calls of up to `requests_per_call` (batching.max_batch_size) formed as they arrive
+(a call takes the jobs that come within `batch_wait_s` of its first, even while the replica works), each to the
+replica free first; a lone job that finds its replica idle skips the window; a call runs its passes one after another
 (jobs sharing size, steps, guidance, adapters and references share a pass, up to the images and pixels a pass
 takes); each job is done when its own last pass is and its images are stored, the replica free when the call's
 last job is. Jobs already denoising hold their replica for what their
@@ -92,12 +92,28 @@ class Serving:
 class Queue:
     """A model's unfinished jobs ahead of one: those denoising, those waiting (the first `handed` of them already
     handed to the denoiser, then the rest, each oldest first), and how many more wait past those read (counted at
-    the mean of those read)."""
+    the mean of those read). `ages_s`: how long ago each waiting job was submitted (None: all at once), and
+    `own_age_s` the job asked about (0: a job being submitted)."""
 
     running: list[Running] = field(default_factory=list)
     waiting: list[JobWork] = field(default_factory=list)
     unread: int = 0
     handed: int = 0
+    ages_s: list[float] | None = None
+    own_age_s: float = 0.0
+
+
+def calls_by_arrival(ages_s: list[float], size: int, window_s: float) -> list[list[int]]:
+    """The calls jobs that arrived `ages_s` ago (oldest first) form, as Serve's batch queue forms them: a call takes
+    the jobs that arrive within `window_s` of its first, up to `size`; it is formed then, even while the replica
+    still works, so a job that comes later waits for a call of its own however long the queue ahead."""
+    calls: list[list[int]] = []
+    for index, age_s in enumerate(ages_s):
+        if calls and len(calls[-1]) < size and ages_s[calls[-1][0]] - age_s <= window_s:
+            calls[-1].append(index)
+        else:
+            calls.append([index])
+    return calls
 
 
 def busy_until(running: list[Running], pace: Pace, replicas: int) -> list[float]:
@@ -166,15 +182,18 @@ def ready_in_s(queue: Queue, own: JobWork, pace: Pace, serving: Serving) -> floa
     if queue.unread:
         per_job_s = sum(call_s([work], pace, serving) for work in queue.waiting) / max(1, len(queue.waiting))
         free = [at + queue.unread * per_job_s / replicas for at in free]
-    size = serving.requests_per_call
-    handed, rest = queue.waiting[: queue.handed], [*queue.waiting[queue.handed :], own]
-    calls = [jobs[start : start + size] for jobs in (handed, rest) for start in range(0, len(jobs), size)]
-    for call in calls:
+    size, jobs = serving.requests_per_call, [*queue.waiting, own]
+    ages_s = [*(queue.ages_s if queue.ages_s is not None else [queue.own_age_s] * len(queue.waiting)), queue.own_age_s]
+    handed = calls_by_arrival(ages_s[: queue.handed], size, serving.batch_wait_s)
+    rest = calls_by_arrival(ages_s[queue.handed :], size, serving.batch_wait_s)
+    calls = [[jobs[i] for i in call] for call in handed] + [[jobs[queue.handed + i] for i in call] for call in rest]
+    firsts_age_s = [ages_s[call[0]] for call in handed] + [ages_s[queue.handed + call[0]] for call in rest]
+    for call, first_age_s in zip(calls, firsts_age_s):
         replica = min(range(replicas), key=free.__getitem__)
         start = free[replica] if call is not calls[-1] else max(free[replica], pace.encode_s)
         alone_on_an_idle_replica = len(call) == 1 and free[replica] == 0.0
-        if len(call) < size and not alone_on_an_idle_replica:  # the window runs while the replica works
-            start = max(start, serving.batch_wait_s)
+        if len(call) < size and not alone_on_an_idle_replica:  # the window runs from its first job's arrival
+            start = max(start, serving.batch_wait_s - first_age_s)
         *done_at, ends_at = call_ends(call, pace, serving)
         free[replica] = start + ends_at
     return start + done_at[-1] + pace.overhead_s

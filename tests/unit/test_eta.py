@@ -28,6 +28,7 @@ from serve_apps.jobs.eta import (
     Serving,
     call_ends,
     call_s,
+    calls_by_arrival,
     job_work,
     ready_in_s,
     what_fits,
@@ -111,6 +112,19 @@ def test_a_job_is_done_with_its_own_last_pass_not_with_its_call():
     assert behind_a_mega_call == pytest.approx(0.05 + mega_pass_s + small_pass_s + 0.1), "the own job is last"
     first_in_call = call_ends([MEGA, small, MEGA], PACE, ONE_REPLICA)
     assert first_in_call[0] == first_in_call[2] < first_in_call[1], "jobs sharing the first pass end with it"
+
+
+def test_calls_form_as_jobs_arrive_so_a_later_job_never_joins_an_earlier_call():
+    assert calls_by_arrival([10.0, 9.99, 9.0, 0.02, 0.0], size=4, window_s=0.05) == [[0, 1], [2], [3, 4]]
+    assert calls_by_arrival([0.0] * 5, size=4, window_s=0.05) == [[0, 1, 2, 3], [4]], "a call holds at most size"
+    waiting = Serving(1, 4, 8, 8 * 1024 * 1024, batch_wait_s=0.05)
+    own_pass_s = 4 * 1.0 + 0.2
+    long_ago = ready_in_s(Queue(waiting=[MEGA], ages_s=[5.0]), MEGA, PACE, waiting)
+    assert long_ago == pytest.approx(own_pass_s + own_pass_s + 0.1), "its own call, after the other's"
+    just_now = ready_in_s(Queue(waiting=[MEGA], ages_s=[0.01]), MEGA, PACE, waiting)
+    assert just_now == pytest.approx(0.05 + 2 * own_pass_s + 0.1), "within the window: one pass of two"
+    polled = ready_in_s(Queue(waiting=[MEGA], ages_s=[5.0], own_age_s=4.99), MEGA, PACE, waiting)
+    assert polled == pytest.approx(just_now), "a job asked about later is placed by its own arrival: one pass of two"
 
 
 def test_a_pass_is_capped_by_its_images_and_pixels():
