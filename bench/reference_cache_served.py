@@ -26,6 +26,8 @@ import httpx
 import numpy as np
 from PIL import Image
 
+from bench.serve_overhead import follow_events
+
 MODEL = "flux-2-klein-4b"
 PORT = 8127
 PROMPT = "the same character, in the rain"
@@ -63,10 +65,7 @@ def waited_job(http: httpx.Client, body: dict) -> tuple[float, dict]:
     """Seconds from submit to the job's done event on its stream, and the job as it ended."""
     started = time.perf_counter()
     job_id = http.post(f"/v1/{MODEL}", json=body).raise_for_status().json()["id"]
-    with http.stream("GET", f"/v1/jobs/{job_id}/events") as events:
-        for line in events.iter_lines():
-            if line.startswith("event: ") and line.removeprefix("event: ") in ("done", "error"):
-                break
+    follow_events(http, job_id)
     waited_s = time.perf_counter() - started
     job = http.get(f"/v1/jobs/{job_id}").json()
     if job["status"] != "Ready":

@@ -49,6 +49,14 @@ def fastest(run: CellRun) -> Sample:
     return min(run.samples, key=lambda sample: sample.timings_s["total"])
 
 
+def follow_events(http: httpx.Client, job_id: str) -> None:
+    """Until the job's stream says it ended (its `done` or `error` event), as flux_client and the CLI wait."""
+    with http.stream("GET", f"/v1/jobs/{job_id}/events") as events:
+        for line in events.iter_lines():
+            if line.startswith("event: ") and line.removeprefix("event: ") in ("done", "error"):
+                return
+
+
 def events_wait_s(base_url: str, key: str, cell: Cell, repeats: int) -> float:
     """The least disturbed of `repeats` submits waited for on the job's events stream until its `done` event,
     after one warm-up: what a user of flux_client or the CLI waits (they follow the stream)."""
@@ -58,11 +66,7 @@ def events_wait_s(base_url: str, key: str, cell: Cell, repeats: int) -> float:
     with httpx.Client(base_url=base_url, headers={"x-key": key}, timeout=600) as http:
         for _ in range(repeats + 1):
             started = time.perf_counter()
-            job_id = http.post(f"/v1/{cell.variant}", json=body).raise_for_status().json()["id"]
-            with http.stream("GET", f"/v1/jobs/{job_id}/events") as events:
-                for line in events.iter_lines():
-                    if line.startswith("event: ") and line.removeprefix("event: ") in ("done", "error"):
-                        break
+            follow_events(http, http.post(f"/v1/{cell.variant}", json=body).raise_for_status().json()["id"])
             times.append(time.perf_counter() - started)
     return min(times[1:])
 
