@@ -10,7 +10,8 @@ request (its verdict depends on the request's tolerance).
 from __future__ import annotations
 
 import hashlib
-from collections import OrderedDict
+
+from cachetools import LRUCache
 
 from serve_apps.jobs.inputs import DecodedImage
 
@@ -25,22 +26,15 @@ def input_key(data: bytes, as_mask: bool, max_pixels: int) -> tuple[str, bool, i
 
 class DecodedInputs:
     def __init__(self, max_bytes: int):
-        self.max_bytes = max_bytes
-        self.entries: OrderedDict[tuple, DecodedImage] = OrderedDict()
-        self.held_bytes = 0
+        self.entries: LRUCache | None = LRUCache(maxsize=max_bytes, getsizeof=entry_bytes) if max_bytes else None
+
+    @property
+    def held_bytes(self) -> int:
+        return 0 if self.entries is None else self.entries.currsize
 
     def get(self, key: tuple) -> DecodedImage | None:
-        decoded = self.entries.get(key)
-        if decoded is not None:
-            self.entries.move_to_end(key)
-        return decoded
+        return None if self.entries is None else self.entries.get(key)
 
     def put(self, key: tuple, decoded: DecodedImage) -> None:
-        size = entry_bytes(decoded)
-        if size > self.max_bytes or key in self.entries:
-            return
-        self.entries[key] = decoded
-        self.held_bytes += size
-        while self.held_bytes > self.max_bytes:
-            _, oldest = self.entries.popitem(last=False)
-            self.held_bytes -= entry_bytes(oldest)
+        if self.entries is not None and entry_bytes(decoded) <= self.entries.maxsize:
+            self.entries[key] = decoded
