@@ -3,13 +3,12 @@ running figures (serve_apps/jobs/pace.py); and, for a deadline it cannot meet, t
 
 A small simulation of how the denoiser replicas take work (serve_apps/workers.py, deployments/denoiser.py): waiting
 jobs leave in submit order, in calls of up to `requests_per_call` (batching.max_batch_size) formed as they arrive
-(a call takes the jobs that come within `batch_wait_s` of its first, even while the replica works), each to the
-replica free first; a lone job that finds its replica idle skips the window; a call runs its passes one after another
-(jobs sharing size, steps, guidance, adapters and references share a pass, up to the images and pixels a pass
-takes); each job is done when its own last pass is and its images are stored, the replica free when the call's
-last job is. Jobs already denoising hold their replica for what their
-live progress says is left; jobs already handed to the denoiser but not started form their calls before a new job
-gets there, so it never joins theirs. Pure: no clock, no I/O.
+(a call takes the jobs that come within `batch_wait_s` of its first, even while the replica works; jobs already
+handed to the denoiser have formed theirs, so a new job never joins them), each to the replica free first; a lone
+job that finds its replica idle skips the window. A call runs its passes one after another (jobs sharing size,
+steps, guidance, adapters and references share a pass, up to the images and pixels a pass takes); each job is done
+when its own last pass is and its images are stored, the replica free when the call's last job is. Jobs already
+denoising hold their replica for what their live progress says is left. Pure: no clock, no I/O.
 """
 
 from __future__ import annotations
@@ -184,17 +183,18 @@ def ready_in_s(queue: Queue, own: JobWork, pace: Pace, serving: Serving) -> floa
         free = [at + queue.unread * per_job_s / replicas for at in free]
     size, jobs = serving.requests_per_call, [*queue.waiting, own]
     ages_s = [*(queue.ages_s if queue.ages_s is not None else [queue.own_age_s] * len(queue.waiting)), queue.own_age_s]
-    handed = calls_by_arrival(ages_s[: queue.handed], size, serving.batch_wait_s)
-    rest = calls_by_arrival(ages_s[queue.handed :], size, serving.batch_wait_s)
-    calls = [[jobs[i] for i in call] for call in handed] + [[jobs[queue.handed + i] for i in call] for call in rest]
-    firsts_age_s = [ages_s[call[0]] for call in handed] + [ages_s[queue.handed + call[0]] for call in rest]
-    for call, first_age_s in zip(calls, firsts_age_s):
+    calls = [  # the handed jobs' calls are formed already: the rest never join them
+        [begin + index for index in call]
+        for begin, end in ((0, queue.handed), (queue.handed, len(jobs)))
+        for call in calls_by_arrival(ages_s[begin:end], size, serving.batch_wait_s)
+    ]
+    for number, call in enumerate(calls):
         replica = min(range(replicas), key=free.__getitem__)
-        start = free[replica] if call is not calls[-1] else max(free[replica], pace.encode_s)
+        start = free[replica] if number < len(calls) - 1 else max(free[replica], pace.encode_s)
         alone_on_an_idle_replica = len(call) == 1 and free[replica] == 0.0
         if len(call) < size and not alone_on_an_idle_replica:  # the window runs from its first job's arrival
-            start = max(start, serving.batch_wait_s - first_age_s)
-        *done_at, ends_at = call_ends(call, pace, serving)
+            start = max(start, serving.batch_wait_s - ages_s[call[0]])
+        *done_at, ends_at = call_ends([jobs[index] for index in call], pace, serving)
         free[replica] = start + ends_at
     return start + done_at[-1] + pace.overhead_s
 
