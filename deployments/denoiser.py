@@ -249,7 +249,6 @@ class Denoiser:
             live = [s for s in chunk if not (observer and observer.cancel_requested(job_ids[s.request_index]))]
             for request_index in set(_requests(chunk)) - set(_requests(live)):
                 results[request_index].cancelled = True
-            ran = None
             if live:
                 hook = StepHook(clock, pass_index, {index: job_ids[index] for index in _requests(live)}, observer)
                 forward = ForwardPass(jobs, live, hook)
@@ -263,8 +262,7 @@ class Denoiser:
                     note_preparation(result, ran.references)
                     result.batch_images = max(result.batch_images, len(live))
                     result.batch_requests = max(result.batch_requests, len(forward.requests))
-            if ran is not None:
-                for slot, future in zip(live, ran.encoded):
+                for slot, future in zip(live, ran.encoded) if ran is not None else ():
                     encoding[slot.request_index].append((slot.image_index, future, ran.denoised_at))
             for request_index in _requests(chunk):
                 if last_pass[request_index] == pass_index:

@@ -2,8 +2,9 @@
 
 A file's digest is kept per (path, size, modification time), so a replica hashes each checkpoint or LoRA file once,
 and in a small JSON file on the node (`FLUX_SERVE_DIGEST_CACHE`, default ~/.cache/flux-serve/file-digests.json), so
-the next replica started there does not hash gigabytes again before its first image's manifest; a folder's digest covers every file in it (hidden ones aside) by relative path, so renaming or editing any file of a
-checkpoint changes it, and copying the folder elsewhere does not.
+the next replica started there does not hash gigabytes again before its first image's manifest. A folder's digest
+covers every file in it (hidden ones aside) by relative path, so renaming or editing any file of a checkpoint
+changes it, and copying the folder elsewhere does not.
 """
 
 from __future__ import annotations

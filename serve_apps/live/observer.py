@@ -2,8 +2,8 @@
 
 Progress is sent without waiting, at most every PUBLISH_EVERY_S per job (and always at the last step).
 Cancel is asked for all the batch's jobs in one question before the first pass (that answer is waited for, at
-most FIRST_ANSWER_TIMEOUT_S), then at most every ASK_EVERY_S, and the loop reads the latest answer that has come back; a question unanswered after ASK_STALE_S (its holder restarting)
-is asked again. A cancel once seen stays seen.
+most FIRST_ANSWER_TIMEOUT_S), then at most every ASK_EVERY_S, and the loop reads the latest answer that has come
+back; a question unanswered after ASK_STALE_S (its holder restarting) is asked again. A cancel once seen stays seen.
 """
 
 from __future__ import annotations
