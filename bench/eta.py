@@ -111,6 +111,13 @@ async def load(base_url: str, jobs: int, warmup: int, seed: int) -> None:
         f"\n{len(errors)} jobs: |eta_s - actual| / actual median {statistics.median(errors):.1%}, "
         f"p90 {percentile(errors, 0.9):.1%}, max {max(errors):.1%}"
     )
+    actuals = [job["updated_at"] - job["created_at"] for job in ended]
+    typical_s = statistics.median(actuals)  # the trivial baseline: every job told the run's median time, known after
+    told_typical = [abs(typical_s - actual_s) / actual_s for actual_s in actuals]
+    print(
+        f"baseline, every job told the run's median time ({typical_s:.1f} s): median {statistics.median(told_typical):.1%}, "
+        f"p90 {percentile(told_typical, 0.9):.1%}"
+    )
     for name, chosen in (("under", lambda actual_s: actual_s < LONG_S), ("of at least", lambda a: a >= LONG_S)):
         part = [error for error, job in zip(errors, ended) if chosen(job["updated_at"] - job["created_at"])]
         if part:
