@@ -2,10 +2,12 @@
 
 The same references go with every job (one character, job after job). With the cache on, the 1st job
 prepares them (load, preprocess, VAE-encode) and the 2nd..20th find them prepared
-(deployments/reference_cache.py). Both denoisers run in this one process, a job on one then the same job
+(deployments/reference_cache.py; a 9B-KV variant also keeps the references' keys and values,
+deployments/kv_reuse.py). Both denoisers run in this one process, a job on one then the same job
 on the other, so a machine's load drifting over the run weighs on both sides alike.
 
     python -m bench.reference_cache                       # tiny emulated model, CPU, 512x512, 4 steps
+    python -m bench.reference_cache --model flux-2-klein-9b-kv  # the variant whose reference work a cache can skip
     python -m bench.reference_cache --weights emulated:real --size 1024 --device cuda
 """
 
@@ -40,6 +42,8 @@ def repeated_references(
         denoiser.conditioning.load = references.load
         denoiser.conditioning.images.clear()  # the 1st job loads its references from "storage", as a replica does
         denoiser.conditioning.prepared.tensors.clear()
+        if denoiser.reference_kv is not None:
+            denoiser.reference_kv.held.clear()
     runs: dict[str, list[tuple[float, float, str]]] = {"on": [], "off": []}
     for number in range(jobs):
         params = GenerationParams.with_defaults(
@@ -69,6 +73,7 @@ def repeated_references(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=MODEL, help="variant name (flux-2-klein-9b-kv keeps keys and values too)")
     parser.add_argument("--weights", default="emulated:tiny")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--size", type=int, default=512, help="output and reference side, pixels")
@@ -76,8 +81,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=20)
     parser.add_argument("--references", default="1,4", help="reference counts, one row each")
     args = parser.parse_args()
-    encoder, cached = load_workers(MODEL, args.weights, args.device)
-    uncached = Denoiser(MODEL, weights=args.weights, device=args.device, reference_cache_bytes=0)
+    encoder, cached = load_workers(args.model, args.weights, args.device)
+    uncached = Denoiser(args.model, weights=args.weights, device=args.device, reference_cache_bytes=0)
     warm = MemoryReferences()
     params = GenerationParams.with_defaults(
         cached.defaults, PROMPT, width=args.size, height=args.size, references=warm.make(1, args.size, args.size)
@@ -89,7 +94,9 @@ def main() -> None:
         repeated_references(encoder, cached, uncached, int(count), args.size, args.steps, args.jobs)
         for count in args.references.split(",")
     ]
-    print(f"{MODEL} {args.weights} {args.device} {args.size}x{args.size}, {args.steps} steps, {args.jobs} jobs a row")
+    print(
+        f"{args.model} {args.weights} {args.device} {args.size}x{args.size}, {args.steps} steps, {args.jobs} jobs a row"
+    )
     print(
         "| references | prepare 1st s | prepare 2nd..last s (median) | vs 1st | prepare, cache off s (median) "
         "| hits | end-to-end on/off s | on vs off | 2nd..last on vs off, median of pairs |"

@@ -22,7 +22,7 @@ import torch
 from diffusers import AutoencoderKLFlux2, FlowMatchEulerDiscreteScheduler, Flux2KleinPipeline, Flux2Transformer2DModel
 from transformers import Qwen3Config, Qwen3ForCausalLM
 
-from deployments.registry import VariantSpec
+from deployments.registry import KLEIN_4B, KLEIN_9B, VariantSpec
 from deployments.tokenizer import train_tokenizer
 from deployments.weights import SETTINGS_FILENAME
 
@@ -105,6 +105,12 @@ def encoder_out_layers(num_layers: int) -> tuple[int, int, int]:
     return (num_layers // 4, num_layers // 2, 3 * num_layers // 4)
 
 
+def transformer_shape_of(shape: EmulatedSize, variant: VariantSpec) -> TransformerShape:
+    """The Base and KV variants run the transformer of the distilled variant of their size, emulated alike."""
+    distilled = {KLEIN_4B: "flux-2-klein-4b", KLEIN_9B: "flux-2-klein-9b"}
+    return shape.transformers[distilled[variant.transformer]]
+
+
 class UnknownEmulationSizeError(ValueError):
     """An emulation size that is not defined."""
 
@@ -125,7 +131,7 @@ def build_components(variant: VariantSpec, size: str, seed: int = 0) -> Flux2Kle
     """Create the five pipeline components with seeded random weights."""
     shape = get_size(size)
     encoder_shape = shape.encoders[variant.text_encoder.family]
-    transformer_shape = shape.transformers[variant.name]
+    transformer_shape = transformer_shape_of(shape, variant)
     tokenizer = train_tokenizer()
 
     torch.manual_seed(seed)

@@ -104,3 +104,18 @@ def test_flux_serve_run_and_plan_take_a_served_name_of_an_operators_own(tmp_path
     main(["--config", str(config), "plan", "--gpus", "1x24GB"])
     out = capsys.readouterr().out
     assert "studio-look transformer" in out and "qwen3-8b text encoder" in out  # the 9B-KV spec's parts
+
+
+@pytest.mark.parametrize("model", NEW_VARIANTS)
+def test_each_new_variant_builds_at_an_emulated_size(model):
+    """`emulated:tiny` (the benches' size) gives Base and KV the transformer of the distilled variant of their size:
+    before, only the two distilled names had an emulated shape and the others failed with a KeyError."""
+    spec = get_variant(model)
+    denoiser = Denoiser(spec, weights="emulated:tiny", reference_images=no_references)
+    nine = model.endswith(("9b", "9b-kv"))
+    distilled = Denoiser("flux-2-klein-9b" if nine else "flux-2-klein-4b", weights="emulated:tiny")
+    assert type(denoiser.pipeline).__name__ == spec.pipeline_class
+    shape = ("num_layers", "num_single_layers", "num_attention_heads", "attention_head_dim")
+    assert [denoiser.pipeline.transformer.config[key] for key in shape] == [
+        distilled.pipeline.transformer.config[key] for key in shape
+    ]
