@@ -9,6 +9,7 @@ Its own Ray Serve, deployed with the caches on, then off, then on and off again 
 load drifting over the run weighs on both sides alike.
 
     python -m bench.reference_cache_served                 # tiny emulated model, CPU, 512x512, 4 steps
+    python -m bench.reference_cache_served --model flux-2-klein-9b-kv  # it keeps the references' keys and values too
 """
 
 from __future__ import annotations
@@ -44,11 +45,11 @@ def photo_jpeg(seed: int, size: int) -> bytes:
     return buffer.getvalue()
 
 
-def app_args(weights: str, storage: str, cached: bool) -> dict:
+def app_args(model: str, weights: str, storage: str, cached: bool) -> dict:
     return {
         "storage_url": storage,
         "models": {
-            MODEL: {
+            model: {
                 "weights": weights,
                 "num_gpus": 0.5,
                 "num_cpus": 2,  # Ray sets the replica's torch threads from num_cpus
@@ -61,10 +62,10 @@ def app_args(weights: str, storage: str, cached: bool) -> dict:
     }
 
 
-def waited_job(http: httpx.Client, body: dict) -> tuple[float, dict]:
+def waited_job(http: httpx.Client, model: str, body: dict) -> tuple[float, dict]:
     """Seconds from submit to the job's done event on its stream, and the job as it ended."""
     started = time.perf_counter()
-    job_id = http.post(f"/v1/{MODEL}", json=body).raise_for_status().json()["id"]
+    job_id = http.post(f"/v1/{model}", json=body).raise_for_status().json()["id"]
     follow_events(http, job_id)
     waited_s = time.perf_counter() - started
     job = http.get(f"/v1/jobs/{job_id}").json()
@@ -75,6 +76,7 @@ def waited_job(http: httpx.Client, body: dict) -> tuple[float, dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=MODEL, help="variant name (flux-2-klein-9b-kv keeps keys and values too)")
     parser.add_argument("--weights", default="emulated:tiny")
     parser.add_argument("--size", type=int, default=512, help="output and reference side, pixels")
     parser.add_argument("--steps", type=int, default=4)
@@ -98,18 +100,20 @@ def main() -> None:
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{PORT}", headers={"x-key": key}, timeout=600) as http:
             for side in ("on", "off", "on", "off"):
-                serve.run(build_app(app_args(args.weights, storage, side == "on")), name="flux", route_prefix="/")
+                serve.run(
+                    build_app(app_args(args.model, args.weights, storage, side == "on")), name="flux", route_prefix="/"
+                )
                 warm = {"prompt": "warm-up", "width": args.size, "height": args.size, "steps": args.steps}
-                waited_job(http, warm)  # the replicas' first-call costs, before anything is timed
+                waited_job(http, args.model, warm)  # the replicas' first-call costs, before anything is timed
                 for number in range(args.jobs):
                     body = {**warm, "prompt": PROMPT, "seed": len(runs[side]) + number, **images}
-                    runs[side].append(waited_job(http, body))
+                    runs[side].append(waited_job(http, args.model, body))
     finally:
         serve.shutdown()
         ray.shutdown()
 
     print(
-        f"{MODEL} {args.weights}, {args.size}x{args.size}, {args.steps} steps, {args.references} inline JPEG "
+        f"{args.model} {args.weights}, {args.size}x{args.size}, {args.steps} steps, {args.references} inline JPEG "
         f"references, {2 * args.jobs} jobs a side (two deployments each), submit to Ready on the events stream"
     )
     print("| caches | jobs | hits | reference_prepare s (median) | submit to Ready s (median) | total s |")

@@ -1,6 +1,7 @@
 """flux-bench on small grids, its cost arithmetic and quality scores; the bench scripts' flags and timer. No Ray."""
 
 import argparse
+import asyncio
 import math
 
 import numpy as np
@@ -13,12 +14,14 @@ from pydantic import ValidationError
 
 from bench import flux_bench
 from bench.cost import GpuPrice, gpu_seconds_per_image, load_config, seconds_on, usd_per_image
+from bench.eta_cost import measure
 from bench.harness import bench_arguments, time_repeats
 from bench.quality import psnr_db, ssim
 from bench.report import COLUMNS, EDIT_COLUMNS, LANGUAGE_COLUMNS, REFERENCE_COLUMNS
 from deployments.memory import text_encoder_params, transformer_params
 from deployments.real_size import build_real_size_pipeline
 from deployments.registry import get_variant
+from serve_apps.jobs.estimates import QUEUE_READ_LIMIT
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -286,3 +289,11 @@ def test_timer_warms_up_and_prepares_untimed_and_keeps_every_repeat():
     timings = time_repeats(lambda: calls.append("run") or len(calls), repeats=3, before=lambda: calls.append("before"))
     assert calls == ["run", "before", "run", "before", "run", "before", "run"]
     assert len(timings.seconds) == 3 and timings.result == 7 and timings.best_s <= timings.median_s
+
+
+def test_the_eta_cost_bench_times_real_reads_and_refusals_past_the_read_limit():
+    """bench.eta_cost on a real SQLite queue deeper than the estimator reads: each row is timed, and a submit with
+    an unmeetable deadline is refused (the bench raises if one was admitted instead)."""
+    rows = asyncio.run(measure([0, QUEUE_READ_LIMIT + 10], repeats=2))
+    assert [depth for depth, _, _ in rows] == [0, QUEUE_READ_LIMIT + 10]
+    assert all(0 < plain_s < 5 and 0 < refused_s < 5 for _, plain_s, refused_s in rows)
