@@ -3,8 +3,9 @@
 Requests that can share a forward pass (same size, steps, guidance, adapters and reference images) run as one latent
 batch, at most `max_images_per_forward` images and `max_pixels_per_forward` pixels at a time,
 and the VAE decodes one image at a time, so 12 images at 2048x2048 run in several passes. Each image's starting noise is
-drawn on the CPU from its own seed, so an image is the same whether its request runs alone
-or inside a batch, on any device.
+drawn on the CPU from its own seed, so it is the same whether its request runs alone or inside a batch, on any device;
+the pixels may still differ in their last bit with the batch (its kernels round differently), unless the model is
+served `deterministic` (deployments/determinism.py): then every request runs in passes of its own.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from deployments.acceleration import Acceleration, accelerate_denoiser, applying
 from deployments.adapter_cache import AdapterCache, AdapterFiles
 from deployments.conditioning import Conditioning, ReferenceLoader, group_key, no_references
 from deployments.contracts import DenoiseJob, GenerationParams, InvalidRequestError
+from deployments.determinism import deterministic_kernels, prepare_process
 from deployments.finishing import RequestDone, RequestFinisher
 from deployments.images import ImageEncoder, to_uint8
 from deployments.kv_reuse import ReferenceKV, kv_key
@@ -122,13 +124,19 @@ class Denoiser:
         reference_images: ReferenceLoader = no_references,
         acceleration: Acceleration | None = None,
         reference_cache_bytes: int = REFERENCE_CACHE_BYTES,
+        deterministic: bool = False,
     ):
+        """`deterministic`: each request in passes of its own and deterministic kernels, so a rerun makes the same
+        bytes whoever else was queued (deployments/determinism.py)."""
         if max_images_per_forward < 1:
             raise ValueError(f"max_images_per_forward must be at least 1, got {max_images_per_forward}.")
         self.variant = spec_of(model)
         self.weights = resolve_weights(self.variant, weights)
         self.device = pick_device(device)
         self.dtype = pick_dtype(self.device, dtype)
+        self.deterministic = deterministic
+        if deterministic:
+            prepare_process(self.device)
         names = (self.variant.name, self.variant.base_name, weights)
         self.provenance = Provenance(*names, self.weights, self.device.type, str(self.dtype).removeprefix("torch."))
         self.pipeline = load_pipeline(self.weights, self.device, self.dtype, text_encoder=None, tokenizer=None)
@@ -229,7 +237,7 @@ class Denoiser:
         results = [GenerationResult(job.params, [None] * job.params.num_images) for job in jobs]
         finisher = RequestFinisher(results, on_done)
         try:
-            with self._pipeline_lock:
+            with self._pipeline_lock, deterministic_kernels(self.deterministic):
                 self._generate(jobs, observer, finisher)
         except BaseException:
             finisher.close()
@@ -271,11 +279,13 @@ class Denoiser:
                     finisher.finish(request_index, encoding.pop(request_index, []), manifest)
 
     def _plan_forward_passes(self, params: list[GenerationParams]) -> list[list[_Slot]]:
-        """Group compatible requests, then pack them into passes, keeping a request whole where it fits."""
+        """Group compatible requests (in deterministic mode, each alone), then pack them into passes, keeping a
+        request whole where it fits."""
         groups: dict[tuple, list[int]] = defaultdict(list)
         for index, p in enumerate(params):
             adapters = tuple(sorted((a.id, a.scale) for a in p.adapters))
-            groups[(p.width, p.height, p.steps, p.guidance, adapters, group_key(p))].append(index)
+            alone = index if self.deterministic else None
+            groups[(p.width, p.height, p.steps, p.guidance, adapters, group_key(p), alone)].append(index)
         chunks: list[list[_Slot]] = []
         for indices in groups.values():
             capacity = self.images_per_pass(params[indices[0]])

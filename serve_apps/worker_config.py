@@ -110,6 +110,11 @@ class ModelArgs(StrictModel):
         description="reference images kept prepared on each replica (preprocessed pixels and VAE latents), in "
         "bytes; 0 keeps none (a 1 MP reference takes 14 MB)",
     )
+    deterministic: bool = Field(
+        False,
+        description="a rerun makes the same bytes: each request runs in passes of its own (never batched with "
+        "another's) with deterministic kernels; costs the cross-request batching (bench/determinism.py)",
+    )
     device: str = "auto"
     dtype: str = "auto"
     batching: BatchingArgs = BatchingArgs()

@@ -146,6 +146,7 @@ class DenoiserServer:
             reference_images=stored_references(self.store.load_reference),
             acceleration=Acceleration.from_settings(model_args.acceleration.model_dump()),
             reference_cache_bytes=model_args.reference_cache_bytes,
+            deterministic=model_args.deterministic,
         )
         self.safety_checker = safety.load_checker(args.safety.checker)
         self.node_id = ray.get_runtime_context().get_node_id()[:12] if ray.is_initialized() else ""

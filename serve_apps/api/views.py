@@ -107,7 +107,9 @@ class JobViews:
             mask=self.reference_url(record, record.params.mask) if record.params.mask else None,
             manifest=asdict(record.manifest) if record.manifest else None,
             rerun_of=record.rerun.of if record.rerun else None,
-            rerun=record.rerun.model_dump(exclude={"of", "original_images"}) if record.rerun else None,
+            rerun=record.rerun.model_dump(exclude={"of", "original_images", "original_pass_requests"})
+            if record.rerun
+            else None,
         )
 
     def webhook_payload(self, record: JobRecord) -> dict:

@@ -107,6 +107,7 @@ class EtaEstimator:
             images_per_pass=model_args.max_images_per_forward,
             pixels_per_pass=model_args.max_pixels_per_forward,
             batch_wait_s=model_args.batching.batch_wait_timeout_s,
+            shares_passes=not model_args.deterministic,
         )
 
     async def snapshot(self, model: str, serving: Serving, fresh: bool) -> tuple[list[JobRecord], int, dict]:

@@ -6,9 +6,10 @@ jobs leave in submit order, in calls of up to `requests_per_call` (batching.max_
 (a call takes the jobs that come within `batch_wait_s` of its first, even while the replica works; jobs already
 handed to the denoiser have formed theirs, so a new job never joins them), each to the replica free first; a lone
 job that finds its replica idle skips the window. A call runs its passes one after another (jobs sharing size,
-steps, guidance, adapters and references share a pass, up to the images and pixels a pass takes); each job is done
-when its own last pass is and its images are stored, the replica free when the call's last job is. Jobs already
-denoising hold their replica for what their live progress says is left. Pure: no clock, no I/O.
+steps, guidance, adapters and references share a pass, up to the images and pixels a pass takes, unless the model
+is deterministic); each job is done when its own last pass is and its images are stored, the replica free when
+the call's last job is. Jobs already denoising hold their replica for what their live progress says is left.
+Pure: no clock, no I/O.
 """
 
 from __future__ import annotations
@@ -74,13 +75,15 @@ class Running:
 
 @dataclass(frozen=True)
 class Serving:
-    """How a model's replicas take work (its deployment's settings). `replicas` 0: scaled to zero."""
+    """How a model's replicas take work (its deployment's settings). `replicas` 0: scaled to zero;
+    `shares_passes` False: a deterministic model gives each job passes of its own."""
 
     replicas: int
     requests_per_call: int
     images_per_pass: int
     pixels_per_pass: int
     batch_wait_s: float
+    shares_passes: bool = True
 
     def images_in_pass(self, work: JobWork) -> int:
         """As deployments/denoiser.py packs them: the image cap, lowered until their pixels fit; at least one."""
@@ -143,7 +146,7 @@ def call_ends(call: list[JobWork], pace: Pace, serving: Serving) -> list[float]:
     pass)."""
     groups: dict[tuple, list[int]] = {}
     for index, work in enumerate(call):
-        groups.setdefault(work.group, []).append(index)
+        groups.setdefault(work.group if serving.shares_passes else (index,), []).append(index)
     passes: list[list[int]] = []  # the jobs with an image in each pass, in running order
     for indices in groups.values():
         capacity = serving.images_in_pass(call[indices[0]])

@@ -73,6 +73,7 @@ class RerunCheck(BaseModel):
     identical: bool | None = None  # every file equal to the original's, byte for byte
     max_pixel_difference: int | None = None  # the largest absolute difference of a channel value, 0..255
     note: str | None = None  # why there is no verdict, or what differs besides pixels
+    original_pass_requests: int = 1  # requests in the original's largest pass: over 1, it was batched with others
 
 
 class JobState(BaseModel):

@@ -69,12 +69,19 @@ def rerun_record(original: JobRecord, job_id: str, owner: str, base_url: str) ->
         params=original.params,
         owner=owner,
         warnings=original.warnings,
-        rerun=RerunCheck(of=original.id, original_images=original.images),
+        rerun=RerunCheck(
+            of=original.id,
+            original_images=original.images,
+            original_pass_requests=int(original.batch.get("requests") or 1),
+        ),
     )
 
 
-def compare_images(check: RerunCheck, original: list[bytes | None], rerun: list[bytes | None]) -> RerunCheck:
-    """`check` with its verdict: the rerun's files against the original's, image for image."""
+def compare_images(
+    check: RerunCheck, original: list[bytes | None], rerun: list[bytes | None], rerun_pass_requests: int = 1
+) -> RerunCheck:
+    """`check` with its verdict: the rerun's files against the original's, image for image; where pixels differ,
+    the note says why they may and what makes them equal (deployments/determinism.py)."""
 
     def verdict(**fields) -> RerunCheck:
         return check.model_copy(update=fields)
@@ -91,7 +98,18 @@ def compare_images(check: RerunCheck, original: list[bytes | None], rerun: list[
     if None in differences:
         return verdict(identical=False, note="an image's size or colour mode differs from the original's")
     largest = max(differences)
-    note = None if largest else "the pixels are equal; the files differ (their manifests: a version, a digest)"
+    if not largest:
+        note = "the pixels are equal; the files differ (their manifests: a version, a digest)"
+    elif max(check.original_pass_requests, rerun_pass_requests) > 1:
+        note = (
+            "the original or the rerun shared its forward pass with other jobs, and a batch's kernels round "
+            "differently; a model served with deterministic: true runs each job in passes of its own"
+        )
+    else:
+        note = (
+            "the kernels rounded differently (a GPU may pick its algorithms per run); a model served with "
+            "deterministic: true asks for deterministic ones"
+        )
     return verdict(identical=False, max_pixel_difference=largest, note=note)
 
 
@@ -108,4 +126,5 @@ def judge_rerun(store: JobStore, record: JobRecord) -> RerunCheck:
     """Both jobs' images loaded from storage and compared (blocking: run it in a thread)."""
     check = record.rerun
     original = [store.load_image(check.of, name) for name in check.original_images]
-    return compare_images(check, original, [store.load_image(record.id, name) for name in record.images])
+    rerun = [store.load_image(record.id, name) for name in record.images]
+    return compare_images(check, original, rerun, int(record.batch.get("requests") or 1))
