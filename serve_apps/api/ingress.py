@@ -109,6 +109,7 @@ class Ingress:
                 "max": model_args.autoscaling.max_replicas,
                 "num_gpus_each": model_args.num_gpus,
             },
+            deterministic=model_args.deterministic,
         )
 
     @staticmethod

@@ -346,6 +346,9 @@ class ModelInfo(BaseModel):
     text_encoder: str
     defaults: dict
     replicas: dict | None = None
+    deterministic: bool | None = Field(
+        None, description="true: a rerun makes the same bytes whoever shared its call (served models only)"
+    )
     cost: dict = Field(description="GPU-seconds per megapixel-step the quote uses, and where the figure comes from")
 
     @classmethod

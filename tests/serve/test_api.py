@@ -81,6 +81,7 @@ def test_models_say_plainly_they_are_emulated(client):
     assert four["license"] == "Apache-2.0" and not models["flux-2-klein-9b"]["commercial_use"]
     assert four["defaults"]["steps"] == 4 and four["replicas"]["num_gpus_each"] == 0.5
     assert four["replicas"]["running"] >= 1
+    assert four["deterministic"] is False and models["flux-2-klein-9b-kv"]["deterministic"] is None
 
 
 def test_fractional_gpus_are_really_scheduled(serve_instance):
