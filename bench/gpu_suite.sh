@@ -8,6 +8,7 @@
 #   bench/gpu_suite.sh --out DIR --budget-s 450 --variants flux-2-klein-4b
 #
 #   bench/gpu_suite.sh --wheels .whl --export "$OUT"   # a lent machine: install carried wheels, send results back
+#   bench/gpu_suite.sh --daily-loop    # issue 28's GPU figures instead: deterministic mode's cost, reference reuse
 #
 # Runs go most informative first (4B eager and all-on, then each step, then 9B); a run that would start with
 # under 40 s left is skipped and listed in skipped.txt, so the suite ends inside its budget. FP8 needs torchao and
@@ -26,6 +27,7 @@ EXPORT=""
 BUDGET_S=${SUITE_BUDGET_S:-450}
 OUT=""
 VARIANTS="flux-2-klein-4b flux-2-klein-9b"
+DAILY_LOOP=0
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -35,7 +37,8 @@ while [[ $# -gt 0 ]]; do
     --variants) VARIANTS="${2//,/ }"; shift 2 ;;
     --wheels) WHEELS="$2"; shift 2 ;;
     --export) EXPORT="$2"; shift 2 ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    --daily-loop) DAILY_LOOP=1; shift ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "gpu_suite.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -97,6 +100,15 @@ bench() {  # bench VARIANT CONFIG
   # shellcheck disable=SC2086  # flags are words
   run "$1-$2" "$PY" -m bench.flux_bench "${COMMON[@]}" --variants "$1" $flags --out "$OUT/$1/$2"
 }
+
+if (( DAILY_LOOP )); then  # at real size, 1024 px: what determinism costs where batching pays, the caches on a GPU
+  REAL=(--weights emulated:real --device cuda --size 1024)
+  run determinism "$PY" -m bench.determinism "${REAL[@]}" --repeats 5
+  run reference-cache-9b-kv "$PY" -m bench.reference_cache --model flux-2-klein-9b-kv "${REAL[@]}" --jobs 10
+  run reference-cache-4b "$PY" -m bench.reference_cache "${REAL[@]}" --jobs 10
+  if [[ $DRY_RUN == 0 && -n $EXPORT ]]; then mkdir -p "$EXPORT"; cp "$OUT"/*.log "$EXPORT/"; fi
+  exit 0
+fi
 
 first=1
 for variant in $VARIANTS; do

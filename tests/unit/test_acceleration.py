@@ -223,6 +223,23 @@ def test_gpu_suite_dry_run_commands_parse(tmp_path):
     assert any("bench.acceleration_bench summarize" in line for line in printed)
 
 
+def test_gpu_suite_daily_loop_runs_issue_28s_gpu_figures_only(tmp_path):
+    suite = Path(__file__).parents[2] / "bench" / "gpu_suite.sh"
+    printed = subprocess.run(
+        ["bash", str(suite), "--daily-loop", "--dry-run", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    assert [line.split(" -m ")[1].split()[0] for line in printed] == [
+        "bench.determinism",
+        "bench.reference_cache",
+        "bench.reference_cache",
+    ]
+    assert all("--weights emulated:real --device cuda --size 1024" in line for line in printed)
+    assert "--model flux-2-klein-9b-kv" in printed[1]
+
+
 def test_suite_summary_table(tmp_path):
     for setup, total_s in (("eager", 0.8), ("compile", 0.5)):
         folder = tmp_path / MODEL / setup
