@@ -27,7 +27,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from bench.serve_overhead import follow_events
+from bench.serve_overhead import follow_events, one_model_app
 
 MODEL = "flux-2-klein-4b"
 PORT = 8127
@@ -46,20 +46,8 @@ def photo_jpeg(seed: int, size: int) -> bytes:
 
 
 def app_args(model: str, weights: str, storage: str, cached: bool) -> dict:
-    return {
-        "storage_url": storage,
-        "models": {
-            model: {
-                "weights": weights,
-                "num_gpus": 0.5,
-                "num_cpus": 2,  # Ray sets the replica's torch threads from num_cpus
-                "reference_cache_bytes": 512 * 2**20 if cached else 0,
-            }
-        },
-        "inputs": {"decoded_cache_bytes": 64 * 2**20 if cached else 0},
-        "encoder": {"num_cpus": 0.25},
-        "ingress": {"num_cpus": 0.25},
-    }
+    app = one_model_app(model, weights, storage, reference_cache_bytes=512 * 2**20 if cached else 0)
+    return {**app, "inputs": {"decoded_cache_bytes": 64 * 2**20 if cached else 0}}
 
 
 def waited_job(http: httpx.Client, model: str, body: dict) -> tuple[float, dict]:

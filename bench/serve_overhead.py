@@ -28,20 +28,19 @@ CONCURRENT_REQUESTS = 8
 PORT = 8123
 
 
-def app_args(model: str, weights: str, storage: str, max_batch_size: int) -> dict:
+def one_model_app(model: str, weights: str, storage: str, **model_options) -> dict:
+    """A served app of one model for a bench: its denoiser on half the logical GPU with 2 CPUs (Ray sets the
+    replica's torch threads from num_cpus: as many as in-process), encoder and ingress on a quarter CPU each."""
     return {
         "storage_url": storage,
-        "models": {
-            model: {
-                "weights": weights,
-                "num_gpus": 0.5,
-                "num_cpus": 2,  # Ray sets the replica's torch threads from num_cpus: match in-process
-                "batching": {"max_batch_size": max_batch_size},  # the service's batch window
-            }
-        },
+        "models": {model: {"weights": weights, "num_gpus": 0.5, "num_cpus": 2, **model_options}},
         "encoder": {"num_cpus": 0.25},
         "ingress": {"num_cpus": 0.25},
     }
+
+
+def app_args(model: str, weights: str, storage: str, max_batch_size: int) -> dict:
+    return one_model_app(model, weights, storage, batching={"max_batch_size": max_batch_size})
 
 
 def fastest(run: CellRun) -> Sample:
