@@ -30,6 +30,7 @@ from deployments.images import ImageEncoder, to_uint8
 from deployments.kv_reuse import ReferenceKV, kv_key
 from deployments.loading import load_pipeline, pick_device, pick_dtype, resolve_weights
 from deployments.manifest import Manifest, Provenance
+from deployments.passes import images_per_pass, pack_passes
 from deployments.previews import pass_previews, preview_map_for
 from deployments.progress import Cancelled, StepClock, StepHook, StepObserver
 from deployments.reference_cache import REFERENCE_CACHE_BYTES, Preparation, PreparedReferences, note_preparation
@@ -279,34 +280,21 @@ class Denoiser:
                     finisher.finish(request_index, encoding.pop(request_index, []), manifest)
 
     def _plan_forward_passes(self, params: list[GenerationParams]) -> list[list[_Slot]]:
-        """Group compatible requests (in deterministic mode, each alone), then pack them into passes, keeping a
-        request whole where it fits."""
-        groups: dict[tuple, list[int]] = defaultdict(list)
-        for index, p in enumerate(params):
-            adapters = tuple(sorted((a.id, a.scale) for a in p.adapters))
-            alone = index if self.deterministic else None
-            groups[(p.width, p.height, p.steps, p.guidance, adapters, group_key(p), alone)].append(index)
-        chunks: list[list[_Slot]] = []
-        for indices in groups.values():
-            capacity = self.images_per_pass(params[indices[0]])
-            current: list[_Slot] = []
-            for index in indices:
-                if current and len(current) + params[index].num_images > capacity:
-                    chunks.append(current)
-                    current = []
-                for image_index in range(params[index].num_images):
-                    current.append(_Slot(index, image_index))
-                    if len(current) == capacity:
-                        chunks.append(current)
-                        current = []
-            if current:
-                chunks.append(current)
-        return chunks
+        """Compatible requests share passes (in deterministic mode, none do), as deployments/passes.py packs them."""
+        keys = [
+            (p.width, p.height, p.steps, p.guidance, tuple(sorted((a.id, a.scale) for a in p.adapters)), group_key(p))
+            for p in params
+        ]
+        packed = pack_passes(
+            keys,
+            [p.num_images for p in params],
+            lambda index: self.images_per_pass(params[index]),
+            shared=not self.deterministic,
+        )
+        return [[_Slot(request, image) for request, image in chunk] for chunk in packed]
 
     def images_per_pass(self, params: GenerationParams) -> int:
-        """Images of this size in one pass: the image cap, lowered until their pixels fit (one image always runs)."""
-        by_pixels = self.max_pixels_per_forward // (params.width * params.height)
-        return max(1, min(self.max_images_per_forward, by_pixels))
+        return images_per_pass(params.width, params.height, self.max_images_per_forward, self.max_pixels_per_forward)
 
     def initial_noise(self, seed: int, width: int, height: int) -> torch.Tensor:
         """Packed-latent noise for one image, drawn on the CPU so every device agrees."""

@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass, field, replace
 
 from deployments.contracts import MIN_SIDE_PX, GenerationParams
+from deployments.passes import images_per_pass, pack_passes
 from serve_apps.jobs.pace import MEGAPIXEL, REFERENCE_AREA_PX, Pace
 
 SQUARE_STEP_PX = 64  # a smaller size that fits is suggested as a square, its side a multiple of this
@@ -86,8 +87,7 @@ class Serving:
     shares_passes: bool = True
 
     def images_in_pass(self, work: JobWork) -> int:
-        """As deployments/denoiser.py packs them: the image cap, lowered until their pixels fit; at least one."""
-        return max(1, min(self.images_per_pass, self.pixels_per_pass // (work.width * work.height)))
+        return images_per_pass(work.width, work.height, self.images_per_pass, self.pixels_per_pass)
 
 
 @dataclass(frozen=True)
@@ -144,24 +144,13 @@ def call_ends(call: list[JobWork], pace: Pace, serving: Serving) -> list[float]:
     passes run one after another as the denoiser plans them (groups in order of their first job, each packed),
     and a job is done when its last pass is and its images stored (stores one after another, beside the next
     pass)."""
-    groups: dict[tuple, list[int]] = {}
-    for index, work in enumerate(call):
-        groups.setdefault(work.group if serving.shares_passes else (index,), []).append(index)
-    passes: list[list[int]] = []  # the jobs with an image in each pass, in running order
-    for indices in groups.values():
-        capacity = serving.images_in_pass(call[indices[0]])
-        current: list[int] = []
-        for index in indices:
-            if current and len(current) + call[index].images > capacity:
-                passes.append(current)
-                current = []
-            for _ in range(call[index].images):
-                current.append(index)
-                if len(current) == capacity:
-                    passes.append(current)
-                    current = []
-        if current:
-            passes.append(current)
+    packed = pack_passes(
+        [work.group for work in call],
+        [work.images for work in call],
+        lambda index: serving.images_in_pass(call[index]),
+        shared=serving.shares_passes,
+    )
+    passes = [[index for index, _ in chunk] for chunk in packed]  # the jobs with an image in each pass, in order
     last_pass = {index: number for number, jobs in enumerate(passes) for index in jobs}
     ends, clock_s, stored_s = [0.0] * len(call), 0.0, 0.0
     for number, jobs in enumerate(passes):
